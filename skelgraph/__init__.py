@@ -1,0 +1,3 @@
+"""skelgraph: skeleton-based action recognition and motion forecasting with PyTorch Geometric."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from skelgraph.cli import main
+
+sys.exit(main())

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PENN_ACTION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "penn_action"
+
+
+@pytest.fixture(scope="session")
+def penn_action_root() -> Path:
+    """The Penn Action annotations beside the checkout (``../shared``); skips when absent."""
+    if not (PENN_ACTION_ROOT / "labels").is_dir():
+        pytest.skip(f"Penn Action annotations not found at {PENN_ACTION_ROOT} (needs ../shared)")
+    return PENN_ACTION_ROOT
