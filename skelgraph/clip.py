@@ -1,0 +1,177 @@
+"""A validated skeleton sequence: keypoints, joint layout, label and provenance."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from skelgraph.layouts import Layout, get_layout, list_layouts
+
+__all__ = ["SkeletonClip"]
+
+
+@dataclass(eq=False)
+class SkeletonClip:
+    r"""One skeleton sequence of one person, validated on construction.
+
+    The keypoints hold, per frame :math:`t` and joint :math:`v`, the coordinates followed by a
+    confidence :math:`c_{t,v} \in [0, 1]` in the last channel: :math:`(x, y, c)` in 2D
+    (:math:`C = 3`) or :math:`(x, y, z, c)` in 3D (:math:`C = 4`). A joint with :math:`c_{t,v} = 0`
+    is missing in that frame and may hold non-finite coordinates (``NaN``); every other joint must
+    have finite ones.
+
+    Args:
+        keypoints (numpy.ndarray): Array of shape :obj:`(T, V, C)`, cast to :obj:`float32` (no copy
+            when it already is one).
+        layout (Layout or str): The joint layout, or the name of a registered one; :obj:`V` must
+            equal :obj:`layout.num_joints`.
+        label (int or str, optional): Class index or class name. (default: :obj:`None`)
+        fps (float, optional): Frame rate in frames per second, positive. (default: :obj:`None`)
+        source (str, optional): Where the clip comes from (a video or file name).
+            (default: :obj:`None`)
+        meta (dict, optional): Free-form, JSON-serialisable extra information (e.g. dataset split,
+            camera view). (default: :obj:`{}`)
+
+    Raises:
+        ValueError: On an unknown layout, a keypoint array that is not of rank 3, has no frames,
+            has :obj:`C` not in :obj:`{3, 4}` or a joint count other than the layout's, a
+            confidence outside :math:`[0, 1]`, non-finite coordinates on a joint whose confidence
+            is not 0, or a non-positive frame rate. The message names the field, the expected and
+            the actual value.
+        TypeError: When :obj:`layout`, :obj:`label`, :obj:`source` or :obj:`meta` has the wrong
+            type.
+    """
+
+    keypoints: np.ndarray
+    layout: Layout
+    label: int | str | None = None
+    fps: float | None = None
+    source: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layout = _resolve_layout(self.layout)
+        self.keypoints = _validate_keypoints(self.keypoints, self.layout)
+        self.label = _validate_label(self.label)
+        if self.fps is not None:
+            fps = float(self.fps)
+            if not (math.isfinite(fps) and fps > 0):
+                raise ValueError(
+                    f"clip.fps: expected a positive finite frame rate, got {self.fps!r}"
+                )
+            self.fps = fps
+        if self.source is not None and not isinstance(self.source, str):
+            raise TypeError(f"clip.source: expected str or None, got {type(self.source).__name__}")
+        if not isinstance(self.meta, dict):
+            raise TypeError(f"clip.meta: expected dict, got {type(self.meta).__name__}")
+
+    @property
+    def num_frames(self) -> int:
+        """The number of frames :obj:`T`."""
+        return self.keypoints.shape[0]
+
+    @property
+    def num_joints(self) -> int:
+        """The number of joints :obj:`V`."""
+        return self.keypoints.shape[1]
+
+    @property
+    def num_channels(self) -> int:
+        """The number of channels :obj:`C` (coordinates plus confidence)."""
+        return self.keypoints.shape[2]
+
+    @property
+    def is_3d(self) -> bool:
+        """Whether the clip holds 3D coordinates (:obj:`C = 4`)."""
+        return self.num_channels == 4
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the clip to an ``.npz`` file, see :func:`skelgraph.io.save_npz`."""
+        from skelgraph.io import save_npz
+
+        save_npz(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SkeletonClip:
+        """Reads a clip written by :meth:`save`, see :func:`skelgraph.io.load_npz`."""
+        from skelgraph.io import load_npz
+
+        return load_npz(path)
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.keypoints.shape)
+        return (
+            f"{type(self).__name__}(keypoints=[{shape}], layout={self.layout.name!r}, "
+            f"label={self.label!r}, fps={self.fps!r}, source={self.source!r})"
+        )
+
+
+def _resolve_layout(layout: Layout | str) -> Layout:
+    if isinstance(layout, Layout):
+        return layout
+    if not isinstance(layout, str):
+        raise TypeError(
+            f"clip.layout: expected a Layout or a layout name, got {type(layout).__name__}"
+        )
+    try:
+        return get_layout(layout)
+    except ValueError:
+        known = ", ".join(list_layouts())
+        raise ValueError(
+            f"clip.layout: expected a registered layout name (one of: {known}), got {layout!r}"
+        ) from None
+
+
+def _validate_keypoints(keypoints: Any, layout: Layout) -> np.ndarray:
+    kp = np.asarray(keypoints, dtype=np.float32)
+    if kp.ndim != 3:
+        raise ValueError(
+            f"clip.keypoints: expected rank 3 (T, V, C), got rank {kp.ndim} with shape {kp.shape}"
+        )
+    num_frames, num_joints, num_channels = kp.shape
+    if num_frames == 0:
+        raise ValueError(f"clip.keypoints: expected at least 1 frame, got 0 (shape {kp.shape})")
+    if num_channels not in (3, 4):
+        raise ValueError(
+            "clip.keypoints: expected 3 (x, y, confidence) or 4 (x, y, z, confidence) channels, "
+            f"got {num_channels}"
+        )
+    if num_joints != layout.num_joints:
+        raise ValueError(
+            f"clip.keypoints: expected {layout.num_joints} joints for layout {layout.name!r}, "
+            f"got {num_joints}"
+        )
+    conf = kp[..., -1]
+    bad = ~((conf >= 0.0) & (conf <= 1.0))
+    if bad.any():
+        t, v = np.argwhere(bad)[0]
+        raise ValueError(
+            f"clip.keypoints: expected confidence in [0, 1], got {conf[t, v]} at frame {t}, "
+            f"joint {v} ({layout.joints[v]!r})"
+        )
+    bad = ~np.isfinite(kp[..., :-1]).all(axis=-1) & (conf != 0.0)
+    if bad.any():
+        t, v = np.argwhere(bad)[0]
+        raise ValueError(
+            "clip.keypoints: expected finite coordinates where confidence is not 0, got "
+            f"{kp[t, v, :-1].tolist()} with confidence {conf[t, v]} at frame {t}, "
+            f"joint {v} ({layout.joints[v]!r})"
+        )
+    return kp
+
+
+def _validate_label(label: Any) -> int | str | None:
+    if label is None:
+        return None
+    if isinstance(label, str):
+        return str(label)
+    if isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
+        return int(label)
+    raise TypeError(
+        f"clip.label: expected an int class index, a str class name or None, "
+        f"got {type(label).__name__}"
+    )

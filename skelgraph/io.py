@@ -1,0 +1,453 @@
+"""Reading and writing skeleton clips: ``.npz``, mmaction2/pyskl pickles, Penn Action ``.mat``.
+
+Every writer goes through :func:`atomic_write`: the data is written to a temporary file in the
+destination's directory and moved over the destination with :func:`os.replace`, so a failed write
+never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import scipy.io
+from scipy.io.matlab import MatReadError
+
+from skelgraph.clip import SkeletonClip
+from skelgraph.layouts import Layout
+
+__all__ = [
+    "PENN_ACTION_FPS",
+    "atomic_write",
+    "load_npz",
+    "load_penn_action_mat",
+    "load_pyskl",
+    "save_npz",
+    "save_pyskl",
+]
+
+PathLike = str | os.PathLike[str]
+
+#: Frame rate of the Penn Action videos.
+PENN_ACTION_FPS = 30.0
+
+
+@contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    r"""Opens a temporary file beside :obj:`path` and moves it onto :obj:`path` on success.
+
+    When the body of the ``with`` block raises, the temporary file is removed and an existing file
+    at :obj:`path` is left untouched.
+
+    Args:
+        path (str or os.PathLike): The destination file.
+        mode (str, optional): ``"wb"`` for bytes or ``"w"`` for text. (default: :obj:`"wb"`)
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x")) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------
+# .npz
+
+
+def save_npz(clip: SkeletonClip, path: PathLike) -> None:
+    r"""Writes a clip to an ``.npz`` archive (atomically, see :func:`atomic_write`).
+
+    The archive holds ``keypoints`` (:obj:`(T, V, C)` float32), ``layout`` (the layout name),
+    ``layout_json`` (the full layout, so that layouts that are not registered when loading still
+    round-trip), ``meta`` (JSON; numpy arrays are stored as nested lists), and ``label``, ``fps``,
+    ``source`` when they are not :obj:`None`. The file name is used as given (no ``.npz`` suffix is
+    appended).
+
+    Args:
+        clip (SkeletonClip): The clip to write.
+        path (str or os.PathLike): The destination file.
+    """
+    fields: dict[str, np.ndarray] = {
+        "keypoints": clip.keypoints,
+        "layout": np.array(clip.layout.name),
+        "layout_json": np.array(json.dumps(clip.layout.to_dict())),
+    }
+    for key in ("label", "fps", "source"):
+        value = getattr(clip, key)
+        if value is not None:
+            fields[key] = np.array(value)
+    with atomic_write(path) as f:
+        fields["meta"] = np.array(json.dumps(clip.meta, default=_json_default))
+        np.savez(f, **fields)
+
+
+def load_npz(path: PathLike) -> SkeletonClip:
+    r"""Reads a clip written by :func:`save_npz`.
+
+    The layout is rebuilt from ``layout_json`` (:meth:`Layout.from_dict`, equal by value to the
+    registered layout of that name when the definitions agree, and not registered); files without
+    ``layout_json`` name a registered layout.
+
+    Args:
+        path (str or os.PathLike): The ``.npz`` file.
+
+    Raises:
+        FileNotFoundError: When :obj:`path` does not exist.
+        ValueError: When the file is not an ``.npz`` archive, a field is missing or ill-shaped, or
+            the keypoints fail validation; the message names the file and the field.
+    """
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("got a single .npy array")
+        with archive:
+            fields = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: expected an .npz archive of a skeleton clip ({e})") from e
+
+    if "keypoints" not in fields:
+        raise ValueError(f"{path}: missing field 'keypoints' (found {sorted(fields)})")
+    label = _npz_scalar(fields, "label", path, "iU", "an int or str")
+    fps = _npz_scalar(fields, "fps", path, "fiu", "a number")
+    source = _npz_scalar(fields, "source", path, "U", "a str")
+    meta_json = _npz_scalar(fields, "meta", path, "U", "a JSON str")
+    try:
+        meta = json.loads(meta_json) if meta_json is not None else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: field 'meta' expected a JSON object ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: field 'meta' expected a JSON object, got {type(meta).__name__}")
+    layout = _npz_layout(fields, path)
+    try:
+        return SkeletonClip(
+            fields["keypoints"], layout, label=label, fps=fps, source=source, meta=meta
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _npz_scalar(
+    fields: Mapping[str, np.ndarray], key: str, path: Path, kinds: str, expected: str
+) -> Any:
+    """The field :obj:`key` as a Python scalar (:obj:`None` when absent); ``kinds``: dtype kinds."""
+    if key not in fields:
+        return None
+    value = fields[key]
+    if value.ndim != 0 or value.dtype.kind not in kinds:
+        raise ValueError(
+            f"{path}: field {key!r} expected {expected} scalar, "
+            f"got shape {value.shape} and dtype {value.dtype}"
+        )
+    return value.item()
+
+
+def _npz_layout(fields: Mapping[str, np.ndarray], path: Path) -> Layout | str:
+    stored = _npz_scalar(fields, "layout_json", path, "U", "a JSON str")
+    if stored is None:
+        name = _npz_scalar(fields, "layout", path, "U", "a str")
+        if name is None:
+            raise ValueError(f"{path}: missing field 'layout' (and 'layout_json')")
+        return name
+    try:
+        return Layout.from_dict(json.loads(stored))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: field 'layout_json' is not a valid layout ({e})") from e
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    raise TypeError(f"clip.meta: value of type {type(value).__name__} is not JSON-serialisable")
+
+
+# ------------------------------------------------------------------------------------------------
+# mmaction2 / pyskl annotation pickles
+
+
+def load_pyskl(path: PathLike, layout: Layout | str = "coco17") -> list[SkeletonClip]:
+    r"""Imports an mmaction2/pyskl skeleton annotation pickle.
+
+    The pickle is a list of annotations or a dict ``{"split": {name: [frame_dir, ...]},
+    "annotations": [...]}``. Each annotation holds ``keypoint`` :obj:`(M, T, V, D)` with
+    :obj:`D \in \{2, 3\}`, ``keypoint_score`` :obj:`(M, T, V)`, ``label`` (int), ``frame_dir`` and
+    ``total_frames``, optionally ``img_shape`` / ``original_shape``. Only the first person
+    (:obj:`M = 0`) is kept. Scores are clipped to :math:`[0, 1]` (heat-map maxima can exceed 1
+    slightly); without ``keypoint_score`` (as in pyskl's 3D NTU files) every confidence is 1.
+
+    The clip's ``source`` is ``frame_dir``; ``meta`` holds ``img_shape`` and ``original_shape`` when
+    present, and ``splits`` (the names of the splits listing ``frame_dir``) for the dict format.
+
+    .. warning::
+        Unpickling runs arbitrary code: load only files you trust.
+
+    Args:
+        path (str or os.PathLike): The ``.pkl`` file.
+        layout (Layout or str, optional): The joint layout of the keypoints.
+            (default: :obj:`"coco17"`)
+
+    Returns:
+        list[SkeletonClip]: One clip per annotation, in file order.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        content = pickle.load(f)
+    if isinstance(content, dict):
+        if "annotations" not in content:
+            raise ValueError(
+                f"{path}: expected a list of annotations or a dict with 'annotations', "
+                f"got a dict with keys {sorted(content)}"
+            )
+        annotations, split = content["annotations"], content.get("split") or {}
+    elif isinstance(content, list):
+        annotations, split = content, {}
+    else:
+        raise ValueError(
+            f"{path}: expected a list of annotations or a dict with 'annotations', "
+            f"got {type(content).__name__}"
+        )
+    splits_of: dict[str, list[str]] = {}
+    for split_name, members in split.items():
+        for frame_dir in members:
+            splits_of.setdefault(str(frame_dir), []).append(str(split_name))
+    with_splits = isinstance(content, dict) and "split" in content
+    return [
+        _clip_from_pyskl(annotation, f"{path}: annotations[{i}]", layout, splits_of, with_splits)
+        for i, annotation in enumerate(annotations)
+    ]
+
+
+def _clip_from_pyskl(
+    annotation: Any,
+    where: str,
+    layout: Layout | str,
+    splits_of: Mapping[str, list[str]],
+    with_splits: bool,
+) -> SkeletonClip:
+    if not isinstance(annotation, dict):
+        raise ValueError(f"{where}: expected a dict, got {type(annotation).__name__}")
+    missing = [k for k in ("keypoint", "label", "frame_dir", "total_frames") if k not in annotation]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
+    keypoint = np.asarray(annotation["keypoint"], dtype=np.float32)
+    if keypoint.ndim != 4 or keypoint.shape[0] == 0 or keypoint.shape[-1] not in (2, 3):
+        raise ValueError(
+            f"{where}: field 'keypoint' expected shape (M, T, V, 2 or 3) with M >= 1, "
+            f"got {keypoint.shape}"
+        )
+    if "keypoint_score" in annotation:
+        score = np.asarray(annotation["keypoint_score"], dtype=np.float32)
+        if score.shape != keypoint.shape[:3]:
+            raise ValueError(
+                f"{where}: field 'keypoint_score' expected shape {keypoint.shape[:3]}, "
+                f"got {score.shape}"
+            )
+        score = np.clip(score[0], 0.0, 1.0)
+    else:
+        score = np.ones(keypoint.shape[1:3], dtype=np.float32)
+    total_frames = int(annotation["total_frames"])
+    if total_frames != keypoint.shape[1]:
+        raise ValueError(
+            f"{where}: field 'total_frames' expected {keypoint.shape[1]} (frames in 'keypoint'), "
+            f"got {total_frames}"
+        )
+    frame_dir = str(annotation["frame_dir"])
+    meta: dict[str, Any] = {
+        key: [int(s) for s in annotation[key]]
+        for key in ("img_shape", "original_shape")
+        if key in annotation
+    }
+    if with_splits:
+        meta["splits"] = list(splits_of.get(frame_dir, []))
+    keypoints = np.concatenate([keypoint[0], score[..., None]], axis=-1)
+    try:
+        return SkeletonClip(
+            keypoints, layout, label=annotation["label"], source=frame_dir, meta=meta
+        )
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{where} ({frame_dir!r}): {e}") from e
+
+
+def save_pyskl(
+    clips: Sequence[SkeletonClip],
+    path: PathLike,
+    split: Mapping[str, Sequence[str]] | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+) -> None:
+    r"""Exports clips as an mmaction2/pyskl annotation pickle, atomically (:func:`atomic_write`).
+
+    Each clip becomes one annotation with :obj:`M = 1`: ``keypoint`` :obj:`(1, T, V, C - 1)`
+    (missing joints' non-finite coordinates written as 0), ``keypoint_score`` :obj:`(1, T, V)`,
+    ``label``, ``frame_dir`` (the clip's ``source``, or ``clip_<index>`` when it has none),
+    ``total_frames`` and ``img_shape`` / ``original_shape`` when the clip's ``meta`` has them.
+
+    Args:
+        clips (Sequence[SkeletonClip]): The clips; their ``frame_dir`` names must be unique.
+        path (str or os.PathLike): The destination ``.pkl`` file.
+        split (Mapping[str, Sequence[str]], optional): Split name to ``frame_dir`` names; when
+            given, the file is ``{"split": split, "annotations": [...]}``, otherwise the list of
+            annotations. (default: :obj:`None`)
+        classes (Sequence[str], optional): Class names, to turn string labels into indices.
+            (default: :obj:`None`)
+    """
+    annotations = []
+    for i, clip in enumerate(clips):
+        coords = clip.keypoints[..., :-1]
+        annotation: dict[str, Any] = {
+            "frame_dir": clip.source if clip.source is not None else f"clip_{i:06d}",
+            "label": _class_index(clip.label, classes, i),
+            "total_frames": clip.num_frames,
+            "keypoint": np.where(np.isfinite(coords), coords, 0.0)[None],
+            "keypoint_score": clip.keypoints[None, ..., -1].copy(),
+        }
+        for key in ("img_shape", "original_shape"):
+            if key in clip.meta:
+                annotation[key] = tuple(int(s) for s in clip.meta[key])
+        annotations.append(annotation)
+    names = [a["frame_dir"] for a in annotations]
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise ValueError(
+            f"clips: expected unique frame_dir (source) names, got {duplicate!r} twice"
+        )
+    content: Any = annotations
+    if split is not None:
+        known = set(names)
+        for split_name, members in split.items():
+            unknown = [m for m in members if m not in known]
+            if unknown:
+                raise ValueError(
+                    f"split[{split_name!r}]: expected frame_dir names of the clips, "
+                    f"got unknown {unknown[:5]}"
+                )
+        content = {"split": {k: list(v) for k, v in split.items()}, "annotations": annotations}
+    with atomic_write(path) as f:
+        pickle.dump(content, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _class_index(label: int | str | None, classes: Sequence[str] | None, i: int) -> int:
+    if isinstance(label, int):
+        return label
+    if label is None:
+        raise ValueError(f"clips[{i}].label: expected a class index or name, got None")
+    if classes is None:
+        raise ValueError(
+            f"clips[{i}].label: expected an int class index (pass classes= to map names), "
+            f"got {label!r}"
+        )
+    if label not in classes:
+        raise ValueError(
+            f"clips[{i}].label: expected one of classes {list(classes)}, got {label!r}"
+        )
+    return list(classes).index(label)
+
+
+# ------------------------------------------------------------------------------------------------
+# Penn Action
+
+
+def load_penn_action_mat(path: PathLike, *, occluded_confidence: float = 0.5) -> SkeletonClip:
+    r"""Reads one Penn Action annotation file (``labels/NNNN.mat``) as a :obj:`penn13` clip.
+
+    The keypoints are :math:`(x, y, c)` per frame and joint, shape :obj:`(T, 13, 3)`. Penn Action
+    annotators placed most occluded joints by hand (``visibility = 0`` with coordinates inside the
+    image); the rest of the invisible joints sit at the placeholder :math:`(0, 0)` or outside the
+    image. The confidence is therefore 1 for visible joints, :obj:`occluded_confidence` for
+    occluded joints with an annotated position, and 0 for unannotated ones (treated as missing by
+    :func:`~skelgraph.preprocess.interpolate_missing`). ``label`` is the action name,
+    ``source`` the file stem (e.g. ``"0001"``), ``fps`` is 30, and ``meta`` holds ``split``
+    (``"train"`` when the file's ``train`` field is 1, else ``"test"``), ``view`` (the ``pose``
+    field: front, back, left or right), ``bbox`` (per-frame person boxes as a list of
+    ``[x1, y1, x2, y2]``; two files of the dataset have one box fewer than frames, kept as stored)
+    and ``dimensions`` (``[height, width, frames]``).
+
+    Args:
+        path (str or os.PathLike): The ``.mat`` file.
+        occluded_confidence (float, optional): Confidence of occluded but annotated joints; 0
+            treats them as missing. (default: :obj:`0.5`)
+
+    Raises:
+        FileNotFoundError: When :obj:`path` does not exist.
+        ValueError: When the file is not a MATLAB file or a field is missing or ill-shaped; the
+            message names the file and the field.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            mat = scipy.io.loadmat(f)
+    except (ValueError, MatReadError) as e:
+        raise ValueError(f"{path}: expected a MATLAB .mat file ({e})") from e
+    for key in ("action", "pose", "x", "y", "visibility", "train", "bbox", "dimensions"):
+        if key not in mat:
+            raise ValueError(f"{path}: missing field {key!r}")
+    x = np.asarray(mat["x"], dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != 13:
+        raise ValueError(f"{path}: field 'x' expected shape (T, 13), got {x.shape}")
+    channels = [x]
+    for key in ("y", "visibility"):
+        value = np.asarray(mat[key], dtype=np.float32)
+        if value.shape != x.shape:
+            raise ValueError(
+                f"{path}: field {key!r} expected shape {x.shape} (as 'x'), got {value.shape}"
+            )
+        channels.append(value)
+    height, width = (float(d) for d in np.asarray(mat["dimensions"]).ravel()[:2])
+    x, y, visible = channels
+    if not np.isin(visible, (0.0, 1.0)).all():
+        raise ValueError(
+            f"{path}: field 'visibility' expected values in {{0, 1}}, "
+            f"got {np.unique(visible[~np.isin(visible, (0.0, 1.0))])[:5].tolist()}"
+        )
+    annotated = (x > 1) & (y > 1) & (x <= width) & (y <= height)
+    channels[2] = np.where(visible > 0, 1.0, np.where(annotated, occluded_confidence, 0.0)).astype(
+        np.float32
+    )
+    meta = {
+        "split": "train" if int(_penn_scalar(mat, "train", path)) == 1 else "test",
+        "view": str(_penn_scalar(mat, "pose", path)).strip(),
+        "bbox": np.asarray(mat["bbox"], dtype=np.float64).tolist(),
+        "dimensions": [int(d) for d in np.asarray(mat["dimensions"]).ravel()],
+    }
+    try:
+        return SkeletonClip(
+            np.stack(channels, axis=-1),
+            "penn13",
+            label=str(_penn_scalar(mat, "action", path)).strip(),
+            fps=PENN_ACTION_FPS,
+            source=path.stem,
+            meta=meta,
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _penn_scalar(mat: Mapping[str, Any], key: str, path: Path) -> Any:
+    value = np.asarray(mat[key]).ravel()
+    if value.size != 1:
+        raise ValueError(
+            f"{path}: field {key!r} expected a single value, got shape {mat[key].shape}"
+        )
+    return value[0]
