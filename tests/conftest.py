@@ -13,3 +13,11 @@ def penn_action_root() -> Path:
     if not (PENN_ACTION_ROOT / "labels").is_dir():
         pytest.skip(f"Penn Action annotations not found at {PENN_ACTION_ROOT} (needs ../shared)")
     return PENN_ACTION_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Datasets built by tests cache into a temporary folder, never the user's cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

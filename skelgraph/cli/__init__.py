@@ -1,4 +1,4 @@
-"""The ``skelgraph`` command line: one module per subcommand, each with ``add_parser`` and ``run``."""
+"""The ``skelgraph`` command line: one module per subcommand with ``add_parser`` and ``run``."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-#: subcommand name -> module under ``skelgraph.cli`` (imported lazily so ``--help`` stays fast)
-COMMANDS: dict[str, str] = {
-    "info": "info",
-    "convert": "convert",
-    "train": "train",
-    "test": "test",
-}
+#: subcommands, each a module under ``skelgraph.cli``
+COMMANDS: tuple[str, ...] = ("info", "convert", "train", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skelgraph",
-        description="Skeleton-based action recognition and motion forecasting with PyTorch Geometric.",
+        description="Skeleton-based action recognition and motion forecasting.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
-        importlib.import_module(f"skelgraph.cli.{module}").add_parser(subparsers)
+    for name in COMMANDS:
+        importlib.import_module(f"skelgraph.cli.{name}").add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,271 @@
+"""A folder of ``.npz`` clips with a ``labels.csv``: reading (:class:`SkeletonFolder`) and writing.
+
+Layout of the folder::
+
+    DIR/labels.csv      header ``path,label,split``; one row per clip:
+                        ``path``  the clip file relative to DIR, e.g. ``clips/0001.npz``
+                        ``label`` the class name
+                        ``split`` ``train``, ``val``, ``test`` or empty
+    DIR/classes.txt     optional: class names in label-index order, one a line
+                        (default: the sorted unique labels)
+    DIR/clips/*.npz     the clips (:func:`skelgraph.io.save_npz`)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from skelgraph.clip import SkeletonClip
+from skelgraph.data.dataset import SkeletonDataset
+from skelgraph.io import save_npz
+
+__all__ = [
+    "CLASSES_FILE",
+    "LABELS_FILE",
+    "FolderEntry",
+    "SkeletonFolder",
+    "read_class_names",
+    "read_labels_csv",
+    "write_skeleton_folder",
+]
+
+LABELS_FILE = "labels.csv"
+CLASSES_FILE = "classes.txt"
+COLUMNS = ("path", "label", "split")
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderEntry:
+    """One row of ``labels.csv``: clip path (relative), class name, split (``""`` for none) and
+    the row's line number in the file (the header is line 1)."""
+
+    path: str
+    label: str
+    split: str
+    line: int
+
+
+def read_labels_csv(root: str | os.PathLike[str]) -> list[FolderEntry]:
+    """Reads and checks ``root/labels.csv``.
+
+    Raises:
+        FileNotFoundError: When the file is missing.
+        ValueError: On a missing column, an empty file, an empty path or label, an unknown split
+            value or a path listed twice; the message names the file and line.
+    """
+    csv_path = Path(root) / LABELS_FILE
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{csv_path}: not found; a skeleton folder needs a {LABELS_FILE} with columns "
+            f"{','.join(COLUMNS)} (see `skelgraph convert`)"
+        )
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        header = [name.strip() for name in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise ValueError(
+                f"{csv_path}: header: expected columns {','.join(COLUMNS)}, got "
+                f"{','.join(header) or 'an empty file'} (missing {', '.join(missing)})"
+            )
+        reader.fieldnames = header
+        entries: list[FolderEntry] = []
+        seen: dict[str, int] = {}
+        for row in reader:
+            where = f"{csv_path} line {reader.line_num}"
+            path, label, split = ((row.get(c) or "").strip() for c in COLUMNS)
+            if not path or not label:
+                raise ValueError(f"{where}: expected a path and a label, got {row}")
+            if split not in ("", *SPLITS):
+                raise ValueError(
+                    f"{where}: split: expected one of {', '.join(SPLITS)} or empty, got {split!r}"
+                )
+            if path in seen:
+                raise ValueError(f"{where}: path {path!r} already listed on line {seen[path]}")
+            seen[path] = reader.line_num
+            entries.append(FolderEntry(path, label, split, reader.line_num))
+    if not entries:
+        raise ValueError(f"{csv_path}: expected at least one clip row, found none")
+    return entries
+
+
+def read_class_names(path: str | os.PathLike[str]) -> list[str]:
+    """The class names of a text file (``classes.txt``): one a line, blank lines skipped.
+
+    Raises:
+        FileNotFoundError: When the file is missing.
+        ValueError: When it holds no name or a name twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: class name file not found")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"{path}: expected at least one class name, found none")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: expected unique class names, got duplicates {duplicates}")
+    return names
+
+
+class SkeletonFolder(SkeletonDataset):
+    r"""A folder of ``.npz`` clips listed in ``labels.csv`` (see the module docstring).
+
+    The clips must share one layout, or be mapped to the ``layout`` argument. ``classes`` default
+    to ``classes.txt`` when present, else the sorted unique labels of all rows (every split).
+
+    Args:
+        root (str or os.PathLike): The folder.
+        split (str, optional): ``"train"``, ``"val"``, ``"test"``, or :obj:`None` / ``"all"`` for
+            every row. (default: :obj:`None`)
+        **kwargs: See :class:`~skelgraph.data.SkeletonDataset`.
+
+    Raises:
+        FileNotFoundError: When ``labels.csv`` or a clip file is missing (naming file and line).
+        ValueError: On a malformed ``labels.csv`` or ``classes.txt``, or an unreadable clip
+            (naming file and line).
+    """
+
+    SPLITS = SPLITS
+
+    def __init__(
+        self, root: str | os.PathLike[str], split: str | None = None, **kwargs: Any
+    ) -> None:
+        root = Path(root)
+        self._entries = read_labels_csv(root)
+        self._paths = [root / e.path for e in self._entries]
+        for entry, path in zip(self._entries, self._paths, strict=True):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{root / LABELS_FILE} line {entry.line}: clip file {entry.path!r} not found "
+                    f"({path})"
+                )
+        super().__init__(root, split, **kwargs)
+
+    def _sources(self) -> list[Path]:
+        return self._paths
+
+    def _key_files(self) -> list[Path]:
+        return [self.root / LABELS_FILE, *self._paths]
+
+    def _read(self, index: int) -> tuple[SkeletonClip, str, str]:
+        entry = self._entries[index]
+        try:
+            clip = SkeletonClip.load(self._paths[index])
+        except (ValueError, TypeError, OSError) as e:
+            raise ValueError(f"{self.root / LABELS_FILE} line {entry.line}: {e}") from e
+        return clip, entry.label, entry.split
+
+    def _default_classes(self, cache: dict[str, Any]) -> list[str]:
+        path = self.root / CLASSES_FILE
+        return read_class_names(path) if path.is_file() else super()._default_classes(cache)
+
+
+def write_skeleton_folder(
+    dst: str | os.PathLike[str],
+    items: Iterable[tuple[SkeletonClip, str, str]],
+    *,
+    classes: Sequence[str] | None = None,
+    total: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Writes clips as a skeleton folder that :class:`SkeletonFolder` reads.
+
+    Everything is written to a temporary folder beside ``dst`` that then replaces ``dst``, so a
+    failure leaves ``dst`` as it was and a re-run over an existing folder leaves no stale clip.
+    Clip files are named after the clip's ``source`` (made file-name safe and unique), and the
+    clip's label is set to its class name.
+
+    Args:
+        dst (str or os.PathLike): The folder; if it exists it must be empty or hold a
+            ``labels.csv`` (a previous skeleton folder).
+        items (Iterable[tuple[SkeletonClip, str, str]]): ``(clip, class name, split)`` with split
+            ``"train"``, ``"val"``, ``"test"`` or ``""``.
+        classes (Sequence[str], optional): Class names in label-index order, written to
+            ``classes.txt``. (default: :obj:`None`: no ``classes.txt``)
+        total (int, optional): The number of items, for the progress bar.
+        progress (bool, optional): Show a progress bar. (default: :obj:`True`)
+
+    Returns:
+        int: The number of clips written.
+    """
+    dst = Path(dst)
+    if dst.exists() and not (
+        dst.is_dir() and ((dst / LABELS_FILE).is_file() or not any(dst.iterdir()))
+    ):
+        raise FileExistsError(
+            f"{dst}: exists and is not a skeleton folder (no {LABELS_FILE}); refusing to replace it"
+        )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        (tmp / "clips").mkdir(parents=True)
+        rows: list[tuple[str, str, str]] = []
+        used: set[str] = set()
+        bar = tqdm(
+            items, total=total, desc=f"writing {dst.name}", unit="clip", disable=not progress
+        )
+        for i, (clip, label, split) in enumerate(bar):
+            _check_item(i, label, split, classes)
+            name = _unique_name(clip.source or f"clip_{i:06d}", used)
+            if clip.label != label:
+                clip = dataclasses.replace(clip, label=label)
+            save_npz(clip, tmp / "clips" / f"{name}.npz")
+            rows.append((f"clips/{name}.npz", label, split))
+        if not rows:
+            raise ValueError("items: expected at least one clip, got none")
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        (tmp / LABELS_FILE).write_text(text.getvalue(), encoding="utf-8")
+        if classes is not None:
+            (tmp / CLASSES_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+        _replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(rows)
+
+
+def _check_item(i: int, label: str, split: str, classes: Sequence[str] | None) -> None:
+    if split not in ("", *SPLITS):
+        raise ValueError(f"items[{i}]: split: expected one of {SPLITS} or '', got {split!r}")
+    if not label or label != label.strip() or "\n" in label:
+        raise ValueError(f"items[{i}]: label: expected a non-empty class name, got {label!r}")
+    if classes is not None and label not in classes:
+        raise ValueError(f"items[{i}]: label: expected one of {list(classes)}, got {label!r}")
+
+
+def _unique_name(source: str, used: set[str]) -> str:
+    """A file-name safe stem for ``source``, not yet in ``used`` (which it is added to)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("._") or "clip"
+    name, k = stem, 1
+    while name in used:
+        name, k = f"{stem}-{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Moves the folder ``src`` onto ``dst``, removing the old ``dst`` afterwards."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.old"
+    os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old)
