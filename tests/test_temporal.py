@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalConv
+
+V = 17
+
+
+@pytest.fixture
+def attention() -> CausalTemporalAttention:
+    torch.manual_seed(0)
+    return CausalTemporalAttention(16, heads=4).eval()
+
+
+def test_shapes_and_repr(attention: CausalTemporalAttention) -> None:
+    x = torch.randn(2 * V, 10, 16)
+    assert attention(x).shape == (2 * V, 10, 16)
+    mask = torch.ones(2 * V, 10, dtype=torch.bool)
+    assert attention(x, mask).shape == (2 * V, 10, 16)
+    assert str(attention) == "CausalTemporalAttention(16, heads=4, mlp_ratio=4.0, dropout=0.0)"
+
+
+def test_invalid_arguments(attention: CausalTemporalAttention) -> None:
+    with pytest.raises(ValueError, match="multiple of heads"):
+        CausalTemporalAttention(10, heads=4)
+    with pytest.raises(ValueError, match=r"expected shape \(N, T, 16\)"):
+        attention(torch.randn(4, 5, 8))
+    with pytest.raises(ValueError, match="mask: expected a bool tensor"):
+        attention(torch.randn(4, 5, 16), torch.ones(4, 5))
+    with pytest.raises(ValueError, match=r"step: x_t: expected shape \(4, 16\)"):
+        attention.step(torch.randn(3, 16), attention.init_cache(4))
+
+
+def test_causal(attention: CausalTemporalAttention) -> None:
+    x = torch.randn(V, 12, 16)
+    out = attention(x)
+    for t in (0, 5, 10):
+        changed = x.clone()
+        changed[:, t + 1 :] = torch.randn_like(changed[:, t + 1 :]) * 5
+        torch.testing.assert_close(attention(changed)[:, : t + 1], out[:, : t + 1])
+        # the check can fail: changing frame t itself does change the output at t
+        changed[:, t] += 1.0
+        assert (attention(changed)[:, t] - out[:, t]).abs().max() > 1e-3
+
+
+def test_mask_ignores_padded_frames(attention: CausalTemporalAttention) -> None:
+    x = torch.randn(3, 12, 16)
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[0, :8] = True  # padded at the end
+    mask[1, 3:] = True  # padded at the start
+    mask[2, 2:9] = True  # padded on both sides
+    padded = torch.where(mask[..., None], x, torch.randn_like(x) * 100)
+    out = attention(padded, mask)
+    assert torch.isfinite(out).all()
+    for node in range(3):
+        real = mask[node].nonzero().squeeze(1)
+        expected = attention(x[node : node + 1, real])
+        torch.testing.assert_close(out[node : node + 1, real], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mask_without_real_frames_is_finite(attention: CausalTemporalAttention) -> None:
+    out = attention(torch.randn(2, 6, 16), torch.zeros(2, 6, dtype=torch.bool))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("max_len", [None, 5])
+def test_streaming_matches_full_pass(
+    attention: CausalTemporalAttention, max_len: int | None
+) -> None:
+    x = torch.randn(2 * V, 64, 16)
+    with torch.no_grad():
+        full = attention(x)
+        cache = attention.init_cache(2 * V, max_len=max_len)
+        steps = []
+        for t in range(64):
+            y_t, cache = attention.step(x[:, t], cache)
+            steps.append(y_t)
+    assert cache.length == 64
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_preallocates_and_doubles(attention: CausalTemporalAttention) -> None:
+    cache = attention.init_cache(3, max_len=4)
+    assert isinstance(cache, KVCache) and cache.capacity == 4
+    pointer = cache.key.data_ptr()
+    with torch.no_grad():
+        for _ in range(4):
+            attention.step(torch.randn(3, 16), cache)
+        assert cache.key.data_ptr() == pointer  # no reallocation while it fits
+        attention.step(torch.randn(3, 16), cache)
+    assert cache.capacity == 8 and cache.length == 5
+
+
+def test_gradient_flows() -> None:
+    torch.manual_seed(0)
+    layer = CausalTemporalAttention(16, heads=2, dropout=0.1)
+    x = torch.randn(V, 8, 16, requires_grad=True)
+    layer(x, torch.rand(V, 8) > 0.3).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_reset_parameters(attention: CausalTemporalAttention) -> None:
+    with torch.no_grad():
+        attention.norm1.weight.fill_(3.0)
+    attention.reset_parameters()
+    assert torch.equal(attention.norm1.weight, torch.ones(16))
+
+
+def test_temporal_conv_causal_with_stride() -> None:
+    torch.manual_seed(0)
+    conv = TemporalConv(4, 6, 5, stride=2, causal=True).eval()
+    x = torch.randn(2, 4, 11, V)
+    out = conv(x)
+    assert out.shape == (2, 6, 6, V)
+    for j in range(6):  # output j ends at input frame 2 j
+        changed = x.clone()
+        changed[:, :, 2 * j + 1 :] = torch.randn_like(changed[:, :, 2 * j + 1 :])
+        torch.testing.assert_close(conv(changed)[:, :, : j + 1], out[:, :, : j + 1])
+    centred = TemporalConv(4, 6, 5, stride=2).eval()
+    assert centred(x).shape == (2, 6, 6, V)
+    assert str(centred) == "TemporalConv(4, 6, kernel_size=5, stride=2, causal=False)"
+    with pytest.raises(ValueError, match="must be odd"):
+        TemporalConv(4, 6, 4)
