@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommands, each a module under ``skelgraph.cli``
-COMMANDS: tuple[str, ...] = ("info", "convert", "train", "test")
+COMMANDS: tuple[str, ...] = ("info", "convert", "extract", "train", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:
