@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from skelgraph.data import make_loader, write_skeleton_folder
+from skelgraph.data.penn_action import penn_action_files, read_penn_action
+from skelgraph.train.config import (
+    TrainConfig,
+    apply_overrides,
+    available_configs,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from skelgraph.train.evaluate import evaluate
+from skelgraph.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
+from skelgraph.train.trainer import prepare
+
+# ------------------------------------------------------------------------------------------------
+# config
+
+
+def test_packaged_configs_load_by_name():
+    names = available_configs()
+    assert "infogcn2_blog" in names
+    for name in names:
+        assert isinstance(load_config(name), TrainConfig)
+
+
+def test_blog_config_matches_the_blog_table():
+    cfg = load_config("infogcn2_blog")
+    assert cfg.epochs == 55 and cfg.batch_size == 32
+    assert cfg.optim.optimizer == "sgd" and cfg.optim.lr == pytest.approx(1e-2)
+    assert cfg.optim.weight_decay == pytest.approx(1e-4)
+    assert cfg.optim.warmup_epochs == 5 and cfg.optim.lr_steps == [30, 45, 60]
+    assert cfg.optim.lr_decay == pytest.approx(0.1) and cfg.optim.grad_clip == pytest.approx(1.0)
+    assert cfg.data.p_interval_train == [0.5, 1.0] and cfg.data.p_interval_val == [0.95]
+    assert cfg.data.rotation
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "optim.lr=0.05",
+            "epochs=3",
+            "optim.lr_steps=[2, 4]",
+            "optim.grad_clip=null",
+            "data.mirror=true",
+            "optim.warmup_epochs=1",
+            "model.args.channels=32",
+            "model.name=stgcn",
+            "data.preprocess.confidence_threshold=0.3",
+            "data.p_interval_val=0.9",
+        ],
+    )
+    assert cfg.optim.lr == 0.05 and isinstance(cfg.optim.lr, float)
+    assert cfg.epochs == 3
+    assert cfg.optim.lr_steps == [2, 4]
+    assert cfg.optim.grad_clip is None
+    assert cfg.data.mirror is True
+    assert cfg.optim.warmup_epochs == 1.0 and isinstance(cfg.optim.warmup_epochs, float)
+    assert cfg.model.args == {"channels": 32}
+    assert cfg.model.name == "stgcn"
+    assert cfg.data.preprocess == {"confidence_threshold": 0.3}
+    assert cfg.data.p_interval_val == [0.9]  # a number for a list field: a one-element list
+
+
+def test_unknown_override_key_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown config key 'optim\.lrr'.*optim\.lr,"):
+        apply_overrides(TrainConfig(), ["optim.lrr=0.1"])
+    with pytest.raises(ValueError, match=r"unknown config key 'epoch'.*epochs"):
+        apply_overrides(TrainConfig(), ["epoch=3"])
+    with pytest.raises(ValueError, match=r"unknown config key 'optim\.lr\.x'"):
+        apply_overrides(TrainConfig(), ["optim.lr.x=3"])
+
+
+def test_bad_override_values_name_key_and_type():
+    with pytest.raises(ValueError, match=r"epochs: expected int, got 'many'"):
+        apply_overrides(TrainConfig(), ["epochs=many"])
+    with pytest.raises(ValueError, match=r"epochs: expected int, got 2.5"):
+        apply_overrides(TrainConfig(), ["epochs=2.5"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        apply_overrides(TrainConfig(), ["epochs"])
+    with pytest.raises(ValueError, match=r"optim\.optimizer: expected one of \['sgd', 'adamw'\]"):
+        apply_overrides(TrainConfig(), ["optim.optimizer=adam"])
+    with pytest.raises(ValueError, match=r"data.p_interval_val: expected 1 or 2 ratios"):
+        apply_overrides(TrainConfig(), ["data.p_interval_val=[0.5, 0.6, 0.7]"])
+
+
+def test_config_file_round_trip_and_errors(tmp_path):
+    cfg = apply_overrides(load_config("infogcn2_blog"), ["epochs=7", "model.args.depth=2"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert config_to_dict(load_config(tmp_path / "config.yaml")) == config_to_dict(cfg)
+
+    (tmp_path / "bad.yaml").write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown config key 'optim\.learning_rate'"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError, match=r"packaged: .*infogcn2_blog"):
+        load_config("no_such_config")
+
+
+# ------------------------------------------------------------------------------------------------
+# optimiser and schedule
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(4, 3)
+        self.lin = nn.Linear(3, 3)
+        self.norm = nn.LayerNorm(3)
+
+
+def test_parameter_groups_exempt_norms_biases_embeddings():
+    net = Net()
+    decay, no_decay = parameter_groups(net, 1e-4, no_decay_norm_bias=True)
+    assert [p is net.lin.weight for p in decay["params"]] == [True]
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert len(no_decay["params"]) == 4  # embedding, linear bias, norm weight and bias
+    (everything,) = parameter_groups(net, 1e-4, no_decay_norm_bias=False)
+    assert len(everything["params"]) == 5
+
+
+def test_optimizers_from_config():
+    cfg = TrainConfig()
+    opt = build_optimizer(Net(), cfg.optim)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
+    cfg = apply_overrides(cfg, ["optim.optimizer=adamw", "optim.lr=0.001"])
+    opt = build_optimizer(Net(), cfg.optim)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 0.001
+
+
+def test_warmup_is_linear_per_iteration_then_multistep():
+    kw = {"steps_per_epoch": 10, "warmup_epochs": 2, "lr_steps": [3, 5], "lr_decay": 0.1}
+    factors = [lr_factor(s, **kw) for s in range(70)]
+    assert factors[:20] == pytest.approx([(s + 1) / 20 for s in range(20)])
+    assert factors[20:30] == pytest.approx([1.0] * 10)  # epoch 2
+    assert factors[30:50] == pytest.approx([0.1] * 20)  # epochs 3, 4
+    assert factors[50:] == pytest.approx([0.01] * 20)  # epochs 5, 6
+    assert lr_factor(0, **{**kw, "warmup_epochs": 0}) == 1.0
+
+
+def test_scheduler_steps_the_learning_rate():
+    cfg = apply_overrides(
+        TrainConfig(), ["optim.lr=0.1", "optim.warmup_epochs=1", "optim.lr_steps=[2]"]
+    )
+    opt = build_optimizer(Net(), cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1, 0.1] + [0.01] * 4)
+    state = sched.state_dict()
+    restored = build_scheduler(build_optimizer(Net(), cfg.optim), cfg.optim, 4)
+    restored.load_state_dict(state)
+    assert restored.last_epoch == 12
+
+
+# ------------------------------------------------------------------------------------------------
+# training on Penn Action clips
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine two threads stall at every OpenMP barrier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+#: a small InfoGCN++ and short windows: a few seconds per epoch on 2 cores
+TINY = [
+    "data.window=8",
+    "model.args.channels=16",
+    "model.args.depth=1",
+    "model.args.head_channels=16",
+    "model.args.decoder_channels=16",
+    "batch_size=8",
+    "early_recognition=false",
+]
+
+
+@pytest.fixture(scope="module")
+def penn32(penn_action_root, tmp_path_factory) -> Path:
+    """A skeleton folder of 32 Penn Action clips, 4 of each of 8 classes."""
+    items: list = []
+    per_class: Counter = Counter()
+    for path in penn_action_files(penn_action_root)[::10]:
+        clip, label, _ = read_penn_action(path)
+        if per_class[label] < 4 and (label in per_class or len(per_class) < 8):
+            per_class[label] += 1
+            items.append((clip, label, "train"))
+    assert len(items) == 32
+    folder = tmp_path_factory.mktemp("penn32")
+    write_skeleton_folder(folder, items, progress=False)
+    return folder
+
+
+def test_resume_continues_at_the_right_epoch(penn32, tmp_path):
+    cache = tmp_path / "cache"
+    two = load_config("infogcn2_small", [*TINY, "epochs=2"])
+    straight, _ = prepare(two, penn32, tmp_path / "straight", cache_dir=cache, progress=False)
+    straight.fit()
+
+    one = apply_overrides(two, ["epochs=1"])
+    first, _ = prepare(one, penn32, tmp_path / "resumed", cache_dir=cache, progress=False)
+    first.fit()
+    resumed, _ = prepare(two, penn32, tmp_path / "resumed", cache_dir=cache, progress=False)
+    assert resumed.resume() and resumed.epoch == 1
+    resumed.fit()
+
+    assert resumed.epoch == 2
+    assert resumed.scheduler.last_epoch == straight.scheduler.last_epoch == 2 * 3  # 24 clips / 8
+    for key, value in straight.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[key], value, rtol=0, atol=0)
+    records = [
+        json.loads(line) for line in (tmp_path / "resumed/log.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert set(records[0]["train"]) == {"loss", "cls", "pred", "feat", "acc"}
+    assert {"top1", "macro_f1", "loss", "feat", "forecast_mse"} <= set(records[0]["val"])
+    assert records[0]["epoch_time"] > 0 and records[0]["lr"] > 0
+    for name in ("best.pt", "last.pt", "curves.png"):
+        assert (tmp_path / "resumed" / name).is_file()
+    last = torch.load(tmp_path / "resumed/last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["best_epoch"] in (1, 2)
+    assert last["meta"]["inference"]["reduce"] == "mean"
+
+
+def test_bf16_autocast_step_runs_on_cpu(penn32, tmp_path):
+    config = load_config("infogcn2_small", [*TINY, "epochs=1", "precision=bf16"])
+    trainer, _ = prepare(config, penn32, tmp_path, cache_dir=tmp_path / "cache", progress=False)
+    assert trainer.dtype is torch.bfloat16
+    stats = trainer.train_epoch()
+    assert all(math.isfinite(v) for v in stats.values())
+
+
+def test_overfits_32_penn_action_clips(penn32, tmp_path):
+    config = load_config(
+        "infogcn2_small",
+        [
+            "epochs=20",
+            "data.window=16",
+            "data.val_fraction=0",
+            "data.rotation=false",
+            "data.p_interval_train=[1.0]",
+            "data.p_interval_val=[1.0]",
+            "optim.weight_decay=0",
+            "optim.lr_steps=[14]",
+        ],
+    )
+    trainer, data = prepare(config, penn32, tmp_path, cache_dir=tmp_path / "cache")
+    history = trainer.fit()["history"]
+    losses = [r["train"]["loss"] for r in history]
+    assert losses[-1] < 0.5 * losses[0]
+    metrics = evaluate(trainer.module, make_loader(data.base, 16, shuffle=False))
+    assert metrics["num_samples"] == 32
+    assert metrics["top1"] > 0.9
