@@ -50,8 +50,8 @@ __all__ = ["SkeletonDataset", "make_loader", "to_dense"]
 
 Sampling = Literal["clip", "window"]
 
-#: bump when the layout of the cache file changes
-CACHE_VERSION = 1
+#: bump when the cache file layout, a loader or the preprocessing changes what a cache holds
+CACHE_VERSION = 2
 
 
 class SkeletonDataset(Dataset):
