@@ -1,0 +1,217 @@
+"""Speed of the InfoGCN++ and ST-GCN models against the reference implementations.
+
+Workload (the reference configuration): COCO-17 skeletons (V = 17, C = 3), windows of T = 64
+frames, 14 classes, each model at its default configuration. For every model and precision
+(float32, and bfloat16 autocast on the CPU) three measurements:
+
+* ``train b32``: one training step on a batch of 32: forward, the model's loss, backward and an
+  SGD step (training mode);
+* ``infer b32``: a batch of 32 under :func:`torch.inference_mode` (eval mode);
+* ``infer b1``: one window, the online case.
+
+bfloat16 autocast is only faster where the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX);
+the flags found are printed and stored with the results.
+
+Times are medians of repeated calls measured round-robin over all cases (so load from other
+processes spreads evenly over them), with 2 intra-op threads (``--threads``). The reference
+implementations of InfoGCN++ take about 2.6 s, 0.93 s and 30 ms for these on a 2-core machine of
+this kind; the table gives the speed-up over them and whether it reaches 3×.
+
+glibc's allocator returns large blocks to the system after every free and faults them in again
+on the next allocation, which costs up to 2× on batch-32 steps. Unless ``--keep-malloc`` is given
+(or the variables are already set), the script re-runs itself in a subprocess with
+``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` set; the settings
+in effect are printed and stored with the results.
+
+Usage: ``python benchmarks/model_speed.py [--threads 2] [--repeat 5] [--keep-malloc]``; prints a
+table and writes ``benchmarks/results/model_speed.json`` (about 2–3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import (
+    format_table,
+    interleaved_times,
+    machine,
+    malloc_settings,
+    median_ms,
+    pin_threads,
+    write_json,
+)
+
+from skelgraph.models import create
+
+RESULTS = Path(__file__).resolve().parent / "results" / "model_speed.json"
+LAYOUT, JOINTS, CHANNELS, FRAMES, CLASSES, BATCH = "coco17", 17, 3, 64, 14, 32
+MODELS = ("infogcn2", "stgcn")
+#: Reference implementation of InfoGCN++ on a 2-core machine of this kind, in milliseconds.
+REFERENCE_MS = {"train b32": 2600.0, "infer b32": 930.0, "infer b1": 30.0}
+TARGET_SPEEDUP = 3.0
+MALLOC_TUNING = {
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(1 << 28),
+}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+#: CPU features that decide whether bfloat16 matrix products run natively (faster than float32).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_support() -> dict[str, bool]:
+    """Which of :data:`BF16_FLAGS` the CPU reports in ``/proc/cpuinfo`` (all :obj:`False` when
+    the file is missing). Without them bfloat16 autocast emulates the products and is slower."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags: set[str] = set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return {flag: flag in flags for flag in BF16_FLAGS}
+
+
+@contextlib.contextmanager
+def precision(dtype: torch.dtype | None) -> Iterator[None]:
+    """bfloat16 autocast on the CPU for ``dtype``, nothing for :obj:`None` (float32)."""
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast("cpu", dtype=dtype):
+            yield
+
+
+def cases(name: str, dtype: torch.dtype | None, seed: int = 0) -> dict[str, Callable[[], Any]]:
+    """The three timed calls of one model and precision, on fixed random inputs."""
+    torch.manual_seed(seed)
+    model = create(name, num_classes=CLASSES, layout=LAYOUT, in_channels=CHANNELS)
+    x = torch.randn(BATCH, JOINTS, FRAMES, CHANNELS)
+    x[..., -1] = torch.rand(BATCH, JOINTS, FRAMES)  # confidence in [0, 1]
+    y = torch.randint(0, CLASSES, (BATCH,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train() -> None:
+        model.train()
+        with precision(dtype):
+            loss = model.loss(model(x), x, y)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer(batch: torch.Tensor) -> Callable[[], Any]:
+        def run() -> Any:
+            model.eval()
+            with torch.inference_mode(), precision(dtype):
+                return model(batch).logits
+
+        return run
+
+    return {"train b32": train, "infer b32": infer(x), "infer b1": infer(x[:1].clone())}
+
+
+def measure(repeat: int, budget_s: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows of the result table and the parameter count of every model."""
+    fns: dict[str, Callable[[], Any]] = {}
+    params: dict[str, int] = {}
+    for name in MODELS:
+        params[name] = sum(p.numel() for p in create(name, num_classes=CLASSES).parameters())
+        for label, dtype in PRECISIONS.items():
+            for case, fn in cases(name, dtype).items():
+                fns[f"{name}|{label}|{case}"] = fn
+    samples = interleaved_times(fns, repeat=repeat, warmup=1, min_repeat=3, budget_s=budget_s)
+    rows = []
+    for key, times in samples.items():
+        name, label, case = key.split("|")
+        ms = median_ms(times)
+        row: dict[str, Any] = {
+            "model": name,
+            "precision": label,
+            "case": case,
+            "median ms": ms,
+            "runs": len(times),
+        }
+        if name == "infogcn2":
+            reference = REFERENCE_MS[case]
+            row["reference ms"] = reference
+            row["speed-up"] = f"{reference / ms:.2f}x"
+            row["3x target"] = "met" if reference / ms >= TARGET_SPEEDUP else "missed"
+        rows.append(row)
+    return rows, params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per case")
+    parser.add_argument(
+        "--budget", type=float, default=10.0, help="seconds per case after 3 samples"
+    )
+    parser.add_argument(
+        "--keep-malloc", action="store_true", help="run with the current malloc settings"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    args = parser.parse_args(argv)
+
+    unset = [k for k in MALLOC_TUNING if k not in os.environ]
+    if unset and not args.keep_malloc:
+        env = {**os.environ, **MALLOC_TUNING}
+        argv_rest = sys.argv[1:] if argv is None else argv
+        command = [sys.executable, str(Path(__file__).resolve()), *argv_rest, "--keep-malloc"]
+        return subprocess.run(command, env=env, check=False).returncode
+
+    threads = pin_threads(args.threads)
+    rows, params = measure(args.repeat, args.budget)
+    settings = malloc_settings()
+    bf16 = bf16_support()
+    print(f"malloc: {settings}")
+    print(f"threads: {threads}, parameters: {params}, native bf16 (CPU flags): {bf16}")
+    columns = [
+        "model",
+        "precision",
+        "case",
+        "median ms",
+        "reference ms",
+        "speed-up",
+        "3x target",
+        "runs",
+    ]
+    print(format_table(rows, columns))
+    path = write_json(
+        args.output,
+        {
+            "config": {
+                "layout": LAYOUT,
+                "batch": BATCH,
+                "frames": FRAMES,
+                "joints": JOINTS,
+                "channels": CHANNELS,
+                "classes": CLASSES,
+                "threads": threads,
+                "repeat": args.repeat,
+                "budget_s": args.budget,
+                "target_speedup": TARGET_SPEEDUP,
+            },
+            "machine": machine(),
+            "malloc": settings,
+            "bf16_cpu_flags": bf16,
+            "parameters": params,
+            "model_config": {name: create(name, num_classes=CLASSES).config for name in MODELS},
+            "reference_ms": REFERENCE_MS,
+            "results": rows,
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Model registry: ``create("infogcn2", num_classes=14, layout="coco17")``.
+
+Every model takes dense joints ``x [B, V, T, C]`` and an optional frame mask ``[B, T]`` and
+returns a :class:`ModelOutput`; see :class:`SkeletonModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from skelgraph.layouts import Layout
+from skelgraph.models.base import ModelOutput, SkeletonModel
+
+__all__ = [
+    "STGCN",
+    "AGCN2s",
+    "InfoGCN2",
+    "ModelOutput",
+    "SkeletonModel",
+    "available_models",
+    "create",
+    "register_model",
+]
+
+_REGISTRY: dict[str, type[SkeletonModel]] = {}
+
+M = TypeVar("M", bound=type[SkeletonModel])
+
+
+def register_model(name: str) -> Callable[[M], M]:
+    """Class decorator adding a :class:`SkeletonModel` subclass to the registry as ``name``.
+
+    Raises:
+        ValueError: when ``name`` is taken by another class.
+    """
+
+    def decorator(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, SkeletonModel)):
+            raise TypeError(
+                f"register_model({name!r}): expected a SkeletonModel subclass, got {cls}"
+            )
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(
+                f"register_model: name {name!r} is already taken by {existing.__qualname__}"
+            )
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create(
+    name: str,
+    *,
+    num_classes: int,
+    layout: str | Layout | Mapping[str, Any] = "coco17",
+    in_channels: int = 3,
+    **kwargs: Any,
+) -> SkeletonModel:
+    """Builds the registered model ``name``.
+
+    Args:
+        name: One of :func:`available_models`.
+        num_classes: Number of classes ``K``.
+        layout: Joint layout: a registered name, a :class:`Layout` or its ``to_dict()``.
+        in_channels: Channels ``C`` per joint (coordinates, then the confidence).
+        **kwargs: Model-specific options (see each model's class).
+    """
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"model: expected one of {available_models()}, got {name!r}") from None
+    return cls(num_classes=num_classes, layout=layout, in_channels=in_channels, **kwargs)
+
+
+from skelgraph.models.agcn import AGCN2s  # noqa: E402  (registers the built-in models)
+from skelgraph.models.infogcn2 import InfoGCN2  # noqa: E402
+from skelgraph.models.stgcn import STGCN  # noqa: E402

@@ -1,0 +1,130 @@
+"""The interface of every registered model: :class:`SkeletonModel` and :class:`ModelOutput`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from skelgraph.layouts import Layout, get_layout, list_layouts
+
+__all__ = ["REDUCTIONS", "ModelOutput", "SkeletonModel", "check_input", "resolve_layout"]
+
+#: The ways :meth:`ModelOutput.video_logits` turns per-step logits into clip scores.
+REDUCTIONS = ("last", "mean")
+
+
+@dataclass
+class ModelOutput:
+    r"""What a :class:`SkeletonModel` returns for a batch ``x`` of shape :math:`(B, V, T, C)`.
+
+    Attributes:
+        logits (Tensor): class scores :math:`(B, T', K)`; :math:`T' = T` per-step logits for the
+            online models (step :math:`t` depends on frames :math:`\le t` only),
+            :math:`T' = 1` for clip-level models.
+        forecast (Tensor, optional): predicted future joint coordinates
+            :math:`(B, T, N, V, C_{out})`: entry ``[b, t, n - 1]`` is frame :math:`t + n`
+            predicted from frames :math:`\le t`; :math:`C_{out} = C - 1` (no confidence).
+        latents (Tensor, optional): per-frame latents :math:`Z` of shape :math:`(B, V, T, D)`.
+        latent_pred (Tensor, optional): rolled-out latents :math:`\hat{Z}`,
+            :math:`(B, T, N, V, D)`, aligned like ``forecast``.
+        mask (Tensor, optional): the frame mask :math:`(B, T)` the model was given.
+        extras (dict): further model-specific tensors (e.g. the scores of each stream).
+        reduce (str): the model's default for :meth:`video_logits`, ``"last"`` or ``"mean"``.
+    """
+
+    logits: Tensor
+    forecast: Tensor | None = None
+    latents: Tensor | None = None
+    latent_pred: Tensor | None = None
+    mask: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+    reduce: str = "last"
+
+    def video_logits(self, reduce: str | None = None, mask: Tensor | None = None) -> Tensor:
+        r"""Clip-level scores :math:`(B, K)` from the per-step logits.
+
+        Args:
+            reduce (str, optional): ``"last"``: the logits of the last real frame of every
+                sample; ``"mean"``: the mean of the per-step logits over the real frames.
+                (default: :attr:`reduce`)
+            mask (Tensor, optional): frame mask :math:`(B, T)`; defaults to :attr:`mask`. Padded
+                frames never contribute; a sample without a real frame falls back to all frames.
+        """
+        reduce = self.reduce if reduce is None else reduce
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"video_logits: reduce: expected one of {REDUCTIONS}, got {reduce!r}")
+        logits = self.logits
+        if logits.size(1) == 1:
+            return logits[:, 0]
+        mask = self.mask if mask is None else mask
+        if mask is None:
+            return logits[:, -1] if reduce == "last" else logits.mean(dim=1)
+        if mask.shape != logits.shape[:2]:
+            raise ValueError(
+                f"video_logits: mask: expected shape {list(logits.shape[:2])}, "
+                f"got {list(mask.shape)}"
+            )
+        mask = mask | ~mask.any(dim=1, keepdim=True)
+        if reduce == "last":
+            frames = torch.arange(1, mask.size(1) + 1, device=mask.device)
+            last = (mask * frames).argmax(dim=1)
+            return logits[torch.arange(logits.size(0), device=logits.device), last]
+        weight = mask.unsqueeze(-1).to(logits.dtype)
+        return (logits * weight).sum(dim=1) / weight.sum(dim=1)
+
+
+class SkeletonModel(nn.Module):
+    r"""Base class of the models in the registry.
+
+    Subclasses implement :meth:`forward` and :meth:`loss` and record their constructor arguments
+    with :meth:`_store_config`, so that ``create(name, **model.config)`` rebuilds the model.
+
+    Shapes:
+        - **input:** joints :math:`(B, V, T, C)` (the dense view of a PyG batch, confidence last),
+          optional frame mask :math:`(B, T)` (bool, :obj:`True` = real frame)
+        - **output:** :class:`ModelOutput`
+    """
+
+    config: dict[str, Any]
+    layout: Layout
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        raise NotImplementedError
+
+    def loss(
+        self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The training objective: a dict with the total under ``"loss"`` and each term."""
+        raise NotImplementedError
+
+    def _store_config(self, **config: Any) -> None:
+        layout = config["layout"]
+        known = layout.name in list_layouts() and get_layout(layout.name) == layout
+        config["layout"] = layout.name if known else layout.to_dict()
+        self.config = config
+
+
+def resolve_layout(layout: str | Layout | Mapping[str, Any]) -> Layout:
+    """A :class:`Layout` from a registered name, a layout, or :meth:`Layout.to_dict` output."""
+    if isinstance(layout, Mapping):
+        return Layout.from_dict(layout)
+    return get_layout(layout)
+
+
+def check_input(
+    name: str, x: Tensor, mask: Tensor | None, num_joints: int, in_channels: int
+) -> None:
+    """Raises :class:`ValueError` naming the model, the argument, the expected and actual shape."""
+    if x.dim() != 4 or x.size(1) != num_joints or x.size(3) != in_channels:
+        raise ValueError(
+            f"{name}: x: expected shape [B, {num_joints}, T, {in_channels}], got {list(x.shape)}"
+        )
+    if mask is not None and (mask.dtype != torch.bool or mask.shape != (x.size(0), x.size(2))):
+        raise ValueError(
+            f"{name}: mask: expected a bool tensor of shape [{x.size(0)}, {x.size(2)}], "
+            f"got {mask.dtype} {list(mask.shape)}"
+        )

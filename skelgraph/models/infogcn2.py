@@ -1,0 +1,406 @@
+r"""InfoGCN++ (`Chi et al., 2023 <https://arxiv.org/abs/2310.10547>`_) as described in the
+real-time pipeline blog (§3.2.2, §4): an online skeleton action recogniser that also forecasts.
+
+Data flow for joints :math:`X \in \mathbb{R}^{B \times V \times T \times C}` (confidence last):
+
+1. **Embedding**: :math:`H_0 = X W_e + b + E_{\mathrm{joint}} + e(t)`, a linear map of every
+   joint's channels plus a learned joint embedding and the sinusoidal embedding of the frame index.
+2. **Encoder**: ``depth`` blocks of an SA-GC layer (spatial mixing within each frame,
+   :class:`~skelgraph.nn.sagc.SAGC`) followed by causal multi-head self-attention along time for
+   every joint (:class:`~skelgraph.nn.temporal.CausalTemporalAttention`, with its MLP). This is the
+   blog's "SA-GC, then temporal attention" arrangement rather than the reference code's SA-GC that
+   produces the attention's q/k/v: with 64 channels the latter is an SA-GC of width
+   :math:`64 \to 192` with a :math:`64 \to 192` residual projection in every block (about 54 k
+   parameters and 55 k multiply-adds per joint and frame), where an SA-GC :math:`64 \to 64` plus the
+   attention's own q/k/v projection cost 29 k and 32 k; and the two library layers compose
+   unchanged (the temporal layer keeps its streaming cache). Output: latents
+   :math:`Z \in \mathbb{R}^{B \times V \times T \times D}`, :math:`Z_t` depending on frames
+   :math:`\le t` only.
+3. **Neural ODE**: :math:`\hat{Z}^{(t)}_{t+1..t+N}` from every frame :math:`t` at once: one rollout
+   of the state :math:`(B, T, V, D)` under :class:`~skelgraph.nn.ode.ODEDynamics` (absolute time
+   :math:`t + \tau`), ``num_future`` rk4 steps of ``step_size``. ``ode_solver="fused_rk4"``
+   integrates with :func:`~skelgraph.nn.ode.rk4_rollout` (torchdiffeq's ``rk4`` without its
+   per-step overheads), any other value is a :func:`torchdiffeq.odeint` method used through
+   :func:`~skelgraph.nn.ode.rollout` (``"rk4"`` gives the same numbers).
+4. **Future-motion decoder**: :math:`\hat{X}^{(t)}_{t+n} = \mathrm{Linear}(\mathrm{GCN}(\mathrm{GCN}
+   (\hat{Z}^{(t)}_{t+n})))`, coordinates only (:math:`C - 1` channels; the confidence is not
+   reconstructed). :class:`GraphConv` learns its topology, initialised to the normalised bones.
+5. **Classification head**: per frame, :math:`[Z_t \,\Vert\, \hat{Z}^{(t)}_{t+1} \Vert \dots \Vert
+   \hat{Z}^{(t)}_{t+N}]` (the present and its rollout stacked along the channels, as the reference
+   code does) :math:`\to` SA-GC :math:`\to` SA-GC :math:`\to` per-joint linear map :math:`\to`
+   mean over joints, giving logits for every frame :math:`(B, T, K)`. Every joint has its own
+   linear map :math:`W_v` (:math:`\ell_t = \frac{1}{V} \sum_v W_v h_{t,v} + b`), which is one
+   product with the concatenated joint features.
+
+Every layer acts within a frame or causally along time and the normalisations are per joint and
+frame (layer norm), so the logits, forecasts and latents at frame :math:`t` never depend on later
+frames, in training and in evaluation mode, and padded frames (mask :obj:`False`) never influence
+real frames: the temporal attention skips them and the losses and clip-level prediction exclude
+them.
+
+Parameters at the default configuration (``coco17``, :math:`C = 3`, 14 classes): 520,305, 3 %
+below the reference implementation's 535 k, split as
+
+=========================================================  =========
+embedding (linear 3 → 64, joint embedding)                     1,344
+encoder, 4 × (SA-GC 16,467 + temporal attention 33,472)      199,756
+ODE dynamics (one SA-GC layer, one head, no bias)              5,425
+motion decoder (graph convolutions 64 → 32 → 32, linear → 2)   3,780
+head SA-GC 256 → 288 (one head, residual projection)         152,721
+head SA-GC 288 → 288 (one head)                               88,721
+per-joint classifier (17 × 288 → 14)                          68,558
+=========================================================  =========
+
+The budget is spent where it costs least time on a CPU: the temporal MLP keeps the reference's
+width (128 = 2 D); the dynamics (evaluated 4 N = 12 times per forward pass) and the decoder (run
+on all N rollouts, 32 channels are plenty for 2 coordinates) stay small; the head is wide but has
+a single SA-GC head; the per-joint classifier costs parameters but almost no time. See
+:func:`parameter_breakdown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skelgraph.layouts import Layout
+from skelgraph.layouts.graph import adjacency
+from skelgraph.models import register_model
+from skelgraph.models.base import (
+    REDUCTIONS,
+    ModelOutput,
+    SkeletonModel,
+    check_input,
+    resolve_layout,
+)
+from skelgraph.models.losses import infogcn2_loss
+from skelgraph.nn.ode import (
+    FIXED_STEP_METHODS,
+    ODEDynamics,
+    SinusoidalTimeEmbedding,
+    rk4_rollout,
+    rollout,
+)
+from skelgraph.nn.sagc import SAGC
+from skelgraph.nn.stgcn import reset_children
+from skelgraph.nn.temporal import CausalTemporalAttention
+
+__all__ = ["GraphConv", "InfoGCN2", "parameter_breakdown"]
+
+
+class GraphConv(nn.Module):
+    r"""Graph convolution with a learned topology and ReLU, on every frame:
+    :math:`H' = \mathrm{ReLU}(\hat{A} H W + b)`.
+
+    Args:
+        in_channels (int): :math:`C_{in}`.
+        out_channels (int): :math:`C_{out}`.
+        topology (Tensor): initial :math:`\hat{A}` ``[V, V]`` (e.g. the normalised bones);
+            ``A[i, j]`` weighs the message from joint ``j`` to joint ``i``.
+
+    Shapes:
+        - **input:** :math:`(*, V, C_{in})`
+        - **output:** :math:`(*, V, C_{out})`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, topology: Tensor) -> None:
+        super().__init__()
+        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.register_buffer("initial_topology", topology.clone(), persistent=False)
+        self.topology = nn.Parameter(topology.clone())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialises the weight (PyTorch's linear default), zeroes the bias and restores the
+        initial topology."""
+        self.lin.reset_parameters()
+        nn.init.zeros_(self.bias)
+        with torch.no_grad():
+            self.topology.copy_(self.initial_topology)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.lin(x)
+        frames = h.shape[:-2]
+        h = h.reshape(-1, *h.shape[-2:])
+        # One batched product with the (stride-0) expanded topology: no copy of either operand.
+        out = torch.bmm(self.topology.expand(h.size(0), -1, -1), h).view(*frames, *h.shape[-2:])
+        # in place: a bias inside the product would cost a full copy
+        return out.add_(self.bias).relu_()
+
+
+class EncoderBlock(nn.Module):
+    r"""SA-GC within every frame, then causal temporal attention (and MLP) along every joint.
+
+    Shapes:
+        - **input:** :math:`(B, V, T, D)`, node mask :math:`(B \cdot V, T)` or :obj:`None`
+        - **output:** :math:`(B, V, T, D)`
+    """
+
+    def __init__(self, spatial: SAGC, temporal: CausalTemporalAttention) -> None:
+        super().__init__()
+        self.spatial = spatial
+        self.temporal = temporal
+
+    def forward(self, h: Tensor, node_mask: Tensor | None) -> Tensor:
+        B, V, T, D = h.shape
+        h = self.spatial.forward_dense(h)
+        return self.temporal(h.view(B * V, T, D), node_mask).view(B, V, T, D)
+
+
+@register_model("infogcn2")
+class InfoGCN2(SkeletonModel):
+    r"""InfoGCN++: SA-GC + causal temporal attention encoder, neural-ODE rollout, future-motion
+    decoder and per-step classification head (see the module description).
+
+    Args:
+        num_classes (int): classes :math:`K`.
+        layout (str or Layout or dict): joint layout. (default: ``"coco17"``)
+        in_channels (int): channels :math:`C` per joint, confidence last. (default: :obj:`3`)
+        channels (int): latent size :math:`D`. (default: :obj:`64`)
+        depth (int): encoder blocks. (default: :obj:`4`)
+        sagc_heads (int): SA-GC heads of the encoder. (default: :obj:`3`)
+        temporal_heads (int): temporal attention heads. (default: :obj:`4`)
+        mlp_ratio (float): hidden width of the temporal blocks' MLP over :math:`D`.
+            (default: :obj:`2.0`)
+        num_future (int): rollout steps :math:`N`. (default: :obj:`3`)
+        step_size (float): rk4 step and frame spacing of the rollout. (default: :obj:`1.0`)
+        ode_depth (int): SA-GC layers of the dynamics. (default: :obj:`1`)
+        ode_heads (int): SA-GC heads of the dynamics. (default: :obj:`1`)
+        ode_solver (str): ``"fused_rk4"`` or a fixed-step :func:`torchdiffeq.odeint` method
+            (:data:`~skelgraph.nn.ode.FIXED_STEP_METHODS`). (default: ``"fused_rk4"``)
+        head_channels (int): width of the classification head's SA-GC layers.
+            (default: :obj:`288`)
+        head_heads (int): SA-GC heads of the classification head. (default: :obj:`1`)
+        decoder_channels (int): width of the motion decoder's graph convolutions.
+            (default: :obj:`32`)
+        dropout (float): dropout of the temporal blocks. (default: :obj:`0.0`)
+        reduce (str): how :meth:`ModelOutput.video_logits` turns the per-step logits into clip
+            scores by default: ``"last"`` real step or ``"mean"`` over the real steps.
+            (default: ``"last"``)
+        lambda_pred (float): :math:`\lambda_1` of the loss. (default: :obj:`0.1`)
+        lambda_feat (float): :math:`\lambda_2` of the loss. (default: :obj:`0.1`)
+        label_smoothing (float): of the classification loss. (default: :obj:`0.1`)
+        detach_feature_target (bool): stop-gradient on the feature-consistency target.
+            (default: :obj:`True`)
+
+    Shapes:
+        - **input:** :math:`(B, V, T, C)`, optional mask :math:`(B, T)`
+        - **output:** :class:`ModelOutput` with ``logits`` :math:`(B, T, K)`, ``forecast``
+          :math:`(B, T, N, V, C - 1)`, ``latents`` :math:`(B, V, T, D)`, ``latent_pred``
+          :math:`(B, T, N, V, D)`
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        layout: str | Layout | Mapping[str, Any] = "coco17",
+        in_channels: int = 3,
+        *,
+        channels: int = 64,
+        depth: int = 4,
+        sagc_heads: int = 3,
+        temporal_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        num_future: int = 3,
+        step_size: float = 1.0,
+        ode_depth: int = 1,
+        ode_heads: int = 1,
+        ode_solver: str = "fused_rk4",
+        head_channels: int = 288,
+        head_heads: int = 1,
+        decoder_channels: int = 32,
+        dropout: float = 0.0,
+        reduce: str = "last",
+        lambda_pred: float = 0.1,
+        lambda_feat: float = 0.1,
+        label_smoothing: float = 0.1,
+        detach_feature_target: bool = True,
+    ) -> None:
+        super().__init__()
+        layout = resolve_layout(layout)
+        for name, value, least in (
+            ("num_classes", num_classes, 1),
+            ("in_channels", in_channels, 2),  # coordinates and the confidence
+            ("channels", channels, 2),
+            ("depth", depth, 1),
+            ("num_future", num_future, 1),
+            ("head_channels", head_channels, 1),
+            ("decoder_channels", decoder_channels, 1),
+        ):
+            if value < least:
+                raise ValueError(f"InfoGCN2: {name}: expected an integer >= {least}, got {value}")
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"InfoGCN2: reduce: expected one of {REDUCTIONS}, got {reduce!r}")
+        solvers = ("fused_rk4", *FIXED_STEP_METHODS)
+        if ode_solver not in solvers:
+            raise ValueError(f"InfoGCN2: ode_solver: expected one of {solvers}, got {ode_solver!r}")
+        self._store_config(
+            num_classes=num_classes,
+            layout=layout,
+            in_channels=in_channels,
+            channels=channels,
+            depth=depth,
+            sagc_heads=sagc_heads,
+            temporal_heads=temporal_heads,
+            mlp_ratio=mlp_ratio,
+            num_future=num_future,
+            step_size=step_size,
+            ode_depth=ode_depth,
+            ode_heads=ode_heads,
+            ode_solver=ode_solver,
+            head_channels=head_channels,
+            head_heads=head_heads,
+            decoder_channels=decoder_channels,
+            dropout=dropout,
+            reduce=reduce,
+            lambda_pred=lambda_pred,
+            lambda_feat=lambda_feat,
+            label_smoothing=label_smoothing,
+            detach_feature_target=detach_feature_target,
+        )
+        self.layout = layout
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.channels = channels
+        self.num_future = num_future
+        self.step_size = step_size
+        self.ode_solver = ode_solver
+        self.reduce = reduce
+        V = layout.num_joints
+        A = adjacency(layout)
+        qk = max(1, channels // 8)  # query/key size of every SA-GC head, as InfoGCN's C / 8
+
+        self.embedding = nn.Linear(in_channels, channels)
+        self.joint_embedding = nn.Parameter(torch.empty(V, 1, channels))
+        self.time_embedding = SinusoidalTimeEmbedding(channels)
+        self.encoder = nn.ModuleList(
+            EncoderBlock(
+                SAGC(
+                    channels,
+                    channels,
+                    sagc_heads,
+                    num_nodes=V,
+                    adjacency=A,
+                    attention_channels=qk,
+                    norm="layer",
+                ),
+                CausalTemporalAttention(
+                    channels, temporal_heads, mlp_ratio=mlp_ratio, dropout=dropout
+                ),
+            )
+            for _ in range(depth)
+        )
+        self.dynamics = ODEDynamics(
+            channels, V, A, depth=ode_depth, heads=ode_heads, attention_channels=qk
+        )
+        self.decoder = nn.Sequential(
+            GraphConv(channels, decoder_channels, A),
+            GraphConv(decoder_channels, decoder_channels, A),
+            nn.Linear(decoder_channels, in_channels - 1),
+        )
+        head_in = channels * (num_future + 1)
+        self.head = nn.ModuleList(
+            SAGC(
+                c_in,
+                head_channels,
+                head_heads,
+                num_nodes=V,
+                adjacency=A,
+                attention_channels=qk,
+                norm="layer",
+            )
+            for c_in in (head_in, head_channels)
+        )
+        # Per-joint classifier weights W_v: the mean over joints of W_v h_v is one product with
+        # the concatenated joint features [V·C_head] -> K.
+        self.classifier = nn.Linear(V * head_channels, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialises every layer; the joint embedding is drawn from
+        :math:`\\mathcal{N}(0, 0.02^2)`."""
+        reset_children(self)
+        nn.init.normal_(self.joint_embedding, std=0.02)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        """Per-step logits, forecasts and latents for joints ``x`` :math:`(B, V, T, C)` and an
+        optional bool frame mask :math:`(B, T)`."""
+        check_input("InfoGCN2", x, mask, self.layout.num_joints, self.in_channels)
+        B, V, T, _ = x.shape
+        frames = torch.arange(T, device=x.device, dtype=torch.float32)
+        node_mask = None
+        if mask is not None and not bool(mask.all()):
+            node_mask = mask.unsqueeze(1).expand(B, V, T).reshape(B * V, T)
+
+        # Bias, joint and frame embeddings summed on the small [V, T, D] table first.
+        table = self.joint_embedding + self.time_embedding(frames) + self.embedding.bias
+        # (the explicit leading dimension keeps the broadcast add on torch's fast path)
+        h = F.linear(x, self.embedding.weight) + table.unsqueeze(0)
+        for block in self.encoder:
+            h = block(h, node_mask)
+        latents = h  # [B, V, T, D]
+
+        z = latents.transpose(1, 2).contiguous()  # [B, T, V, D]: the per-frame layout
+        dynamics = partial(self.dynamics, t0=frames)
+        if self.ode_solver == "fused_rk4":
+            future = rk4_rollout(dynamics, z, self.num_future, self.step_size)
+        else:
+            future = rollout(dynamics, z, self.num_future, self.step_size, self.ode_solver)
+
+        forecast = self.decoder(future).permute(1, 2, 0, 3, 4)
+        logits = self._classify(torch.cat([z, *future.unbind(0)], dim=-1))
+        return ModelOutput(
+            logits=logits,
+            forecast=forecast,
+            latents=latents,
+            latent_pred=future.permute(1, 2, 0, 3, 4),
+            mask=mask,
+            reduce=self.reduce,
+        )
+
+    def _classify(self, h: Tensor) -> Tensor:
+        """Head on the per-frame concatenation :math:`(B, T, V, (N+1) D) \\to (B, T, K)`."""
+        B, T, V, C = h.shape
+        h = h.view(B * T, V, 1, C)
+        for layer in self.head:
+            h = layer.forward_dense(h)
+        # mean_v (W_v h_v + b) = [h_1 ... h_V] W / V + b
+        logits = torch.addmm(
+            self.classifier.bias, h.view(B * T, -1), self.classifier.weight.t(), alpha=1 / V
+        )
+        return logits.view(B, T, -1)
+
+    def loss(
+        self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """:func:`~skelgraph.models.losses.infogcn2_loss` with this model's weights:
+        ``{"loss", "cls", "pred", "feat"}``."""
+        return infogcn2_loss(
+            out.logits,
+            out.forecast,
+            out.latents,
+            out.latent_pred,
+            x,
+            y,
+            mask,
+            lambda_pred=self.config["lambda_pred"],
+            lambda_feat=self.config["lambda_feat"],
+            label_smoothing=self.config["label_smoothing"],
+            detach_feature_target=self.config["detach_feature_target"],
+        )
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameter count of each top-level part of ``model`` and the total."""
+    counts = {
+        name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()
+    }
+    counts.update((name, p.numel()) for name, p in model.named_parameters(recurse=False))
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts

@@ -1,0 +1,163 @@
+r"""ST-GCN (`Yan et al., 2018 <https://arxiv.org/abs/1801.07455>`_): the classic clip-level
+baseline, built from :class:`~skelgraph.nn.stgcn.STGCNBlock`.
+
+Data batch norm over the :math:`V \cdot C` input channels of every frame, ten blocks of widths
+64-64-64-64-128-128-128-256-256-256 with temporal strides 1-1-1-1-2-1-1-2-1-1 (spatial partitions,
+learnable edge importance, temporal kernel 9, residuals), global average pooling over the real
+frames and the joints, and a linear classifier. The output is one score vector per clip,
+``logits`` :math:`(B, 1, K)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from skelgraph.layouts import Layout
+from skelgraph.models import register_model
+from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
+from skelgraph.models.losses import classification_loss
+from skelgraph.nn.stgcn import STGCNBlock
+
+__all__ = ["STGCN", "GraphBackbone"]
+
+STGCN_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+STGCN_STRIDES = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+
+
+class GraphBackbone(nn.Module):
+    r"""Data batch norm, a stack of spatial-temporal blocks and masked global average pooling.
+
+    Args:
+        make_block (callable): ``make_block(in_channels, out_channels, stride, first)`` returns a
+            block acting on dense features :math:`(B, C, T, V)` (``forward_dense``).
+        num_joints (int): :math:`V`.
+        in_channels (int): :math:`C`.
+        channels (sequence of int): output width of every block.
+        strides (sequence of int): temporal stride of every block.
+
+    Shapes:
+        - **input:** :math:`(B, V, T, C)`, optional mask :math:`(B, T)`
+        - **output:** pooled features :math:`(B, C_{last})`
+    """
+
+    def __init__(
+        self,
+        make_block: Callable[[int, int, int, bool], nn.Module],
+        num_joints: int,
+        in_channels: int,
+        channels: Sequence[int],
+        strides: Sequence[int],
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides) or not channels:
+            raise ValueError(
+                f"channels and strides: expected two non-empty sequences of the same length, "
+                f"got {len(channels)} and {len(strides)}"
+            )
+        self.data_bn = nn.BatchNorm1d(num_joints * in_channels)
+        widths = [in_channels, *channels]
+        self.blocks = nn.ModuleList(
+            make_block(widths[i], widths[i + 1], strides[i], i == 0) for i in range(len(channels))
+        )
+        self.total_stride = 1
+        for s in strides:
+            self.total_stride *= s
+        self.out_channels = widths[-1]
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        B, V, T, C = x.shape
+        h = self.data_bn(x.transpose(2, 3).reshape(B, V * C, T))
+        h = h.view(B, V, C, T).permute(0, 2, 3, 1).contiguous()  # [B, C, T, V]
+        for block in self.blocks:
+            h = block.forward_dense(h)
+        if mask is None:
+            return h.mean(dim=(2, 3))
+        # A stride-s layer centres output frame t on input frame s·t.
+        weight = mask[:, :: self.total_stride][:, None, : h.size(2), None].to(h.dtype)
+        weight = weight + (weight.sum(dim=2, keepdim=True) == 0).to(h.dtype)
+        return (h * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) * V)
+
+
+@register_model("stgcn")
+class STGCN(SkeletonModel):
+    r"""The ST-GCN classifier (see the module description).
+
+    Args:
+        num_classes (int): classes :math:`K`.
+        layout (str or Layout or dict): joint layout. (default: ``"coco17"``)
+        in_channels (int): channels :math:`C` per joint. (default: :obj:`3`)
+        channels (sequence of int): block widths. (default: the classic ten)
+        strides (sequence of int): block temporal strides. (default: the classic ten)
+        kernel_size (int): temporal kernel. (default: :obj:`9`)
+        dropout (float): dropout after each temporal convolution. (default: :obj:`0.0`)
+        edge_importance (bool): learn the edge importance masks. (default: :obj:`True`)
+        causal (bool): past-only temporal convolutions. (default: :obj:`False`)
+        label_smoothing (float): of the cross-entropy. (default: :obj:`0.0`)
+
+    Shapes:
+        - **input:** :math:`(B, V, T, C)`, optional mask :math:`(B, T)`
+        - **output:** :class:`ModelOutput` with ``logits`` :math:`(B, 1, K)`
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        layout: str | Layout | Mapping[str, Any] = "coco17",
+        in_channels: int = 3,
+        *,
+        channels: Sequence[int] = STGCN_CHANNELS,
+        strides: Sequence[int] = STGCN_STRIDES,
+        kernel_size: int = 9,
+        dropout: float = 0.0,
+        edge_importance: bool = True,
+        causal: bool = False,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layout = resolve_layout(layout)
+        self._store_config(
+            num_classes=num_classes,
+            layout=layout,
+            in_channels=in_channels,
+            channels=[int(c) for c in channels],
+            strides=[int(s) for s in strides],
+            kernel_size=kernel_size,
+            dropout=dropout,
+            edge_importance=edge_importance,
+            causal=causal,
+            label_smoothing=label_smoothing,
+        )
+        self.layout = layout
+        self.in_channels = in_channels
+
+        def make_block(c_in: int, c_out: int, stride: int, first: bool) -> nn.Module:
+            return STGCNBlock(
+                c_in,
+                c_out,
+                layout,
+                stride=stride,
+                kernel_size=kernel_size,
+                dropout=dropout,
+                residual=not first,
+                causal=causal,
+                edge_importance=edge_importance,
+            )
+
+        self.backbone = GraphBackbone(make_block, layout.num_joints, in_channels, channels, strides)
+        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        """Clip scores for joints ``x`` :math:`(B, V, T, C)`; padded frames are left out of
+        the pooling."""
+        check_input("STGCN", x, mask, self.layout.num_joints, self.in_channels)
+        return ModelOutput(logits=self.fc(self.backbone(x, mask)).unsqueeze(1), mask=mask)
+
+    def loss(
+        self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Cross-entropy: ``{"loss", "cls"}``."""
+        cls = classification_loss(out.logits, y, label_smoothing=self.config["label_smoothing"])
+        return {"loss": cls, "cls": cls}

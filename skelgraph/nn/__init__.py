@@ -1,0 +1,23 @@
+"""Graph and temporal layers for skeleton sequences: batched PyG graphs, ``x`` ``[B·V, T, C]``."""
+
+from skelgraph.nn.agcn import AdaptiveGraphConv, AGCNBlock
+from skelgraph.nn.ode import ODEDynamics, SinusoidalTimeEmbedding, rk4_rollout, rollout
+from skelgraph.nn.sagc import SAGC
+from skelgraph.nn.stgcn import STGCNBlock, STGCNConv, graph_partitions
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalConv
+
+__all__ = [
+    "SAGC",
+    "AGCNBlock",
+    "AdaptiveGraphConv",
+    "CausalTemporalAttention",
+    "KVCache",
+    "ODEDynamics",
+    "STGCNBlock",
+    "STGCNConv",
+    "SinusoidalTimeEmbedding",
+    "TemporalConv",
+    "graph_partitions",
+    "rk4_rollout",
+    "rollout",
+]

@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from skelgraph.layouts import get_layout
+from skelgraph.models import (
+    AGCN2s,
+    InfoGCN2,
+    ModelOutput,
+    SkeletonModel,
+    available_models,
+    create,
+    register_model,
+)
+from skelgraph.models.agcn import bone_features, bone_parents
+from skelgraph.models.infogcn2 import parameter_breakdown
+from skelgraph.nn.ode import rollout
+
+V, K = 17, 5
+SMALL = {"channels": 16, "depth": 2, "mlp_ratio": 2.0, "head_channels": 16, "decoder_channels": 8}
+
+
+def joints(batch: int, frames: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, V, frames, channels, generator=generator)
+    x[..., -1] = torch.rand(batch, V, frames, generator=generator)
+    return x
+
+
+def small_infogcn2(**kwargs) -> InfoGCN2:
+    torch.manual_seed(0)
+    return create("infogcn2", num_classes=K, **{**SMALL, **kwargs})
+
+
+# registry -------------------------------------------------------------------------------------
+
+
+def test_registry_lists_and_creates_models():
+    assert available_models() == ["agcn2s", "infogcn2", "stgcn"]
+    model = create("agcn2s", num_classes=3, channels=[8, 8], strides=[1, 2])
+    assert isinstance(model, AGCN2s)
+    assert model.config["layout"] == "coco17"
+
+
+def test_registry_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError, match=r"expected one of \['agcn2s', 'infogcn2', 'stgcn'\]"):
+        create("resnet", num_classes=3)
+
+
+def test_register_model_rejects_taken_names_and_other_classes():
+    with pytest.raises(ValueError, match="already taken"):
+
+        @register_model("stgcn")
+        class Other(SkeletonModel):
+            pass
+
+    with pytest.raises(TypeError, match="SkeletonModel"):
+        register_model("plain")(torch.nn.Linear)
+
+
+def test_config_rebuilds_the_same_model():
+    model = small_infogcn2(layout="penn13", reduce="mean")
+    rebuilt = create("infogcn2", **model.config)
+    assert rebuilt.config == model.config
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(1, 13, 6, 3)
+    model.eval(), rebuilt.eval()
+    torch.testing.assert_close(rebuilt(x).logits, model(x).logits)
+
+
+def test_custom_layout_is_stored_as_dict():
+    layout = get_layout("penn13").to_dict() | {"name": "my_penn"}
+    model = create("stgcn", num_classes=2, layout=layout, channels=[8], strides=[1])
+    assert model.config["layout"] == layout
+    assert model.layout.name == "my_penn"
+
+
+# InfoGCN++ ------------------------------------------------------------------------------------
+
+
+def test_infogcn2_default_parameter_count_matches_reference():
+    model = create("infogcn2", num_classes=14)
+    counts = parameter_breakdown(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert 0.9 * 535_000 <= counts["total"] <= 1.1 * 535_000
+
+
+def test_infogcn2_output_shapes():
+    model = small_infogcn2()
+    out = model(joints(2, 7))
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == (2, 7, K)
+    assert out.forecast.shape == (2, 7, 3, V, 2)
+    assert out.latents.shape == (2, V, 7, 16)
+    assert out.latent_pred.shape == (2, 7, 3, V, 16)
+    assert out.video_logits().shape == (2, K)
+
+
+def test_infogcn2_default_configuration_runs():
+    model = create("infogcn2", num_classes=14).eval()
+    with torch.inference_mode():
+        out = model(joints(1, 64))
+    assert out.logits.shape == (1, 64, 14)
+    assert out.forecast.shape == (1, 64, 3, V, 2)
+
+
+def test_infogcn2_rollout_is_the_ode_solution_from_every_frame():
+    model = small_infogcn2(num_future=2, step_size=0.5).eval()
+    with torch.no_grad():
+        out = model(joints(2, 5))
+        z = out.latents.transpose(1, 2)
+        dynamics = partial(model.dynamics, t0=torch.arange(5.0))
+        expected = rollout(dynamics, z, 2, 0.5).permute(1, 2, 0, 3, 4)
+    torch.testing.assert_close(out.latent_pred, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_infogcn2_torchdiffeq_solver_option_gives_the_same_outputs():
+    fused = small_infogcn2().eval()
+    odeint = small_infogcn2(ode_solver="rk4").eval()
+    x = joints(2, 6)
+    with torch.no_grad():
+        a, b = fused(x), odeint(x)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.forecast, b.forecast, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_infogcn2_per_step_outputs_are_causal(training):
+    model = small_infogcn2()
+    model.train(training)
+    x = joints(2, 10)
+    changed = x.clone()
+    changed[:, :, 6:] = torch.randn_like(changed[:, :, 6:]) * 5
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    torch.testing.assert_close(a.logits[:, :6], b.logits[:, :6])
+    torch.testing.assert_close(a.latents[:, :, :6], b.latents[:, :, :6])
+    torch.testing.assert_close(a.forecast[:, :6], b.forecast[:, :6])
+    assert not torch.allclose(a.logits[:, 6:], b.logits[:, 6:])
+
+
+def test_infogcn2_padded_frames_are_ignored():
+    model = small_infogcn2().eval()
+    x = joints(2, 8)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    y = torch.tensor([1, 3])
+    other = x.clone()
+    other[1, :, 5:] = 100.0
+    with torch.no_grad():
+        a, b = model(x, mask), model(other, mask)
+        loss_a, loss_b = model.loss(a, x, y, mask), model.loss(b, other, y, mask)
+    for name in ("loss", "cls", "pred", "feat"):
+        torch.testing.assert_close(loss_a[name], loss_b[name])
+    for reduce in ("last", "mean"):
+        torch.testing.assert_close(a.video_logits(reduce), b.video_logits(reduce))
+    torch.testing.assert_close(a.video_logits("last")[1], a.logits[1, 4])
+    torch.testing.assert_close(a.video_logits("mean")[1], a.logits[1, :5].mean(0))
+    # a mask of all real frames is the same as no mask
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, torch.ones_like(mask)).logits, model(x).logits)
+
+
+def test_infogcn2_loss_terms_and_gradients():
+    model = small_infogcn2()
+    x, y = joints(3, 6), torch.tensor([0, 2, 4])
+    terms = model.loss(model(x), x, y)
+    assert set(terms) == {"loss", "cls", "pred", "feat"}
+    expected = terms["cls"] + 0.1 * terms["pred"] + 0.1 * terms["feat"]
+    torch.testing.assert_close(terms["loss"], expected)
+    terms["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+
+
+def test_infogcn2_bf16_autocast_matches_fp32():
+    # bfloat16 keeps 8 significant bits (relative error 2^-9 per rounding): after the ~30 layers
+    # of the default model the outputs agree to about 1-2 % (relative L2 error).
+    torch.manual_seed(0)
+    model = create("infogcn2", num_classes=14).eval()
+    x = joints(4, 16)
+    with torch.inference_mode():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    pairs = [
+        (full.logits, half.logits),
+        (full.forecast, half.forecast),
+        (full.latents, half.latents),
+        (full.latent_pred, half.latent_pred),
+    ]
+    for a, b in pairs:
+        assert b.shape == a.shape
+        assert (a - b.float()).norm() <= 0.05 * a.norm()
+    probs_full = full.video_logits().softmax(-1)
+    probs_half = half.video_logits().float().softmax(-1)
+    assert (probs_full - probs_half).abs().max() < 0.02
+
+
+def test_infogcn2_input_errors_name_the_problem():
+    model = small_infogcn2()
+    with pytest.raises(ValueError, match=r"x: expected shape \[B, 17, T, 3\]"):
+        model(torch.zeros(1, 13, 4, 3))
+    with pytest.raises(ValueError, match="mask: expected a bool tensor"):
+        model(joints(1, 4), torch.ones(1, 4))
+    with pytest.raises(ValueError, match="reduce"):
+        small_infogcn2(reduce="max")
+    with pytest.raises(ValueError, match="ode_solver"):
+        small_infogcn2(ode_solver="dopri5")
+
+
+def test_reduce_option_sets_the_default_clip_prediction():
+    x = joints(2, 5)
+    for reduce in ("last", "mean"):
+        model = small_infogcn2(reduce=reduce).eval()
+        with torch.no_grad():
+            out = model(x)
+        expected = out.logits[:, -1] if reduce == "last" else out.logits.mean(dim=1)
+        torch.testing.assert_close(out.video_logits(), expected)
+
+
+def test_video_logits_of_clip_level_output():
+    logits = torch.randn(3, 1, 4)
+    out = ModelOutput(logits=logits)
+    torch.testing.assert_close(out.video_logits("mean"), logits[:, 0])
+    with pytest.raises(ValueError, match="reduce"):
+        out.video_logits("max")
+
+
+# baselines ------------------------------------------------------------------------------------
+
+
+def test_stgcn_classic_configuration_shapes_and_backward():
+    model = create("stgcn", num_classes=K)
+    assert [b.out_channels for b in model.backbone.blocks] == [64] * 4 + [128] * 3 + [256] * 3
+    assert [b.stride for b in model.backbone.blocks] == [1, 1, 1, 1, 2, 1, 1, 2, 1, 1]
+    assert all(b.gcn.edge_importance is not None for b in model.backbone.blocks)
+    x, y = joints(2, 12), torch.tensor([0, 4])
+    out = model(x)
+    assert out.logits.shape == (2, 1, K) and out.forecast is None
+    terms = model.loss(out, x, y)
+    assert set(terms) == {"loss", "cls"}
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_stgcn_pooling_ignores_padded_frames():
+    model = create("stgcn", num_classes=K, channels=[8, 8], strides=[1, 2]).eval()
+    x = joints(1, 16)
+    mask = torch.zeros(1, 16, dtype=torch.bool)
+    mask[:, :12] = True
+    pooled = model.backbone(x, mask)
+    features = model.backbone.data_bn(x.transpose(2, 3).reshape(1, V * 3, 16))
+    h = features.view(1, V, 3, 16).permute(0, 2, 3, 1)
+    for block in model.backbone.blocks:
+        h = block.forward_dense(h)
+    torch.testing.assert_close(pooled, h[:, :, :6].mean(dim=(2, 3)))
+
+
+def test_agcn2s_streams_fusion_and_backward():
+    model = create("agcn2s", num_classes=K, channels=[16, 16, 32], strides=[1, 2, 1])
+    x, y = joints(2, 8), torch.tensor([1, 2])
+    out = model(x)
+    assert out.logits.shape == (2, 1, K)
+    torch.testing.assert_close(out.logits, out.extras["joint_logits"] + out.extras["bone_logits"])
+    terms = model.loss(out, x, y)
+    assert set(terms) == {"loss", "cls", "cls_joint", "cls_bone"}
+    torch.testing.assert_close(terms["loss"], terms["cls_joint"] + terms["cls_bone"])
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_bone_features_subtract_the_parent_and_keep_confidence():
+    layout = get_layout("coco17")
+    parents = bone_parents(layout)
+    assert parents[layout.index("left_wrist")] == layout.index("left_elbow")
+    assert parents[layout.index("left_hip")] == -1  # no bone lists it as the child
+    x = joints(1, 3)
+    bones = bone_features(x, parents)
+    wrist, elbow = layout.index("left_wrist"), layout.index("left_elbow")
+    torch.testing.assert_close(bones[:, wrist, :, :2], x[:, wrist, :, :2] - x[:, elbow, :, :2])
+    torch.testing.assert_close(bones[..., 2], x[..., 2])
+    assert not bones[:, layout.index("left_hip"), :, :2].any()
