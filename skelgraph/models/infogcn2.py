@@ -126,12 +126,12 @@ class GraphConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.lin(x)
-        frames = h.shape[:-2]
-        h = h.reshape(-1, *h.shape[-2:])
+        frames = h.reshape(-1, *h.shape[-2:])
         # One batched product with the (stride-0) expanded topology: no copy of either operand.
-        out = torch.bmm(self.topology.expand(h.size(0), -1, -1), h).view(*frames, *h.shape[-2:])
-        # in place: a bias inside the product would cost a full copy
-        return out.add_(self.bias).relu_()
+        out = torch.bmm(self.topology.expand(frames.size(0), -1, -1), frames)
+        # In place (a bias inside the product would cost a full copy), and on the product itself
+        # rather than a view of it, which would make autograd copy the gradient back and forth.
+        return out.add_(self.bias).relu_().view(h.shape)
 
 
 class EncoderBlock(nn.Module):
@@ -370,10 +370,9 @@ class InfoGCN2(SkeletonModel):
         h = h.view(B * T, V, 1, C)
         for layer in self.head:
             h = layer.forward_dense(h)
-        # mean_v (W_v h_v + b) = [h_1 ... h_V] W / V + b
-        logits = torch.addmm(
-            self.classifier.bias, h.view(B * T, -1), self.classifier.weight.t(), alpha=1 / V
-        )
+        # mean_v (W_v h_v + b) = [h_1 ... h_V] (W / V) + b; scaling the small weight (not the
+        # product) keeps a pass over the [B·T, V·C] gradient out of the backward pass
+        logits = F.linear(h.view(B * T, -1), self.classifier.weight / V, self.classifier.bias)
         return logits.view(B, T, -1)
 
     def loss(

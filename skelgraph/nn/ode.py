@@ -225,7 +225,7 @@ def rk4_rollout(
     :func:`torchdiffeq.odeint` spends about 20 passes over the state per step on its own
     arithmetic and bookkeeping (a separate kernel for every scalar product and sum, plus an
     ``abs()`` of the whole state in every function evaluation to find its dtype); here a step
-    takes 12, and the stage times are made once, so no value is read back from the device.
+    takes 10, and the stage times are made once, so no value is read back from the device.
     The results agree with torchdiffeq's to float rounding. Arguments and result as in
     :func:`rollout`.
     """
@@ -242,8 +242,8 @@ def rk4_rollout(
         k1 = func(tau[0], z)
         k2 = func(tau[1], torch.add(z, k1, alpha=h / 3))
         k3 = func(tau[2], torch.add(z, k2, alpha=h).add_(k1, alpha=-h / 3))
-        k4 = func(tau[3], torch.sub(k1, k2).add_(k3).mul_(h).add_(z))
-        z = torch.add(z, torch.add(k2, k3).mul_(3).add_(k1).add_(k4), alpha=h / 8)
+        k4 = func(tau[3], torch.add(z, torch.sub(k1, k2).add_(k3), alpha=h))
+        z = torch.add(z, torch.add(k1, torch.add(k2, k3), alpha=3).add_(k4), alpha=h / 8)
         states.append(z)
     return torch.stack(states)
 

@@ -314,11 +314,7 @@ class SAGC(MessagePassing):
         # and yields [B, T, V, H·C], the input layout of the head-stacked weight.
         z = eff.transpose(2, 3).reshape(B, T, V * H, V) @ x.transpose(1, 2)
         out = self._normalize(self.lin(z.view(B, T, V, H * C))).transpose(1, 2)
-        if self.res is not None:
-            out = self.res(x) + out  # the residual first: the sum takes its [B, V, T] layout
-        if self.activation:
-            out = out.relu_()
-        return out.contiguous(), (att if return_attention else None)
+        return self._residual_activation(out, x).contiguous(), (att if return_attention else None)
 
     def edge_update(
         self, q_i: Tensor, k_j: Tensor, index: Tensor, ptr: OptTensor, dim_size: int | None
@@ -337,12 +333,24 @@ class SAGC(MessagePassing):
         return F.linear(x, self.lin_qk.weight * scale[:, None], self.lin_qk.bias * scale)
 
     def _update(self, out: Tensor, x: Tensor) -> Tensor:
-        out = self._normalize(out)
-        if self.res is not None:
-            out = out + self.res(x)
+        return self._residual_activation(self._normalize(out), x)
+
+    def _residual_activation(self, out: Tensor, x: Tensor) -> Tensor:
+        """:math:`\\sigma(\\mathrm{out} + \\mathrm{Res}(x))` for ``out`` ``[..., C']`` and ``x``
+        ``[..., C]`` of the same leading shape. A projection accumulates into ``out`` in its
+        matrix product (no separate sum), and the activation runs in place on that product
+        before it is reshaped (in place on a view, autograd would copy the gradient)."""
+        if isinstance(self.res, Linear):
+            out = torch.addmm(
+                out.reshape(-1, self.out_channels),
+                x.reshape(-1, self.in_channels),
+                self.res.weight.t(),
+            )
+        elif self.res is not None:
+            out = x + out  # x first: the sum takes its layout ([B, V, T] on the fused path)
         if self.activation:
             out = out.relu_()
-        return out
+        return out.view(*x.shape[:-1], self.out_channels)
 
     def _normalize(self, out: Tensor) -> Tensor:
         if isinstance(self.norm, BatchNorm1d):
