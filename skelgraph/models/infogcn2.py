@@ -60,7 +60,7 @@ a single SA-GC head; the per-joint classifier costs parameters but almost no tim
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from skelgraph.features import InputFeatures
 from skelgraph.layouts import Layout
 from skelgraph.layouts.graph import adjacency
 from skelgraph.models import register_model
@@ -162,6 +163,9 @@ class InfoGCN2(SkeletonModel):
         num_classes (int): classes :math:`K`.
         layout (str or Layout or dict): joint layout. (default: ``"coco17"``)
         in_channels (int): channels :math:`C` per joint, confidence last. (default: :obj:`3`)
+        features (sequence of str): input features computed from the joints by
+            :class:`~skelgraph.features.InputFeatures`, e.g. ``["joint", "bone", "velocity"]``.
+            (default: ``["joint"]``)
         channels (int): latent size :math:`D`. (default: :obj:`64`)
         depth (int): encoder blocks. (default: :obj:`4`)
         sagc_heads (int): SA-GC heads of the encoder. (default: :obj:`3`)
@@ -202,6 +206,7 @@ class InfoGCN2(SkeletonModel):
         layout: str | Layout | Mapping[str, Any] = "coco17",
         in_channels: int = 3,
         *,
+        features: Sequence[str] = ("joint",),
         channels: int = 64,
         depth: int = 4,
         sagc_heads: int = 3,
@@ -244,6 +249,7 @@ class InfoGCN2(SkeletonModel):
             num_classes=num_classes,
             layout=layout,
             in_channels=in_channels,
+            features=list(features),
             channels=channels,
             depth=depth,
             sagc_heads=sagc_heads,
@@ -276,7 +282,8 @@ class InfoGCN2(SkeletonModel):
         A = adjacency(layout)
         qk = max(1, channels // 8)  # query/key size of every SA-GC head, as InfoGCN's C / 8
 
-        self.embedding = nn.Linear(in_channels, channels)
+        self.features = InputFeatures(layout, in_channels, features)
+        self.embedding = nn.Linear(self.features.out_channels, channels)
         self.joint_embedding = nn.Parameter(torch.empty(V, 1, channels))
         self.time_embedding = SinusoidalTimeEmbedding(channels)
         self.encoder = nn.ModuleList(
@@ -341,7 +348,7 @@ class InfoGCN2(SkeletonModel):
         # Bias, joint and frame embeddings summed on the small [V, T, D] table first.
         table = self.joint_embedding + self.time_embedding(frames) + self.embedding.bias
         # (the explicit leading dimension keeps the broadcast add on torch's fast path)
-        h = F.linear(x, self.embedding.weight) + table.unsqueeze(0)
+        h = F.linear(self.features(x), self.embedding.weight) + table.unsqueeze(0)
         for block in self.encoder:
             h = block(h, node_mask)
         latents = h  # [B, V, T, D]

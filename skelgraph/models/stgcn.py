@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from skelgraph.features import InputFeatures
 from skelgraph.layouts import Layout
 from skelgraph.models import register_model
 from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
@@ -89,6 +90,8 @@ class STGCN(SkeletonModel):
         num_classes (int): classes :math:`K`.
         layout (str or Layout or dict): joint layout. (default: ``"coco17"``)
         in_channels (int): channels :math:`C` per joint. (default: :obj:`3`)
+        features (sequence of str): input features computed from the joints by
+            :class:`~skelgraph.features.InputFeatures`. (default: ``["joint"]``)
         channels (sequence of int): block widths. (default: the classic ten)
         strides (sequence of int): block temporal strides. (default: the classic ten)
         kernel_size (int): temporal kernel. (default: :obj:`9`)
@@ -108,6 +111,7 @@ class STGCN(SkeletonModel):
         layout: str | Layout | Mapping[str, Any] = "coco17",
         in_channels: int = 3,
         *,
+        features: Sequence[str] = ("joint",),
         channels: Sequence[int] = STGCN_CHANNELS,
         strides: Sequence[int] = STGCN_STRIDES,
         kernel_size: int = 9,
@@ -122,6 +126,7 @@ class STGCN(SkeletonModel):
             num_classes=num_classes,
             layout=layout,
             in_channels=in_channels,
+            features=list(features),
             channels=[int(c) for c in channels],
             strides=[int(s) for s in strides],
             kernel_size=kernel_size,
@@ -146,14 +151,18 @@ class STGCN(SkeletonModel):
                 edge_importance=edge_importance,
             )
 
-        self.backbone = GraphBackbone(make_block, layout.num_joints, in_channels, channels, strides)
+        self.features = InputFeatures(layout, in_channels, features)
+        self.backbone = GraphBackbone(
+            make_block, layout.num_joints, self.features.out_channels, channels, strides
+        )
         self.fc = nn.Linear(self.backbone.out_channels, num_classes)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         """Clip scores for joints ``x`` :math:`(B, V, T, C)`; padded frames are left out of
         the pooling."""
         check_input("STGCN", x, mask, self.layout.num_joints, self.in_channels)
-        return ModelOutput(logits=self.fc(self.backbone(x, mask)).unsqueeze(1), mask=mask)
+        logits = self.fc(self.backbone(self.features(x), mask))
+        return ModelOutput(logits=logits.unsqueeze(1), mask=mask)
 
     def loss(
         self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None

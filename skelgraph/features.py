@@ -1,0 +1,186 @@
+r"""Input features of a skeleton computed inside a model: joints, bones, motion and the k-th mode.
+
+Every feature is causal (frame :math:`t` uses frames :math:`\le t` only), so a model that computes
+its features with :class:`InputFeatures` stays an online model. For joints
+:math:`x_{t,v} \in \mathbb{R}^{C-1}` (coordinates; the confidence :math:`c_{t,v}` is the last
+channel) and the *parent* :math:`p(v)` of a joint, the neighbour one hop closer to the body centre
+(the centre joints' parent is the centre itself, the mean of ``layout.center``):
+
+============== =================================================================================
+name           value
+============== =================================================================================
+``joint``      :math:`x_{t,v}`
+``bone``       :math:`x_{t,v} - x_{t,p(v)}`
+``relative2``  :math:`x_{t,v} - x_{t,p^k(v)}` for :math:`k = 2, 3, \dots` (InfoGCN's k-th mode:
+               the position relative to the :math:`k`-th ancestor; ``bone`` is :math:`k = 1`)
+``velocity``   :math:`x_{t,v} - x_{t-1,v}` (zero at the first frame)
+``bone_velocity`` the velocity of the bone vector
+``centre``     :math:`x_{t,v} - \bar{x}_{t}`, the position relative to the frame's own centre
+============== =================================================================================
+
+The output stacks the chosen features' coordinates and appends the confidence once:
+:math:`C_{out} = F (C - 1) + 1`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from skelgraph.layouts import Layout, get_layout
+from skelgraph.layouts.graph import hop_distance
+
+__all__ = ["FEATURES", "InputFeatures", "parents"]
+
+#: Feature names accepted by :class:`InputFeatures` (``relative<k>`` for any k >= 2).
+FEATURES = ("joint", "bone", "relative<k>", "velocity", "bone_velocity", "centre")
+
+_RELATIVE = re.compile(r"relative(\d+)$")
+
+
+def parents(layout: Layout | str) -> list[int]:
+    """The parent of every joint, the neighbour one hop closer to the centre joints; ``-1`` for
+    the centre joints themselves (whose parent is the centre point). Ties go to the lower index.
+
+    Raises:
+        ValueError: when a joint cannot reach the centre joints along the bones.
+    """
+    layout = get_layout(layout)
+    hops = hop_distance(layout)
+    V = layout.num_joints
+    to_centre = torch.stack([hops[:, c] for c in layout.center], dim=1)
+    to_centre = torch.where(to_centre < 0, torch.full_like(to_centre, V + 1), to_centre).amin(1)
+    neighbours: list[set[int]] = [set() for _ in range(V)]
+    for child, parent in layout.bones:
+        neighbours[child].add(parent)
+        neighbours[parent].add(child)
+    result = []
+    for v in range(V):
+        if to_centre[v] == 0:
+            result.append(-1)
+            continue
+        if to_centre[v] > V:
+            raise ValueError(
+                f"layout {layout.name!r}: joint {layout.joints[v]!r} is not connected to the "
+                f"centre joints {[layout.joints[c] for c in layout.center]}"
+            )
+        result.append(min(u for u in neighbours[v] if to_centre[u] == to_centre[v] - 1))
+    return result
+
+
+class InputFeatures(nn.Module):
+    r"""Causal input features of joints (see the module description).
+
+    Args:
+        layout (str or Layout): the joint layout.
+        in_channels (int): :math:`C`, coordinates then the confidence.
+        features (sequence of str): names from :data:`FEATURES`, in output order.
+            (default: ``("joint",)``)
+
+    Shapes:
+        - **input:** :math:`(B, V, T, C)`
+        - **output:** :math:`(B, V, T, F (C - 1) + 1)`
+    """
+
+    def __init__(
+        self, layout: Layout | str, in_channels: int, features: Sequence[str] = ("joint",)
+    ) -> None:
+        super().__init__()
+        layout = get_layout(layout)
+        features = tuple(features)
+        if not features:
+            raise ValueError("InputFeatures: features: expected at least one feature, got none")
+        if len(set(features)) != len(features):
+            raise ValueError(f"InputFeatures: features: repeated names in {list(features)}")
+        if in_channels < 2:
+            raise ValueError(f"InputFeatures: in_channels: expected >= 2, got {in_channels}")
+        self.features = features
+        self.in_channels = in_channels
+        self.out_channels = len(features) * (in_channels - 1) + 1
+        parent = parents(layout)
+        V = layout.num_joints
+        # Each ancestor map as a [V + 1, V] selection over the joints and their centre (row V).
+        centre = torch.zeros(V)
+        centre[list(layout.center)] = 1.0 / len(layout.center)
+        self._ancestor: dict[int, Tensor] = {}
+        for name in features:
+            k = _order(name)
+            if k is None:
+                if name not in FEATURES:
+                    raise ValueError(
+                        f"InputFeatures: features: expected names from {list(FEATURES)}, "
+                        f"got {name!r}"
+                    )
+                if name in ("bone", "bone_velocity"):
+                    k = 1
+                elif name != "centre":
+                    continue
+                else:
+                    k = 0
+            if k not in self._ancestor:
+                self.register_buffer(f"relative_{k}", _relative_matrix(parent, centre, k))
+                self._ancestor[k] = getattr(self, f"relative_{k}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.size(-1) != self.in_channels:
+            raise ValueError(
+                f"InputFeatures: x: expected shape [B, V, T, {self.in_channels}], "
+                f"got {list(x.shape)}"
+            )
+        coords, confidence = x[..., :-1], x[..., -1:]
+        parts = []
+        for name in self.features:
+            if name == "joint":
+                parts.append(coords)
+            elif name == "velocity":
+                parts.append(_velocity(coords))
+            elif name == "bone_velocity":
+                parts.append(_velocity(self._relative(coords, 1)))
+            elif name == "centre":
+                parts.append(self._relative(coords, 0))
+            else:
+                parts.append(self._relative(coords, _order(name) or 1))
+        return torch.cat([*parts, confidence], dim=-1)
+
+    def _relative(self, coords: Tensor, k: int) -> Tensor:
+        """:math:`x_v - x_{p^k(v)}` as one product with the ``[V, V]`` matrix ``I - P^k``."""
+        return torch.einsum("uv,bvtc->butc", self._ancestor[k].to(coords.dtype), coords)
+
+    def extra_repr(self) -> str:
+        return f"features={list(self.features)}, in_channels={self.in_channels}"
+
+
+def _order(name: str) -> int | None:
+    match = _RELATIVE.match(name)
+    if match is None:
+        return None
+    k = int(match.group(1))
+    if k < 2:
+        raise ValueError(f"InputFeatures: {name!r}: expected relative<k> with k >= 2")
+    return k
+
+
+def _relative_matrix(parent: list[int], centre: Tensor, k: int) -> Tensor:
+    """``M [V, V]`` with ``(M x)_v = x_v - x_{p^k(v)}``; ``k = 0`` gives ``x_v - centre``."""
+    V = len(parent)
+    M = torch.eye(V)
+    for v in range(V):
+        if k == 0:
+            M[v] -= centre
+            continue
+        u = v
+        for _ in range(k):
+            if u < 0:
+                break
+            u = parent[u]
+        M[v] -= centre if u < 0 else torch.eye(V)[u]
+    return M
+
+
+def _velocity(coords: Tensor) -> Tensor:
+    """:math:`x_t - x_{t-1}` along the time axis (dim 2), zero at the first frame."""
+    previous = torch.cat([coords[:, :, :1], coords[:, :, :-1]], dim=2)
+    return coords - previous
