@@ -145,6 +145,32 @@ class InputFeatures(nn.Module):
                 parts.append(self._relative(coords, _order(name) or 1))
         return torch.cat([*parts, confidence], dim=-1)
 
+    @property
+    def history(self) -> int:
+        """Earlier frames the features of a frame depend on: 1 with a velocity, else 0."""
+        return int(any(name in ("velocity", "bone_velocity") for name in self.features))
+
+    def step(self, x_t: Tensor, previous: Tensor | None = None) -> Tensor:
+        r"""The features of one frame, equal to :meth:`forward`'s at that frame of the clip.
+
+        Args:
+            x_t (Tensor): the frame's joints :math:`(B, V, C)`.
+            previous (Tensor, optional): the joints of the frame before, :math:`(B, V, C)`;
+                :obj:`None` at the first frame of a clip (velocities are zero there).
+
+        Returns:
+            Tensor: :math:`(B, V, F (C - 1) + 1)`.
+        """
+        if x_t.dim() != 3 or x_t.size(-1) != self.in_channels:
+            raise ValueError(
+                f"InputFeatures.step: x_t: expected shape [B, V, {self.in_channels}], "
+                f"got {list(x_t.shape)}"
+            )
+        if not self.history:
+            return self.forward(x_t.unsqueeze(2)).squeeze(2)
+        previous = x_t if previous is None else previous
+        return self.forward(torch.stack([previous, x_t], dim=2))[:, :, -1]
+
     def _relative(self, coords: Tensor, k: int) -> Tensor:
         """:math:`x_v - x_{p^k(v)}` as one product with the ``[V, V]`` matrix ``I - P^k``."""
         return torch.einsum("uv,bvtc->butc", self._ancestor[k].to(coords.dtype), coords)

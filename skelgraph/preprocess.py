@@ -4,10 +4,17 @@ Every function takes keypoints of shape :obj:`(T, V, C)` with the confidence in 
 (:obj:`C = 3` for 2D, :obj:`C = 4` for 3D), returns new :obj:`float32` arrays (the input is never
 modified) and is vectorised over frames and joints. A joint is *valid* in a frame when its
 confidence is at least the threshold :math:`\tau` and its coordinates are finite.
+
+The default pipeline looks at the whole clip (interpolation between valid frames, one median
+torso length). The causal pipeline (:obj:`PreprocessConfig(causal=True)`) makes frame :math:`t`
+from frames :math:`\le t` only, so a live stream can be preprocessed frame by frame with
+:class:`CausalPreprocessor` into exactly what :func:`preprocess` gives for the recorded clip:
+training on causally preprocessed clips and running online then see the same inputs.
 """
 
 from __future__ import annotations
 
+import heapq
 import operator
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +26,7 @@ from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout, get_layout
 
 __all__ = [
+    "CausalPreprocessor",
     "PreprocessConfig",
     "interpolate_missing",
     "normalize",
@@ -39,8 +47,14 @@ class PreprocessConfig:
         eps (float, optional): Lower bound of the scale divisor, positive. (default: :obj:`1e-6`)
         center (bool, optional): Subtract the first valid pelvis. (default: :obj:`True`)
         scale (bool, optional): Divide by the median torso length. (default: :obj:`True`)
-        interpolate (bool, optional): Fill invalid frames by :func:`interpolate_missing`.
-            (default: :obj:`True`)
+        interpolate (bool, optional): Fill invalid frames by :func:`interpolate_missing`
+            (forward-filled instead when :obj:`causal`). (default: :obj:`True`)
+        causal (bool, optional): Make every frame from the frames up to it only: invalid frames
+            take the joint's last valid value (coordinates 0 before its first valid frame, the
+            confidence kept), the origin is the first valid pelvis so far and the divisor the
+            median torso length over the valid frames so far (with the fallbacks of
+            :func:`normalize`, applied to the frames so far). Equal, frame by frame, to
+            :class:`CausalPreprocessor`. (default: :obj:`False`)
     """
 
     confidence_threshold: float = 0.2
@@ -48,6 +62,7 @@ class PreprocessConfig:
     center: bool = True
     scale: bool = True
     interpolate: bool = True
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence_threshold <= 1.0:
@@ -155,10 +170,7 @@ def normalize(
     """
     kp = _as_keypoints(kp)
     layout = get_layout(layout)
-    if kp.shape[1] != layout.num_joints:
-        raise ValueError(
-            f"kp: expected {layout.num_joints} joints for layout {layout.name!r}, got {kp.shape[1]}"
-        )
+    _check_joints(kp, layout)
     valid = _valid(kp, threshold)
     coords = kp[..., :-1].astype(np.float64)
     origin = np.zeros(coords.shape[-1])
@@ -211,17 +223,9 @@ def preprocess(
         numpy.ndarray: Keypoints of shape :obj:`(T, V, C)`, :obj:`float32`.
     """
     config = config if config is not None else PreprocessConfig()
-    if isinstance(kp_or_clip, SkeletonClip):
-        if layout is not None and get_layout(layout).name != kp_or_clip.layout.name:
-            raise ValueError(
-                f"layout: expected the clip's layout {kp_or_clip.layout.name!r} or None, "
-                f"got {get_layout(layout).name!r}"
-            )
-        kp, layout = kp_or_clip.keypoints, kp_or_clip.layout
-    elif layout is None:
-        raise ValueError("layout: expected a Layout or layout name for a keypoint array, got None")
-    else:
-        kp = _as_keypoints(kp_or_clip)
+    kp, layout = _keypoints_and_layout(kp_or_clip, layout)
+    if config.causal:
+        return _causal_preprocess(kp, layout, config)
     threshold = config.confidence_threshold
     if config.interpolate:
         uninformative = ~_valid(kp, threshold).any(axis=0, keepdims=True)
@@ -234,6 +238,254 @@ def preprocess(
     coords = out[..., :-1]
     coords[np.broadcast_to(uninformative, out.shape[:2])] = 0.0
     return out
+
+
+def _keypoints_and_layout(
+    kp_or_clip: np.ndarray | SkeletonClip, layout: Layout | str | None
+) -> tuple[np.ndarray, Layout]:
+    if isinstance(kp_or_clip, SkeletonClip):
+        if layout is not None and get_layout(layout).name != kp_or_clip.layout.name:
+            raise ValueError(
+                f"layout: expected the clip's layout {kp_or_clip.layout.name!r} or None, "
+                f"got {get_layout(layout).name!r}"
+            )
+        return _as_keypoints(kp_or_clip.keypoints), kp_or_clip.layout
+    if layout is None:
+        raise ValueError("layout: expected a Layout or layout name for a keypoint array, got None")
+    kp, layout = _as_keypoints(kp_or_clip), get_layout(layout)
+    _check_joints(kp, layout)
+    return kp, layout
+
+
+def _check_joints(kp: np.ndarray, layout: Layout) -> None:
+    if kp.shape[1] != layout.num_joints:
+        raise ValueError(
+            f"kp: expected {layout.num_joints} joints for layout {layout.name!r}, got {kp.shape[1]}"
+        )
+
+
+def _causal_preprocess(kp: np.ndarray, layout: Layout, config: PreprocessConfig) -> np.ndarray:
+    """:func:`preprocess` with ``config.causal``: every frame from the frames up to it."""
+    valid = _valid(kp, config.confidence_threshold)
+    coords = kp[..., :-1].astype(np.float64)
+    if config.interpolate:
+        frames = np.arange(kp.shape[0])[:, None]
+        last = np.maximum.accumulate(np.where(valid, frames, -1), axis=0)  # last valid frame
+        coords = coords[last.clip(0), np.arange(kp.shape[1])[None, :]]
+        uninformative = last < 0
+    else:
+        uninformative = ~np.isfinite(coords).all(axis=-1)
+    statistics = _RunningStatistics(config)
+    origin = np.zeros((kp.shape[0], coords.shape[-1]))
+    divisor = np.ones(kp.shape[0])
+    for t, frame in enumerate(_FrameMeasures(layout)(coords, valid)):
+        origin[t], divisor[t] = statistics.update(*frame)
+    return _normalised(kp, coords, origin[:, None], divisor[:, None, None], uninformative)
+
+
+def _normalised(
+    kp: np.ndarray,
+    coords: np.ndarray,
+    origin: np.ndarray,
+    divisor: np.ndarray | float,
+    uninformative: np.ndarray,
+) -> np.ndarray:
+    """``kp`` with the coordinates ``(coords - origin) / divisor``, 0 where uninformative."""
+    out = kp.copy()
+    out[..., :-1] = np.where(uninformative[..., None], 0.0, (coords - origin) / divisor)
+    return out
+
+
+class _FrameMeasures:
+    """What the causal normalisation needs from every frame of a layout, vectorised over frames.
+
+    Called on coordinates :obj:`(T, V, D)` (float64) and validity :obj:`(T, V)`, it yields per
+    frame: the pelvis, whether its joints are all / some valid, the torso length, whether its
+    joints are all / some valid (each end has a valid joint), and the longest valid bone (0 for
+    none). The means are over the valid joints of each group, as in :func:`normalize`.
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        groups = [layout.center, *layout.torso]  # pelvis, mid-shoulders, torso lower end
+        self.members = np.zeros((len(groups), layout.num_joints), dtype=bool)
+        for g, joints in enumerate(groups):
+            self.members[g, list(joints)] = True
+        self.sizes = self.members.sum(axis=1)
+        bones = np.asarray(layout.bones, dtype=np.intp).reshape(-1, 2)
+        self.child, self.parent = bones[:, 0], bones[:, 1]
+
+    def __call__(self, coords: np.ndarray, valid: np.ndarray) -> zip[tuple[Any, ...]]:
+        ok = valid[:, None, :] & self.members  # (T, 3, V)
+        count = ok.sum(axis=2)
+        known = np.where(valid[..., None], coords, 0.0)
+        means = (ok @ known) / np.maximum(count, 1)[..., None]  # (T, 3, D)
+        complete, partial = count == self.sizes, count > 0
+        torso = np.sqrt(np.square(means[:, 1] - means[:, 2]).sum(axis=-1))
+        bone = np.zeros(len(coords))
+        if self.child.size:
+            length = np.sqrt(np.square(known[:, self.child] - known[:, self.parent]).sum(axis=-1))
+            bone = np.where(valid[:, self.child] & valid[:, self.parent], length, 0.0).max(axis=1)
+        return zip(
+            means[:, 0],
+            complete[:, 0],
+            partial[:, 0],
+            torso,
+            complete[:, 1] & complete[:, 2],
+            partial[:, 1] & partial[:, 2],
+            bone,
+            strict=True,
+        )
+
+
+class _RunningMedian:
+    """The median of the values added so far (two heaps: O(log n) per value)."""
+
+    def __init__(self) -> None:
+        self._low: list[float] = []  # the smaller half, negated (a max-heap)
+        self._high: list[float] = []  # the larger half
+
+    def __len__(self) -> int:
+        return len(self._low) + len(self._high)
+
+    def add(self, value: float) -> None:
+        if not self._low or value <= -self._low[0]:
+            heapq.heappush(self._low, -value)
+        else:
+            heapq.heappush(self._high, value)
+        if len(self._low) > len(self._high) + 1:
+            heapq.heappush(self._high, -heapq.heappop(self._low))
+        elif len(self._high) > len(self._low):
+            heapq.heappush(self._low, -heapq.heappop(self._high))
+
+    def median(self) -> float:
+        if len(self._low) > len(self._high):
+            return -self._low[0]
+        return (-self._low[0] + self._high[0]) / 2
+
+
+class _RunningStatistics:
+    """The causal origin and divisor of :func:`normalize`, updated one frame at a time."""
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        self.config = config
+        self.origin_all: np.ndarray | None = None  # pelvis of the first frame with all joints
+        self.origin_any: np.ndarray | None = None  # ... with some joints valid
+        self.torso_all = _RunningMedian()
+        self.torso_any = _RunningMedian()
+        self.bone = _RunningMedian()
+
+    def update(
+        self,
+        pelvis: np.ndarray,
+        pelvis_all: bool,
+        pelvis_any: bool,
+        torso: float,
+        torso_all: bool,
+        torso_any: bool,
+        bone: float,
+    ) -> tuple[np.ndarray, float]:
+        """Adds one frame's measures; returns the origin :obj:`(C - 1,)` and the divisor."""
+        if self.origin_all is None and pelvis_all:
+            self.origin_all = pelvis
+        if self.origin_any is None and pelvis_any:
+            self.origin_any = pelvis
+        if torso_all:
+            self.torso_all.add(float(torso))
+        if torso_any:
+            self.torso_any.add(float(torso))
+        if bone > 0:
+            self.bone.add(float(bone))
+        origin = np.zeros_like(pelvis)
+        if self.config.center:
+            found = self.origin_all if self.origin_all is not None else self.origin_any
+            origin = origin if found is None else found
+        divisor = 1.0
+        if self.config.scale:
+            for lengths in (self.torso_all, self.torso_any, self.bone):
+                if len(lengths):
+                    divisor = lengths.median()
+                    break
+            divisor = max(divisor, self.config.eps)
+        return origin, divisor
+
+
+class CausalPreprocessor:
+    r"""Causal preprocessing of a stream, one frame at a time.
+
+    The output for frame :math:`t` equals frame :math:`t` of
+    ``preprocess(kp[: t + 1], layout, replace(config, causal=True))`` (and so of the whole
+    recorded clip): invalid joints take their last valid coordinates (0 before the first valid
+    frame, confidence kept), centred on the first valid pelvis so far and divided by the running
+    median torso length (see :class:`PreprocessConfig`). It keeps the last valid coordinates of
+    every joint, the origin and three running medians (:math:`O(\log t)` per frame).
+
+    Args:
+        layout (Layout or str): The joint layout, with :obj:`V` joints.
+        config (PreprocessConfig, optional): The settings; used as if :obj:`causal` were set.
+            (default: :obj:`PreprocessConfig()`)
+
+    Attributes:
+        origin (numpy.ndarray): The origin :obj:`(C - 1,)` of the last frame (:obj:`None` before
+            the first), such that ``input = output * scale + origin`` for valid coordinates.
+        scale (float): The divisor of the last frame.
+        num_frames (int): Frames processed since the start or :meth:`reset`.
+    """
+
+    def __init__(self, layout: Layout | str, config: PreprocessConfig | None = None) -> None:
+        self.layout = get_layout(layout)
+        self.config = config if config is not None else PreprocessConfig()
+        self._measures = _FrameMeasures(self.layout)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets every frame: the next one is the first of a new stream."""
+        self._statistics = _RunningStatistics(self.config)
+        self._last: np.ndarray | None = None  # (V, C - 1) last valid coordinates
+        self._seen: np.ndarray | None = None  # (V,) joints valid at least once
+        self._channels: int | None = None
+        self.origin: np.ndarray | None = None
+        self.scale = 1.0
+        self.num_frames = 0
+
+    def update(self, frame: np.ndarray) -> np.ndarray:
+        """Preprocesses the next frame.
+
+        Args:
+            frame (numpy.ndarray): Keypoints of shape :obj:`(V, C)`, confidence last.
+
+        Returns:
+            numpy.ndarray: The preprocessed frame :obj:`(V, C)`, :obj:`float32`.
+        """
+        frame = np.asarray(frame, dtype=np.float32)
+        V = self.layout.num_joints
+        if frame.ndim != 2 or frame.shape[0] != V or frame.shape[1] not in (3, 4):
+            raise ValueError(
+                f"CausalPreprocessor.update: frame: expected shape ({V}, C) with C in (3, 4) "
+                f"for layout {self.layout.name!r}, got {frame.shape}"
+            )
+        if self._channels is not None and frame.shape[1] != self._channels:
+            raise ValueError(
+                f"CausalPreprocessor.update: frame: expected {self._channels} channels like the "
+                f"earlier frames, got {frame.shape[1]}"
+            )
+        self._channels = frame.shape[1]
+        kp = frame[None]
+        valid = _valid(kp, self.config.confidence_threshold)
+        coords = kp[..., :-1].astype(np.float64)
+        if self.config.interpolate:
+            if self._last is None:
+                self._last = np.zeros(coords.shape[1:])
+                self._seen = np.zeros(V, dtype=bool)
+            self._last[valid[0]] = coords[0, valid[0]]
+            self._seen |= valid[0]
+            coords = self._last[None]
+            uninformative = ~self._seen[None]
+        else:
+            uninformative = ~np.isfinite(coords).all(axis=-1)
+        (measures,) = self._measures(coords, valid)
+        self.origin, self.scale = self._statistics.update(*measures)
+        self.num_frames += 1
+        return _normalised(kp, coords, self.origin, self.scale, uninformative)[0]
 
 
 def resample(kp: np.ndarray, length: int) -> np.ndarray:

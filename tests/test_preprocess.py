@@ -10,6 +10,7 @@ from skelgraph.clip import SkeletonClip
 from skelgraph.io import load_penn_action_mat
 from skelgraph.layouts import get_layout
 from skelgraph.preprocess import (
+    CausalPreprocessor,
     PreprocessConfig,
     interpolate_missing,
     normalize,
@@ -270,6 +271,7 @@ def test_preprocess_config():
         "center": True,
         "scale": True,
         "interpolate": True,
+        "causal": False,
     }
     assert PreprocessConfig(**config.to_dict()) == config
     with pytest.raises(ValueError, match=r"confidence_threshold: expected a value in \[0, 1\]"):
@@ -290,6 +292,90 @@ def test_preprocess_real_penn_action_clip(penn_action_root):
     torso = out[:, upper, :2].mean(axis=1) - out[:, lower, :2].mean(axis=1)
     valid_torso = (clip.keypoints[:, upper + lower, -1] >= 0.2).all(axis=1)
     assert np.median(np.linalg.norm(torso[valid_torso], axis=-1)) == pytest.approx(1.0, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# causal preprocessing
+
+CAUSAL = PreprocessConfig(causal=True)
+
+
+def stream(kp: np.ndarray, layout: str = "coco17", config: PreprocessConfig = CAUSAL) -> np.ndarray:
+    """Every frame of ``kp`` through one :class:`CausalPreprocessor`."""
+    online = CausalPreprocessor(layout, config)
+    return np.stack([online.update(frame) for frame in kp])
+
+
+@property_settings
+@given(keypoints(num_joints=17, max_frames=16), st.booleans(), st.booleans(), st.booleans())
+def test_causal_preprocessor_equals_offline_causal_preprocess(kp, interpolate, center, scale):
+    config = PreprocessConfig(causal=True, interpolate=interpolate, center=center, scale=scale)
+    offline = preprocess(kp, "coco17", config)
+    assert offline.dtype == np.float32 and np.isfinite(offline).all()
+    np.testing.assert_allclose(stream(kp, config=config), offline, rtol=1e-6, atol=1e-6)
+    # causal: every prefix gives the same frames
+    for end in range(1, len(kp)):
+        np.testing.assert_array_equal(preprocess(kp[:end], "coco17", config), offline[:end])
+
+
+def test_causal_forward_fill_and_first_valid_pelvis():
+    kp = standing_pose(num_frames=6)
+    kp[:, :, 0] += np.arange(6)[:, None]  # walks along x
+    kp[:2, 11, -1] = 0.1  # no valid pelvis before frame 2; the left hip appears there
+    kp[3:5, 9] = [np.nan, np.nan, 0.0]  # left wrist lost for two frames
+    kp[:4, 10, -1] = 0.0  # right wrist first seen at frame 4
+    out = preprocess(kp, "coco17", CAUSAL)
+    # frames 0, 1 fall back to the partly visible pelvis (the right hip of frame 0) and torso
+    # (mid-shoulders to the right hip: length sqrt(17))
+    np.testing.assert_allclose(out[0, 12, :2], [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[1, 12, :2], [1 / np.sqrt(17), 0.0], atol=1e-6)
+    # from frame 2 the origin is the first complete pelvis, (2, 0), and the torso 4 long
+    np.testing.assert_allclose(out[2, 11, :2], [-0.25, 0.0], atol=1e-6)
+    # the lost wrist keeps its frame-2 position (not interpolated towards frame 5)
+    np.testing.assert_allclose(out[3:5, 9, :2], out[[2, 2], 9, :2])
+    np.testing.assert_array_equal(out[3:5, 9, -1], 0.0)
+    # before its first valid frame the right wrist is 0, with its confidence
+    np.testing.assert_array_equal(out[:4, 10, :2], 0.0)
+    np.testing.assert_array_equal(out[:4, 10, -1], 0.0)
+    assert np.isfinite(out).all()
+
+
+def test_causal_scale_is_the_running_median_torso():
+    kp = standing_pose(num_frames=5)
+    kp[:, [5, 6], 1] = np.array([4.0, 8.0, 100.0, 6.0, 2.0])[:, None]  # torso lengths
+    online = CausalPreprocessor("coco17")
+    divisors = []
+    for frame in kp:
+        online.update(frame)
+        divisors.append(online.scale)
+    np.testing.assert_allclose(divisors, [4.0, 6.0, 8.0, 7.0, 6.0])
+    np.testing.assert_array_equal(online.origin, [0.0, 0.0])
+    out = preprocess(kp, "coco17", CAUSAL)
+    np.testing.assert_allclose(out[:, 5, 1], kp[:, 5, 1] / np.array(divisors))
+    # a clip with a constant valid torso: causal and offline agree
+    still = standing_pose(num_frames=4)
+    np.testing.assert_allclose(preprocess(still, "coco17", CAUSAL), preprocess(still, "coco17"))
+
+
+def test_causal_preprocessor_reset_and_errors():
+    kp = standing_pose(num_frames=3) * 7.0
+    online = CausalPreprocessor("coco17")
+    first = np.stack([online.update(frame) for frame in kp])
+    assert online.num_frames == 3
+    online.reset()
+    assert online.num_frames == 0 and online.origin is None
+    np.testing.assert_array_equal(np.stack([online.update(frame) for frame in kp]), first)
+    with pytest.raises(ValueError, match=r"frame: expected shape \(17, C\) .* got \(13, 3\)"):
+        online.update(np.zeros((13, 3)))
+    with pytest.raises(ValueError, match="expected 3 channels like the earlier frames, got 4"):
+        online.update(np.zeros((17, 4)))
+
+
+def test_causal_preprocess_real_penn_action_clip(penn_action_root):
+    clip = load_penn_action_mat(penn_action_root / "labels" / "0001.mat")
+    offline = preprocess(clip, config=CAUSAL)
+    assert offline.shape == (151, 13, 3) and np.isfinite(offline).all()
+    np.testing.assert_allclose(stream(clip.keypoints, "penn13"), offline, rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------

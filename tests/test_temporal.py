@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalConv
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalConv, alibi_slopes
 
 V = 17
 
@@ -19,7 +19,9 @@ def test_shapes_and_repr(attention: CausalTemporalAttention) -> None:
     assert attention(x).shape == (2 * V, 10, 16)
     mask = torch.ones(2 * V, 10, dtype=torch.bool)
     assert attention(x, mask).shape == (2 * V, 10, 16)
-    assert str(attention) == "CausalTemporalAttention(16, heads=4, mlp_ratio=4.0, dropout=0.0)"
+    assert str(attention) == (
+        "CausalTemporalAttention(16, heads=4, mlp_ratio=4.0, dropout=0.0, window=None)"
+    )
 
 
 def test_invalid_arguments(attention: CausalTemporalAttention) -> None:
@@ -31,6 +33,59 @@ def test_invalid_arguments(attention: CausalTemporalAttention) -> None:
         attention(torch.randn(4, 5, 16), torch.ones(4, 5))
     with pytest.raises(ValueError, match=r"step: x_t: expected shape \(4, 16\)"):
         attention.step(torch.randn(3, 16), attention.init_cache(4))
+    with pytest.raises(ValueError, match="window: expected an integer >= 1 or None, got 0"):
+        CausalTemporalAttention(16, heads=4, window=0)
+    windowed = CausalTemporalAttention(16, heads=4, window=3)
+    with pytest.raises(ValueError, match="cache: expected a cache of window 3, got None"):
+        windowed.step(torch.randn(4, 16), attention.init_cache(4))
+
+
+def test_alibi_slopes() -> None:
+    torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]))
+    torch.testing.assert_close(alibi_slopes(8), 2.0 ** -torch.arange(1.0, 9.0))
+    # not a power of two: the 4-head slopes, then every other slope of the 8-head sequence
+    torch.testing.assert_close(alibi_slopes(6)[4:], torch.tensor([2.0**-1, 2.0**-3]))
+    assert (alibi_slopes(6)[:4] == alibi_slopes(4)).all()
+    with pytest.raises(ValueError, match="heads"):
+        alibi_slopes(0)
+
+
+def test_relative_position_bias(attention: CausalTemporalAttention) -> None:
+    """Only the distance between frames matters: a clip gives the same output wherever it
+    starts, and the bias is -m_h (t - s) inside the causal band."""
+    bias = attention.position_bias(5)
+    assert bias.shape == (1, 4, 5, 5)
+    torch.testing.assert_close(bias[0, 1, 4, 1], -3 * attention.slopes[1])
+    assert bias[0, :, 1, 2].eq(float("-inf")).all()
+    x = torch.randn(V, 10, 16)
+    with torch.no_grad():
+        whole = attention(x)
+        shifted = attention(torch.cat([torch.randn(V, 4, 16), x], dim=1), None)[:, 4:]
+    assert not torch.allclose(shifted, whole)  # earlier frames are seen ...
+    windowed = CausalTemporalAttention(16, heads=4, window=3).eval()
+    windowed.load_state_dict(attention.state_dict())
+    with torch.no_grad():
+        late = windowed(torch.cat([torch.randn(V, 4, 16), x], dim=1))[:, 4 + 2 :]
+        torch.testing.assert_close(late, windowed(x)[:, 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_window_limits_what_a_frame_sees() -> None:
+    torch.manual_seed(0)
+    layer = CausalTemporalAttention(16, heads=4, window=4).eval()
+    x = torch.randn(V, 12, 16)
+    changed = x.clone()
+    changed[:, :5] = torch.randn_like(changed[:, :5]) * 5  # frames 0..4
+    with torch.no_grad():
+        a, b = layer(x), layer(changed)
+    torch.testing.assert_close(a[:, 8:], b[:, 8:])  # frame t sees t-3..t only
+    assert not torch.allclose(a[:, 7], b[:, 7])
+    # windows longer than the clip change nothing
+    wide = CausalTemporalAttention(16, heads=4, window=12).eval()
+    wide.load_state_dict(layer.state_dict())
+    full = CausalTemporalAttention(16, heads=4).eval()
+    full.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), full(x))
 
 
 def test_causal(attention: CausalTemporalAttention) -> None:
@@ -65,19 +120,20 @@ def test_mask_without_real_frames_is_finite(attention: CausalTemporalAttention) 
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("max_len", [None, 5])
-def test_streaming_matches_full_pass(
-    attention: CausalTemporalAttention, max_len: int | None
-) -> None:
+@pytest.mark.parametrize(("window", "max_len"), [(None, None), (None, 5), (16, None), (1, None)])
+def test_streaming_matches_full_pass(window: int | None, max_len: int | None) -> None:
+    torch.manual_seed(0)
+    attention = CausalTemporalAttention(16, heads=4, window=window).eval()
     x = torch.randn(2 * V, 64, 16)
     with torch.no_grad():
         full = attention(x)
         cache = attention.init_cache(2 * V, max_len=max_len)
         steps = []
-        for t in range(64):
+        for t in range(64):  # four times the window: the ring buffer wraps around
             y_t, cache = attention.step(x[:, t], cache)
             steps.append(y_t)
     assert cache.length == 64
+    assert cache.capacity == (window or (64 if max_len is None else 80))
     torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 

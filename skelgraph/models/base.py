@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from skelgraph.layouts import Layout, get_layout, list_layouts
 
-__all__ = ["REDUCTIONS", "ModelOutput", "SkeletonModel", "check_input", "resolve_layout"]
+__all__ = [
+    "REDUCTIONS",
+    "ModelOutput",
+    "SkeletonModel",
+    "StreamingModel",
+    "check_input",
+    "resolve_layout",
+]
 
 #: The ways :meth:`ModelOutput.video_logits` turns per-step logits into clip scores.
 REDUCTIONS = ("last", "mean")
@@ -106,6 +113,26 @@ class SkeletonModel(nn.Module):
         known = layout.name in list_layouts() and get_layout(layout.name) == layout
         config["layout"] = layout.name if known else layout.to_dict()
         self.config = config
+
+
+@runtime_checkable
+class StreamingModel(Protocol):
+    r"""A model that also runs one frame at a time (e.g. :class:`~skelgraph.models.InfoGCN2`).
+
+    Stepping through a clip from :meth:`init_state` gives, frame by frame, the per-step logits
+    (and forecasts) that :meth:`~SkeletonModel.forward` gives for the whole clip. The state is
+    opaque to callers: each model defines its own (caches, previous frame, member states, ...).
+    ``isinstance(model, StreamingModel)`` tells whether a model has both methods.
+    """
+
+    def init_state(self, batch_size: int = 1) -> Any:
+        """The state before the first frame of ``batch_size`` streams."""
+        ...
+
+    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Tensor | None, Any]:
+        r"""One frame ``x_t`` :math:`(B, V, C)` → logits :math:`(B, K)`, forecast
+        :math:`(B, N, V, C - 1)` or :obj:`None`, and the next state."""
+        ...
 
 
 def resolve_layout(layout: str | Layout | Mapping[str, Any]) -> Layout:

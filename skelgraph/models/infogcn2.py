@@ -3,11 +3,15 @@ real-time pipeline blog (§3.2.2, §4): an online skeleton action recogniser tha
 
 Data flow for joints :math:`X \in \mathbb{R}^{B \times V \times T \times C}` (confidence last):
 
-1. **Embedding**: :math:`H_0 = X W_e + b + E_{\mathrm{joint}} + e(t)`, a linear map of every
-   joint's channels plus a learned joint embedding and the sinusoidal embedding of the frame index.
+1. **Embedding**: :math:`H_0 = F(X) W_e + b + E_{\mathrm{joint}}`, a linear map of every
+   joint's input features (:class:`~skelgraph.features.InputFeatures`) plus a learned joint
+   embedding. There is no embedding of the absolute frame index: the model sees time only as the
+   relative position bias of the temporal attention, so its outputs do not depend on where a clip
+   or a stream starts.
 2. **Encoder**: ``depth`` blocks of an SA-GC layer (spatial mixing within each frame,
    :class:`~skelgraph.nn.sagc.SAGC`) followed by causal multi-head self-attention along time for
-   every joint (:class:`~skelgraph.nn.temporal.CausalTemporalAttention`, with its MLP). This is the
+   every joint (:class:`~skelgraph.nn.temporal.CausalTemporalAttention`, with its MLP, ALiBi
+   relative position bias and an optional window of ``attention_window`` frames). This is the
    blog's "SA-GC, then temporal attention" arrangement rather than the reference code's SA-GC that
    produces the attention's q/k/v: with 64 channels the latter is an SA-GC of width
    :math:`64 \to 192` with a :math:`64 \to 192` residual projection in every block (about 54 k
@@ -17,10 +21,11 @@ Data flow for joints :math:`X \in \mathbb{R}^{B \times V \times T \times C}` (co
    :math:`Z \in \mathbb{R}^{B \times V \times T \times D}`, :math:`Z_t` depending on frames
    :math:`\le t` only.
 3. **Neural ODE**: :math:`\hat{Z}^{(t)}_{t+1..t+N}` from every frame :math:`t` at once: one rollout
-   of the state :math:`(B, T, V, D)` under :class:`~skelgraph.nn.ode.ODEDynamics` (absolute time
-   :math:`t + \tau`), ``num_future`` rk4 steps of ``step_size``. ``ode_solver="fused_rk4"``
-   integrates with :func:`~skelgraph.nn.ode.rk4_rollout` (torchdiffeq's ``rk4`` without its
-   per-step overheads), any other value is a :func:`torchdiffeq.odeint` method used through
+   of the state :math:`(B, T, V, D)` under :class:`~skelgraph.nn.ode.ODEDynamics` (time
+   :math:`\tau` relative to the rollout start, the same for every frame), ``num_future`` rk4
+   steps of ``step_size``. ``ode_solver="fused_rk4"`` integrates with
+   :func:`~skelgraph.nn.ode.rk4_rollout` (torchdiffeq's ``rk4`` without its per-step
+   overheads), any other value is a :func:`torchdiffeq.odeint` method used through
    :func:`~skelgraph.nn.ode.rollout` (``"rk4"`` gives the same numbers).
 4. **Future-motion decoder**: :math:`\hat{X}^{(t)}_{t+n} = \mathrm{Linear}(\mathrm{GCN}(\mathrm{GCN}
    (\hat{Z}^{(t)}_{t+n})))`, coordinates only (:math:`C - 1` channels; the confidence is not
@@ -38,12 +43,21 @@ frames, in training and in evaluation mode, and padded frames (mask :obj:`False`
 real frames: the temporal attention skips them and the losses and clip-level prediction exclude
 them.
 
+**Streaming**: :meth:`InfoGCN2.step` takes one frame and returns that frame's logits and forecast
+exactly as :meth:`InfoGCN2.forward` gives them for the whole clip (to float rounding), from a
+state made by :meth:`InfoGCN2.init_state`: the previous frame (for velocity features) and every
+temporal layer's key/value cache. With ``attention_window`` :math:`W` each cache is a ring of
+:math:`W` frames, so a frame costs the same however long the stream; stacked layers still reach
+further back (up to ``depth`` :math:`(W - 1)` frames) exactly as the full pass does. Training on
+windows of at most :math:`W` frames is unaffected by the window.
+
 Parameters at the default configuration (``coco17``, :math:`C = 3`, 14 classes): 520,305, 3 %
 below the reference implementation's 535 k, split as
 
 =========================================================  =========
 embedding (linear 3 → 64, joint embedding)                     1,344
 encoder, 4 × (SA-GC 16,467 + temporal attention 33,472)      199,756
+relative position bias (fixed ALiBi slopes, a buffer)              0
 ODE dynamics (one SA-GC layer, one head, no bias)              5,425
 motion decoder (graph convolutions 64 → 32 → 32, linear → 2)   3,780
 head SA-GC 256 → 288 (one head, residual projection)         152,721
@@ -54,14 +68,16 @@ per-joint classifier (17 × 288 → 14)                          68,558
 The budget is spent where it costs least time on a CPU: the temporal MLP keeps the reference's
 width (128 = 2 D); the dynamics (evaluated 4 N = 12 times per forward pass) and the decoder (run
 on all N rollouts, 32 channels are plenty for 2 coordinates) stay small; the head is wide but has
-a single SA-GC head; the per-joint classifier costs parameters but almost no time. See
-:func:`parameter_breakdown`.
+a single SA-GC head; the per-joint classifier costs parameters but almost no time. The
+relative position bias replaced the sinusoidal embedding of the absolute frame index (neither
+has parameters); its slopes are stored with the weights, so a checkpoint of the earlier
+absolute-time model does not load. See :func:`parameter_breakdown`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -80,18 +96,12 @@ from skelgraph.models.base import (
     resolve_layout,
 )
 from skelgraph.models.losses import infogcn2_loss
-from skelgraph.nn.ode import (
-    FIXED_STEP_METHODS,
-    ODEDynamics,
-    SinusoidalTimeEmbedding,
-    rk4_rollout,
-    rollout,
-)
+from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, rk4_rollout, rollout
 from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import reset_children
-from skelgraph.nn.temporal import CausalTemporalAttention
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
 
-__all__ = ["GraphConv", "InfoGCN2", "parameter_breakdown"]
+__all__ = ["GraphConv", "InfoGCN2", "InfoGCN2State", "parameter_breakdown"]
 
 
 class GraphConv(nn.Module):
@@ -153,6 +163,31 @@ class EncoderBlock(nn.Module):
         h = self.spatial.forward_dense(h)
         return self.temporal(h.view(B * V, T, D), node_mask).view(B, V, T, D)
 
+    def step(self, h: Tensor, cache: KVCache) -> Tensor:
+        """One frame :math:`(B, V, D) \\to (B, V, D)`, using and updating the temporal cache."""
+        B, V, D = h.shape
+        h = self.spatial.forward_dense(h.unsqueeze(2))
+        return self.temporal.step(h.view(B * V, D), cache)[0].view(B, V, D)
+
+
+@dataclass
+class InfoGCN2State:
+    r"""What :meth:`InfoGCN2.step` carries from one frame to the next.
+
+    Attributes:
+        batch_size (int): streams :math:`B` advanced together.
+        caches (list[KVCache]): the key/value cache of every encoder block's temporal layer,
+            over :math:`B \cdot V` nodes.
+        previous (Tensor, optional): the joints of the last frame :math:`(B, V, C)`
+            (:obj:`None` before the first frame), for the velocity features.
+        frames (int): frames processed so far.
+    """
+
+    batch_size: int
+    caches: list[KVCache]
+    previous: Tensor | None = None
+    frames: int = 0
+
 
 @register_model("infogcn2")
 class InfoGCN2(SkeletonModel):
@@ -184,6 +219,10 @@ class InfoGCN2(SkeletonModel):
         decoder_channels (int): width of the motion decoder's graph convolutions.
             (default: :obj:`32`)
         dropout (float): dropout of the temporal blocks. (default: :obj:`0.0`)
+        attention_window (int, optional): frames each temporal attention layer looks back over,
+            the current one included (:class:`~skelgraph.nn.temporal.CausalTemporalAttention`'s
+            ``window``); :obj:`None` for all earlier frames. Set it to the training window to
+            stream with constant cost per frame. (default: :obj:`None`)
         reduce (str): how :meth:`ModelOutput.video_logits` turns the per-step logits into clip
             scores by default: ``"last"`` real step or ``"mean"`` over the real steps.
             (default: ``"last"``)
@@ -221,6 +260,7 @@ class InfoGCN2(SkeletonModel):
         head_heads: int = 1,
         decoder_channels: int = 32,
         dropout: float = 0.0,
+        attention_window: int | None = None,
         reduce: str = "last",
         lambda_pred: float = 0.1,
         lambda_feat: float = 0.1,
@@ -240,6 +280,11 @@ class InfoGCN2(SkeletonModel):
         ):
             if value < least:
                 raise ValueError(f"InfoGCN2: {name}: expected an integer >= {least}, got {value}")
+        if attention_window is not None and attention_window < 1:
+            raise ValueError(
+                f"InfoGCN2: attention_window: expected an integer >= 1 or None, "
+                f"got {attention_window}"
+            )
         if reduce not in REDUCTIONS:
             raise ValueError(f"InfoGCN2: reduce: expected one of {REDUCTIONS}, got {reduce!r}")
         solvers = ("fused_rk4", *FIXED_STEP_METHODS)
@@ -264,6 +309,7 @@ class InfoGCN2(SkeletonModel):
             head_heads=head_heads,
             decoder_channels=decoder_channels,
             dropout=dropout,
+            attention_window=attention_window,
             reduce=reduce,
             lambda_pred=lambda_pred,
             lambda_feat=lambda_feat,
@@ -285,7 +331,6 @@ class InfoGCN2(SkeletonModel):
         self.features = InputFeatures(layout, in_channels, features)
         self.embedding = nn.Linear(self.features.out_channels, channels)
         self.joint_embedding = nn.Parameter(torch.empty(V, 1, channels))
-        self.time_embedding = SinusoidalTimeEmbedding(channels)
         self.encoder = nn.ModuleList(
             EncoderBlock(
                 SAGC(
@@ -298,7 +343,11 @@ class InfoGCN2(SkeletonModel):
                     norm="layer",
                 ),
                 CausalTemporalAttention(
-                    channels, temporal_heads, mlp_ratio=mlp_ratio, dropout=dropout
+                    channels,
+                    temporal_heads,
+                    mlp_ratio=mlp_ratio,
+                    dropout=dropout,
+                    window=attention_window,
                 ),
             )
             for _ in range(depth)
@@ -340,26 +389,18 @@ class InfoGCN2(SkeletonModel):
         optional bool frame mask :math:`(B, T)`."""
         check_input("InfoGCN2", x, mask, self.layout.num_joints, self.in_channels)
         B, V, T, _ = x.shape
-        frames = torch.arange(T, device=x.device, dtype=torch.float32)
         node_mask = None
         if mask is not None and not bool(mask.all()):
             node_mask = mask.unsqueeze(1).expand(B, V, T).reshape(B * V, T)
 
-        # Bias, joint and frame embeddings summed on the small [V, T, D] table first.
-        table = self.joint_embedding + self.time_embedding(frames) + self.embedding.bias
         # (the explicit leading dimension keeps the broadcast add on torch's fast path)
-        h = F.linear(self.features(x), self.embedding.weight) + table.unsqueeze(0)
+        h = F.linear(self.features(x), self.embedding.weight) + self._table().unsqueeze(0)
         for block in self.encoder:
             h = block(h, node_mask)
         latents = h  # [B, V, T, D]
 
         z = latents.transpose(1, 2).contiguous()  # [B, T, V, D]: the per-frame layout
-        dynamics = partial(self.dynamics, t0=frames)
-        if self.ode_solver == "fused_rk4":
-            future = rk4_rollout(dynamics, z, self.num_future, self.step_size)
-        else:
-            future = rollout(dynamics, z, self.num_future, self.step_size, self.ode_solver)
-
+        future = self._rollout(z)
         forecast = self.decoder(future).permute(1, 2, 0, 3, 4)
         logits = self._classify(torch.cat([z, *future.unbind(0)], dim=-1))
         return ModelOutput(
@@ -371,15 +412,68 @@ class InfoGCN2(SkeletonModel):
             reduce=self.reduce,
         )
 
+    def init_state(self, batch_size: int = 1) -> InfoGCN2State:
+        """The state before the first frame of ``batch_size`` streams, for :meth:`step`."""
+        if batch_size < 1:
+            raise ValueError(f"InfoGCN2.init_state: batch_size: expected >= 1, got {batch_size}")
+        nodes = batch_size * self.layout.num_joints
+        caches = [block.temporal.init_cache(nodes) for block in self.encoder]
+        return InfoGCN2State(batch_size=batch_size, caches=caches)
+
+    def step(self, x_t: Tensor, state: InfoGCN2State) -> tuple[Tensor, Tensor, InfoGCN2State]:
+        r"""Advances the streams by one frame.
+
+        Frame by frame from :meth:`init_state`, the outputs equal :meth:`forward`'s per-step
+        logits and forecasts of the whole clip (to float rounding), also beyond
+        ``attention_window`` frames. Meant for inference (e.g. under
+        :func:`torch.inference_mode`); ``state`` is updated in place and returned.
+
+        Args:
+            x_t (Tensor): the new frame's joints :math:`(B, V, C)`, confidence last.
+            state (InfoGCN2State): from :meth:`init_state` or the previous call.
+
+        Returns:
+            (Tensor, Tensor, InfoGCN2State): logits :math:`(B, K)`, forecast
+            :math:`(B, N, V, C - 1)` (frames :math:`t + 1 \dots t + N`) and the state.
+        """
+        shape = (state.batch_size, self.layout.num_joints, self.in_channels)
+        if x_t.shape != shape:
+            raise ValueError(
+                f"InfoGCN2.step: x_t: expected shape {list(shape)}, got {list(x_t.shape)}"
+            )
+        features = self.features.step(x_t, state.previous)
+        h = F.linear(features, self.embedding.weight) + self._table().squeeze(1)
+        for block, cache in zip(self.encoder, state.caches, strict=True):
+            h = block.step(h, cache)
+        future = self._rollout(h)  # [N, B, V, D]
+        forecast = self.decoder(future).transpose(0, 1)
+        logits = self._classify(torch.cat([h, *future.unbind(0)], dim=-1).unsqueeze(1))
+        state.previous = x_t.detach().clone()
+        state.frames += 1
+        return logits.squeeze(1), forecast, state
+
+    def _table(self) -> Tensor:
+        """Joint embedding plus the embedding bias, :math:`(V, 1, D)`."""
+        return self.joint_embedding + self.embedding.bias
+
+    def _rollout(self, z: Tensor) -> Tensor:
+        """:math:`N` states :math:`(N, *, V, D)` from every state of ``z`` :math:`(*, V, D)`,
+        with the dynamics' time starting at 0 for each."""
+        if self.ode_solver == "fused_rk4":
+            return rk4_rollout(self.dynamics, z, self.num_future, self.step_size)
+        return rollout(self.dynamics, z, self.num_future, self.step_size, self.ode_solver)
+
     def _classify(self, h: Tensor) -> Tensor:
         """Head on the per-frame concatenation :math:`(B, T, V, (N+1) D) \\to (B, T, K)`."""
         B, T, V, C = h.shape
         h = h.view(B * T, V, 1, C)
         for layer in self.head:
             h = layer.forward_dense(h)
-        # mean_v (W_v h_v + b) = [h_1 ... h_V] (W / V) + b; scaling the small weight (not the
-        # product) keeps a pass over the [B·T, V·C] gradient out of the backward pass
-        logits = F.linear(h.view(B * T, -1), self.classifier.weight / V, self.classifier.bias)
+        # mean_v (W_v h_v + b) = ([h_1 ... h_V] W) / V + b; scaling the small [B·T, K] product
+        # (not the features or the weight) costs the least, forward and backward
+        logits = torch.add(
+            self.classifier.bias, F.linear(h.view(B * T, -1), self.classifier.weight), alpha=1 / V
+        )
         return logits.view(B, T, -1)
 
     def loss(

@@ -77,12 +77,17 @@ class SinusoidalTimeEmbedding(nn.Module):
         self.channels = channels
         self.max_period = max_period
         exponent = torch.arange(0, channels, 2, dtype=torch.float32) / channels
-        self.register_buffer("frequency", torch.exp(-math.log(max_period) * exponent), False)
+        frequency = torch.exp(-math.log(max_period) * exponent)
+        self.register_buffer("frequency", frequency, False)
+        # cos(a) = sin(a + pi/2): every channel is one sine of tau * frequency + phase
+        self.register_buffer("channel_frequency", frequency.repeat_interleave(2), False)
+        self.register_buffer("phase", torch.tensor([0.0, math.pi / 2]).repeat(channels // 2), False)
 
     def forward(self, tau: Tensor | float) -> Tensor:
-        tau = torch.as_tensor(tau, dtype=torch.float32, device=self.frequency.device)
-        angle = tau.float().unsqueeze(-1) * self.frequency
-        return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)
+        device = self.phase.device
+        if not isinstance(tau, Tensor) or tau.dtype != torch.float32 or tau.device != device:
+            tau = torch.as_tensor(tau, dtype=torch.float32, device=device)
+        return torch.addcmul(self.phase, tau.unsqueeze(-1), self.channel_frequency).sin_()
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.channels}, max_period={self.max_period})"
@@ -96,9 +101,10 @@ class ODEDynamics(nn.Module):
         H_0 = Z, \qquad H_{l} = \mathrm{SAGC}_l\big(H_{l-1} + e(t_0 + \tau)\big),
         \qquad f_\theta(Z, \tau) = H_L,
 
-    where :math:`e` is a :class:`SinusoidalTimeEmbedding` and :math:`t_0` the absolute start time
-    of each trajectory (e.g. the frame a rollout starts from; :obj:`None` means 0), so the
-    dynamics knows the absolute time :math:`t_0 + \tau`. Inner layers use the SA-GC residual,
+    where :math:`e` is a :class:`SinusoidalTimeEmbedding` and :math:`t_0` an optional start time
+    of each trajectory (:obj:`None` means 0: the time is relative to the rollout start, as
+    :class:`~skelgraph.models.InfoGCN2` uses it, so a rollout does not depend on the frame it
+    starts from). Inner layers use the SA-GC residual,
     normalisation and ReLU; the last layer is linear in its values (no residual, normalisation,
     activation or bias), so the derivative can take any sign; a constant drift needs no bias, as
     the lowest frequencies of the embedding are constant over the few frames of a rollout. Every

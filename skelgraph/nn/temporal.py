@@ -13,35 +13,69 @@ from torch import Tensor, nn
 class KVCache:
     r"""Key/value cache of :class:`CausalTemporalAttention` for frame-by-frame inference.
 
-    The buffers are allocated once and doubled in size when full, so appending a frame costs
-    amortised :math:`O(1)` copies; frames ``0 … length - 1`` are valid.
+    Without a window the buffers grow: they are allocated once and doubled in size when full, so
+    appending a frame costs amortised :math:`O(1)` copies, and slots ``0 … length - 1`` hold the
+    frames in order. With a window :math:`W` the buffers are a ring of :math:`W` slots: frame
+    :math:`t` goes to slot :math:`t \bmod W`, overwriting frame :math:`t - W`, so memory and cost
+    per frame stay constant however long the stream.
 
     Attributes:
         key (Tensor): key buffer of shape :math:`(N, H, L_{max}, D)`.
         value (Tensor): value buffer of shape :math:`(N, H, L_{max}, D)`.
-        length (int): number of frames stored so far.
+        slopes (Tensor): the layer's ALiBi slopes :math:`(H,)`.
+        length (int): number of frames appended so far.
+        window (int, optional): ring size :math:`W`, or :obj:`None` for a growing buffer.
     """
 
     key: Tensor
     value: Tensor
+    slopes: Tensor
     length: int = 0
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        self._bias = self._bias_table()
 
     @property
     def capacity(self) -> int:
-        """Number of frames the buffers hold before they are doubled."""
+        """Number of frames the buffers hold (before they are doubled, without a window)."""
         return self.key.size(2)
 
-    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        """Stores one frame (``key``, ``value`` of shape :math:`(N, H, 1, D)`) and returns views of
-        all cached keys and values, each of shape :math:`(N, H, \\text{length}, D)`."""
-        if self.length == self.capacity:
-            self.key = _grown(self.key, self.length)
-            self.value = _grown(self.value, self.length)
+    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""Stores one frame (``key``, ``value`` of shape :math:`(N, H, 1, D)`).
+
+        Returns:
+            (Tensor, Tensor, Tensor): the stored keys and values, each of shape
+            :math:`(N, H, L, D)` with :math:`L` the frames held (at most :math:`W`), and the
+            position bias :math:`-m_h (t - s)` of each held frame :math:`s` for the new frame
+            :math:`t`, of shape :math:`(H, L)`, all in slot order.
+        """
         t = self.length
-        self.key[:, :, t : t + 1] = key
-        self.value[:, :, t : t + 1] = value
+        if self.window is None:
+            if t == self.capacity:
+                self.key = _grown(self.key, t)
+                self.value = _grown(self.value, t)
+                self._bias = self._bias_table()
+            slot, held, start = t, t + 1, self.capacity - 1 - t
+        else:
+            slot, held = t % self.window, min(t + 1, self.window)
+            start = self.window - 1 - slot
+        self.key[:, :, slot : slot + 1] = key
+        self.value[:, :, slot : slot + 1] = value
         self.length = t + 1
-        return self.key[:, :, : t + 1], self.value[:, :, : t + 1]
+        return self.key[:, :, :held], self.value[:, :, :held], self._bias[:, start : start + held]
+
+    def _bias_table(self) -> Tensor:
+        r"""Biases :math:`(H, \cdot)` whose slice from ``start`` gives every slot's bias: entry
+        :math:`i` is :math:`-m_h (L_{max} - 1 - i)` without a window, and
+        :math:`-m_h ((W - 1 - i) \bmod W)` for :math:`i < 2W - 1` with one (slot :math:`j` of
+        the ring holds frame :math:`s` with :math:`t - s = (t - j) \bmod W`)."""
+        if self.window is None:
+            distance = torch.arange(self.capacity - 1, -1, -1, device=self.key.device)
+        else:
+            index = torch.arange(2 * self.window - 1, device=self.key.device)
+            distance = (self.window - 1 - index).remainder(self.window)
+        return -(self.slopes[:, None] * distance.float())
 
 
 def _grown(buffer: Tensor, length: int) -> Tensor:
@@ -51,6 +85,26 @@ def _grown(buffer: Tensor, length: int) -> Tensor:
     grown = buffer.new_empty(shape)
     grown[:, :, :length] = buffer[:, :, :length]
     return grown
+
+
+def alibi_slopes(heads: int) -> Tensor:
+    r"""The fixed per-head slopes :math:`m_h` of ALiBi (`Press et al., 2022
+    <https://arxiv.org/abs/2108.12409>`_): for :math:`H` a power of two the geometric sequence
+    :math:`m_h = 2^{-8 h / H}`, :math:`h = 1 \dots H`; otherwise the sequence of the next
+    lower power of two :math:`P`, followed by every other slope of the sequence of :math:`2P`.
+
+    Returns:
+        Tensor: :math:`(H,)` float32, from the steepest (most local head) to the flattest.
+    """
+    if heads < 1:
+        raise ValueError(f"alibi_slopes: heads: expected an integer >= 1, got {heads}")
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    power = 1 << (heads.bit_length() - 1)
+    slopes = geometric(power) + geometric(2 * power)[0::2][: heads - power]
+    return torch.tensor(slopes, dtype=torch.float32)
 
 
 class CausalTemporalAttention(nn.Module):
@@ -65,19 +119,26 @@ class CausalTemporalAttention(nn.Module):
 
         \mathbf{a}_t^{(h)} = \sum_{s \in \mathcal{S}(t)} \operatorname{softmax}_{s \in
         \mathcal{S}(t)} \left( \frac{\mathbf{q}_t^{(h)\top} \mathbf{k}_s^{(h)}}{\sqrt{D}}
-        \right) \mathbf{v}_s^{(h)}, \qquad \mathcal{S}(t) = \{ s \le t : m_s \}
+        - m_h (t - s) \right) \mathbf{v}_s^{(h)}, \qquad
+        \mathcal{S}(t) = \{ s : t - W < s \le t, \ m_s \}
 
         \mathbf{x}'_t = \mathbf{x}_t + \big\Vert_{h=1}^{H} \mathbf{a}_t^{(h)} \,
         \mathbf{W}_o, \qquad
         \mathbf{y}_t = \mathbf{x}'_t + \mathrm{MLP}(\mathrm{LN}_2(\mathbf{x}'_t))
 
-    where :math:`m_s` is the frame mask (all frames when no mask is given) and the MLP is
-    :math:`\mathrm{Linear} \to \mathrm{GELU} \to \mathrm{Linear}`. A query at a padded frame whose
-    window holds no real frame attends to itself only, so it never yields NaN. The layer has no
-    positional encoding of its own.
+    where :math:`W` is the attention window (:math:`\infty` without one), :math:`m_s` the frame
+    mask (all frames when no mask is given) and the MLP is
+    :math:`\mathrm{Linear} \to \mathrm{GELU} \to \mathrm{Linear}`. The only time information is
+    the relative position bias :math:`-m_h (t - s)` of ALiBi with the fixed slopes
+    :func:`alibi_slopes`: the layer sees how far back a frame is, never the absolute frame index,
+    so its output does not depend on where a clip starts, and a model trained on windows of
+    :math:`W` frames runs on a stream of any length. Distances count frame positions, padded
+    frames included. A query at a padded frame whose window holds no real frame attends to itself
+    only, so it never yields NaN.
 
     :meth:`step` gives, one frame at a time, exactly the output the full pass gives at that frame,
-    at :math:`O(t)` cost per frame, using a :class:`KVCache` from :meth:`init_cache`.
+    using a :class:`KVCache` from :meth:`init_cache`: at :math:`O(t)` cost per frame without a
+    window, at constant cost and memory (a ring of :math:`W` frames) with one.
 
     Args:
         channels (int): size :math:`C` of each frame's features.
@@ -89,6 +150,9 @@ class CausalTemporalAttention(nn.Module):
             the MLP. (default: :obj:`0.0`)
         bias (bool, optional): whether the projections and the MLP learn an additive bias.
             (default: :obj:`True`)
+        window (int, optional): attention window :math:`W`: frame :math:`t` attends to frames
+            :math:`t - W + 1 \dots t`; :obj:`None` attends to all earlier frames.
+            (default: :obj:`None`)
 
     Shapes:
         - **input:** node features :math:`(N, T, C)` with :math:`N = B \cdot V`,
@@ -104,6 +168,7 @@ class CausalTemporalAttention(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         bias: bool = True,
+        window: int | None = None,
     ) -> None:
         super().__init__()
         if heads < 1 or channels % heads != 0:
@@ -117,24 +182,26 @@ class CausalTemporalAttention(nn.Module):
                 f"CausalTemporalAttention: mlp_ratio {mlp_ratio} gives an empty MLP for "
                 f"{channels} channels"
             )
+        if window is not None and window < 1:
+            raise ValueError(
+                f"CausalTemporalAttention: window: expected an integer >= 1 or None, got {window}"
+            )
         self.channels = channels
         self.heads = heads
         self.head_channels = channels // heads
         self.mlp_ratio = mlp_ratio
         self.dropout = dropout
+        self.window = window
+        # Stored with the weights: a checkpoint of a layer without the relative bias does not fit.
+        self.register_buffer("slopes", alibi_slopes(heads))
+        self._bias_cache: tuple[int, torch.device, Tensor] | None = None
 
         self.norm1 = nn.LayerNorm(channels)
         self.qkv = nn.Linear(channels, 3 * channels, bias=bias)
         self.proj = nn.Linear(channels, channels, bias=bias)
-        self.proj_dropout = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(channels)
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden, bias=bias),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, channels, bias=bias),
-            nn.Dropout(dropout),
-        )
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)  # the MLP, with GELU between
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
 
     def reset_parameters(self) -> None:
         """Re-initialises the projections, the MLP and the layer norms."""
@@ -146,8 +213,40 @@ class CausalTemporalAttention(nn.Module):
         r"""Splits the normalised features ``h`` of shape :math:`(N, T, C)` into queries, keys
         and values, each of shape :math:`(N, H, T, D)`."""
         n, t, _ = h.shape
-        q, k, v = self.qkv(h).view(n, t, 3, self.heads, self.head_channels).unbind(2)
+        qkv = F.linear(h, self.qkv.weight, self.qkv.bias)
+        q, k, v = qkv.view(n, t, 3, self.heads, self.head_channels).unbind(2)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def position_bias(self, num_frames: int, mask: Tensor | None = None) -> Tensor:
+        r"""The additive attention bias of the full pass: :math:`-m_h (t - s)` where query
+        :math:`t` may attend key :math:`s`, :math:`-\infty` elsewhere.
+
+        Args:
+            num_frames (int): :math:`T`.
+            mask (Tensor, optional): bool frame mask :math:`(N, T)`.
+
+        Returns:
+            Tensor: :math:`(1, H, T, T)` without a mask, :math:`(N, H, T, T)` with one (float32).
+        """
+        device = self.slopes.device
+        cached = self._bias_cache
+        if cached is not None and cached[0] == num_frames and cached[1] == device:
+            bias = cached[2]
+        else:
+            frames = torch.arange(num_frames, device=device)
+            distance = frames[:, None] - frames[None, :]
+            allowed = distance >= 0
+            if self.window is not None:
+                allowed &= distance < self.window
+            bias = -(self.slopes[:, None, None] * distance.float())
+            bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(0)
+            if not torch.is_inference_mode_enabled():  # inference tensors cannot be reused
+                self._bias_cache = (num_frames, device, bias)
+        if mask is None:
+            return bias
+        eye = torch.eye(num_frames, dtype=torch.bool, device=mask.device)
+        attend = mask[:, None, None, :] | eye  # a query with no real frame attends itself
+        return bias.masked_fill(~attend, float("-inf"))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Runs the full causal pass over all frames.
@@ -158,25 +257,26 @@ class CausalTemporalAttention(nn.Module):
                 real frames; padded frames are never attended by real frames.
         """
         self._check_input(x, mask)
-        q, k, v = self.project_qkv(self.norm1(x))
-        attn_mask = None if mask is None else _causal_frame_mask(mask)
+        q, k, v = self.project_qkv(self._norm(self.norm1, x))
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=attn_mask,
+            attn_mask=self.position_bias(x.size(1), mask).to(q.dtype),
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=attn_mask is None,
         )
         return self._update(x, out)
 
     def init_cache(self, num_nodes: int, max_len: int | None = None) -> KVCache:
         """An empty key/value cache for :meth:`step` over ``num_nodes`` nodes.
 
+        With a window the cache is a ring of exactly ``window`` frames; without one it starts
+        with room for ``max_len`` frames and doubles when that is exceeded.
+
         Args:
             num_nodes (int): number of nodes :math:`N` streamed together.
-            max_len (int, optional): frames to preallocate; the cache doubles when it is
-                exceeded. (default: :obj:`64`)
+            max_len (int, optional): frames to preallocate without a window; ignored with one.
+                (default: :obj:`64`)
         """
         capacity = 64 if max_len is None else max_len
         if num_nodes < 1 or capacity < 1:
@@ -184,17 +284,21 @@ class CausalTemporalAttention(nn.Module):
                 f"CausalTemporalAttention.init_cache: num_nodes and max_len must be positive, "
                 f"got {num_nodes} and {capacity}"
             )
+        if self.window is not None:
+            capacity = self.window
         weight = self.qkv.weight
         shape = (num_nodes, self.heads, capacity, self.head_channels)
         return KVCache(
-            key=weight.new_empty(shape),
-            value=weight.new_empty(shape),
+            key=weight.new_zeros(shape),
+            value=weight.new_zeros(shape),
+            slopes=self.slopes,
+            window=self.window,
         )
 
     def step(self, x_t: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
         """Processes one new frame, giving the output the full pass gives at that frame.
 
-        The frame's key and value are appended to ``cache`` (in place; the cache is returned for
+        The frame's key and value are stored in ``cache`` (in place; the cache is returned for
         convenience). Meant for inference: gradients do not flow through the cache.
 
         Args:
@@ -210,19 +314,37 @@ class CausalTemporalAttention(nn.Module):
                 f"CausalTemporalAttention.step: x_t: expected shape ({num_nodes}, "
                 f"{self.channels}), got {tuple(x_t.shape)}"
             )
+        if cache.window != self.window:
+            raise ValueError(
+                f"CausalTemporalAttention.step: cache: expected a cache of window "
+                f"{self.window}, got {cache.window}"
+            )
         x = x_t.unsqueeze(1)
-        q, k, v = self.project_qkv(self.norm1(x))
-        keys, values = cache.append(k, v)
-        out = F.scaled_dot_product_attention(
-            q, keys, values, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self._update(x, out).squeeze(1), cache
+        q, k, v = self.project_qkv(self._norm(self.norm1, x))
+        keys, values, bias = cache.append(k, v)
+        # One query per node: plain products are cheaper here than a fused attention kernel.
+        scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.head_channels**-0.5)
+        weights = torch.softmax(scores.add_(bias.unsqueeze(1)), dim=-1)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, self.dropout)
+        return self._update(x, torch.matmul(weights, values)).squeeze(1), cache
 
     def _update(self, x: Tensor, attended: Tensor) -> Tensor:
-        """Residual attention output, then the feed-forward block; ``attended``: (N, H, T, D)."""
+        """Residual attention output, then the feed-forward block; ``attended``: (N, H, T, D).
+
+        The layers are applied as functions: on the small inputs of :meth:`step` module calls
+        would cost about as much as the arithmetic."""
         attended = attended.transpose(1, 2).reshape(x.shape)
-        x = x + self.proj_dropout(self.proj(attended))
-        return x + self.mlp(self.norm2(x))
+        x = x + self._dropout(F.linear(attended, self.proj.weight, self.proj.bias))
+        h = F.gelu(F.linear(self._norm(self.norm2, x), self.fc1.weight, self.fc1.bias))
+        return x + self._dropout(F.linear(self._dropout(h), self.fc2.weight, self.fc2.bias))
+
+    def _dropout(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.dropout) if self.training and self.dropout > 0 else x
+
+    @staticmethod
+    def _norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
     def _check_input(self, x: Tensor, mask: Tensor | None) -> None:
         if x.dim() != 3 or x.size(-1) != self.channels:
@@ -239,17 +361,8 @@ class CausalTemporalAttention(nn.Module):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
-            f"mlp_ratio={self.mlp_ratio}, dropout={self.dropout})"
+            f"mlp_ratio={self.mlp_ratio}, dropout={self.dropout}, window={self.window})"
         )
-
-
-def _causal_frame_mask(mask: Tensor) -> Tensor:
-    """Bool attention mask :math:`(N, 1, T, T)`: query t may attend key s when s <= t and s is a
-    real frame, and always itself (so a query with no real frame in its past is well defined)."""
-    t = mask.size(1)
-    eye = torch.eye(t, dtype=torch.bool, device=mask.device)
-    causal = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril_()
-    return (mask[:, None, None, :] | eye) & causal
 
 
 class TemporalConv(nn.Module):
