@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 
@@ -16,6 +14,7 @@ from skelgraph.models import (
     register_model,
 )
 from skelgraph.models.agcn import bone_features, bone_parents
+from skelgraph.models.base import StreamingModel
 from skelgraph.models.infogcn2 import parameter_breakdown
 from skelgraph.nn.ode import rollout
 
@@ -39,14 +38,16 @@ def small_infogcn2(**kwargs) -> InfoGCN2:
 
 
 def test_registry_lists_and_creates_models():
-    assert available_models() == ["agcn2s", "infogcn2", "stgcn"]
+    assert available_models() == ["agcn2s", "ensemble", "infogcn2", "stgcn"]
     model = create("agcn2s", num_classes=3, channels=[8, 8], strides=[1, 2])
     assert isinstance(model, AGCN2s)
     assert model.config["layout"] == "coco17"
 
 
 def test_registry_unknown_name_lists_known_ones():
-    with pytest.raises(ValueError, match=r"expected one of \['agcn2s', 'infogcn2', 'stgcn'\]"):
+    with pytest.raises(
+        ValueError, match=r"expected one of \['agcn2s', 'ensemble', 'infogcn2', 'stgcn'\]"
+    ):
         create("resnet", num_classes=3)
 
 
@@ -111,10 +112,58 @@ def test_infogcn2_rollout_is_the_ode_solution_from_every_frame():
     model = small_infogcn2(num_future=2, step_size=0.5).eval()
     with torch.no_grad():
         out = model(joints(2, 5))
-        z = out.latents.transpose(1, 2)
-        dynamics = partial(model.dynamics, t0=torch.arange(5.0))
-        expected = rollout(dynamics, z, 2, 0.5).permute(1, 2, 0, 3, 4)
+        z = out.latents.transpose(1, 2)  # time relative to each rollout's start
+        expected = rollout(model.dynamics, z, 2, 0.5).permute(1, 2, 0, 3, 4)
     torch.testing.assert_close(out.latent_pred, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("features", "window", "solver"),
+    [
+        (["joint", "bone", "velocity"], 6, "fused_rk4"),
+        (["joint", "bone_velocity", "relative2"], None, "rk4"),
+    ],
+)
+def test_infogcn2_step_matches_forward(features, window, solver):
+    # 20 frames: beyond the attention window, where the temporal caches wrap around
+    model = small_infogcn2(features=features, attention_window=window, ode_solver=solver).eval()
+    assert isinstance(model, StreamingModel)
+    x = joints(2, 20)
+    with torch.no_grad():
+        out = model(x)
+        state = model.init_state(2)
+        steps = [model.step(x[:, :, t], state) for t in range(20)]
+    logits = torch.stack([s[0] for s in steps], dim=1)
+    forecast = torch.stack([s[1] for s in steps], dim=1)
+    assert state.frames == 20 and steps[-1][2] is state
+    torch.testing.assert_close(logits, out.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(forecast, out.forecast, atol=1e-4, rtol=1e-4)
+
+
+def test_infogcn2_step_errors():
+    model = small_infogcn2()
+    state = model.init_state(2)
+    with pytest.raises(ValueError, match=r"x_t: expected shape \[2, 17, 3\], got \[1, 17, 3\]"):
+        model.step(torch.zeros(1, V, 3), state)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.init_state(0)
+    with pytest.raises(ValueError, match="attention_window"):
+        small_infogcn2(attention_window=0)
+    assert not isinstance(create("stgcn", num_classes=K), StreamingModel)
+
+
+def test_infogcn2_knows_no_absolute_time():
+    """With an attention window the outputs depend on the last frames only, not on where the
+    clip starts: a prefix changes nothing once its frames are out of reach (2 blocks of window 3
+    reach 2 · 2 frames back, the velocity one more)."""
+    model = small_infogcn2(features=["joint", "velocity"], attention_window=3).eval()
+    x, prefix = joints(1, 12), joints(1, 7, seed=1)
+    with torch.no_grad():
+        alone = model(x)
+        later = model(torch.cat([prefix, x], dim=2))
+    torch.testing.assert_close(later.logits[:, 7 + 5 :], alone.logits[:, 5:])
+    torch.testing.assert_close(later.forecast[:, 7 + 5 :], alone.forecast[:, 5:])
+    assert not torch.allclose(later.logits[:, 7 + 3], alone.logits[:, 3])
 
 
 def test_infogcn2_torchdiffeq_solver_option_gives_the_same_outputs():

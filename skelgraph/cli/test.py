@@ -6,6 +6,9 @@ Example::
 
 The samples are made as in training (window, preprocessing, evaluation crop and sampling from the
 checkpoint's meta); the data must have the checkpoint's layout and channels, and only its classes.
+Ensemble checkpoints (``skelgraph ensemble``) evaluate like any other; ``--tta mirror`` adds
+left/right mirror test-time augmentation to any checkpoint. ``metrics.json`` records the checkpoint,
+the model, its members and the test-time augmentation.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="autocast"
     )
+    parser.add_argument(
+        "--tta",
+        choices=("none", "mirror"),
+        default="none",
+        help="test-time augmentation: mirror also averages the left/right mirrored input "
+        "(default: none, or what an ensemble checkpoint was fused with)",
+    )
     parser.add_argument("--no-early", action="store_true", help="skip the early-recognition curve")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="dataset cache (default: ~/.cache/skelgraph)"
@@ -73,14 +83,18 @@ def _eval_config(meta: dict[str, Any], args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Loads the checkpoint, checks the data against it, evaluates and prints the metric table."""
+    from skelgraph.models.ensemble import mirrored
     from skelgraph.train.checkpoint import check_compatible, load_checkpoint
     from skelgraph.train.distributed import cleanup, init_distributed, main_first
+    from skelgraph.train.evaluate import describe_model, update_report
     from skelgraph.train.trainer import evaluate_split, open_dataset
 
     split = None if args.split == "all" else args.split
     ctx = init_distributed(args.device)
     try:
         model, meta = load_checkpoint(args.checkpoint, map_location=ctx.device)
+        if args.tta == "mirror":
+            model = mirrored(model).eval()
         config = _eval_config(meta, args)
         with main_first(ctx):
             dataset = open_dataset(
@@ -109,7 +123,13 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         early=not args.no_early,
     )
+    described = describe_model(model)
     if ctx.is_main:
-        print(f"{args.checkpoint} on {args.data} ({args.split}):\n{table}\nreport: {out}")
+        update_report(out, {"checkpoint": str(args.checkpoint), "split": args.split, **described})
+        members = ", ".join(described["members"])
+        print(
+            f"{args.checkpoint} ({described['model']}: {members}; tta {described['tta'] or 'none'})"
+            f" on {args.data} ({args.split}):\n{table}\nreport: {out}"
+        )
     cleanup(ctx)
     return 0

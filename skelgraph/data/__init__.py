@@ -7,10 +7,12 @@
   :func:`write_skeleton_folder` writes one.
 * :func:`stratified_split` — per-class train/validation split by clip.
 * :data:`SPORT14`, :func:`to_sport14` — the sport-14 label set and its name normaliser.
+* :func:`example_clips` — the example clips shipped with the package (one per Penn Action class).
 """
 
 from __future__ import annotations
 
+from skelgraph.data.bundled import example_clips, example_datasets
 from skelgraph.data.dataset import SkeletonDataset, make_loader, to_dense
 from skelgraph.data.folder import SkeletonFolder, write_skeleton_folder
 from skelgraph.data.penn_action import PennAction
@@ -22,6 +24,8 @@ __all__ = [
     "PennAction",
     "SkeletonDataset",
     "SkeletonFolder",
+    "example_clips",
+    "example_datasets",
     "make_loader",
     "stratified_split",
     "to_dense",

@@ -1,7 +1,8 @@
 """Model registry: ``create("infogcn2", num_classes=14, layout="coco17")``.
 
 Every model takes dense joints ``x [B, V, T, C]`` and an optional frame mask ``[B, T]`` and
-returns a :class:`ModelOutput`; see :class:`SkeletonModel`.
+returns a :class:`ModelOutput`; see :class:`SkeletonModel`. :class:`Ensemble` (``"ensemble"``)
+averages the probabilities of several models; :func:`load_pretrained` loads a packaged checkpoint.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from skelgraph.models.base import ModelOutput, SkeletonModel
 __all__ = [
     "STGCN",
     "AGCN2s",
+    "Ensemble",
     "InfoGCN2",
     "ModelOutput",
     "SkeletonModel",
     "available_models",
+    "available_pretrained",
     "create",
+    "load_pretrained",
+    "pretrained_path",
     "register_model",
+    "registered_name",
 ]
 
 _REGISTRY: dict[str, type[SkeletonModel]] = {}
@@ -49,6 +55,24 @@ def register_model(name: str) -> Callable[[M], M]:
         return cls
 
     return decorator
+
+
+def registered_name(model: SkeletonModel) -> str:
+    """The registry name of ``model``'s class (or of a registered base class).
+
+    Raises:
+        ValueError: when no registered class matches.
+    """
+    for name, cls in _REGISTRY.items():
+        if type(model) is cls:
+            return name
+    for name, cls in _REGISTRY.items():
+        if isinstance(model, cls):
+            return name
+    raise ValueError(
+        f"model: expected an instance of a registered model {available_models()}, "
+        f"got {type(model).__qualname__}"
+    )
 
 
 def available_models() -> list[str]:
@@ -81,5 +105,11 @@ def create(
 
 
 from skelgraph.models.agcn import AGCN2s  # noqa: E402  (registers the built-in models)
+from skelgraph.models.ensemble import Ensemble  # noqa: E402
 from skelgraph.models.infogcn2 import InfoGCN2  # noqa: E402
+from skelgraph.models.pretrained import (  # noqa: E402
+    available_pretrained,
+    load_pretrained,
+    pretrained_path,
+)
 from skelgraph.models.stgcn import STGCN  # noqa: E402

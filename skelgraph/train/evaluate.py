@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from skelgraph.data import to_dense
 from skelgraph.io import atomic_write
+from skelgraph.models import Ensemble, registered_name
 from skelgraph.train.distributed import DistContext, all_reduce_sum, gather_by_index
 from skelgraph.train.metrics import (
     classification_metrics,
@@ -38,9 +39,11 @@ __all__ = [
     "EARLY_FRACTIONS",
     "REPORT_ROWS",
     "ClipPredictions",
+    "describe_model",
     "early_recognition",
     "evaluate",
     "predict",
+    "update_report",
     "write_report",
 ]
 
@@ -325,3 +328,28 @@ def write_report(
     write_confusion_csv(metrics["confusion"], classes, out / "confusion.csv")
     plot_confusion(metrics["confusion"], classes, out / "confusion.png")
     return format_table(record, REPORT_ROWS)
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """What a report evaluated: ``{"model", "ensemble", "members", "tta"}`` — the registered
+    model name, whether it fuses several models (:class:`~skelgraph.models.Ensemble`), the
+    members' model names (the model's own name for a single model) and the test-time
+    augmentation (``"mirror"`` or :obj:`None`)."""
+    if isinstance(model, Ensemble):
+        return {
+            "model": "ensemble",
+            "ensemble": len(model.members) > 1,
+            "members": model.member_names,
+            "tta": "mirror" if model.mirror else None,
+        }
+    name = registered_name(model)
+    return {"model": name, "ensemble": False, "members": [name], "tta": None}
+
+
+def update_report(out_dir: str | os.PathLike[str], fields: Mapping[str, Any]) -> None:
+    """Adds ``fields`` to ``out_dir/metrics.json`` (written by :func:`write_report`), atomically."""
+    path = Path(out_dir) / "metrics.json"
+    record = json.loads(path.read_text())
+    record.update(_jsonable(fields))
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=2)

@@ -1,0 +1,556 @@
+"""Penn Action: InfoGCN++, ST-GCN and 2s-AGCN trained on the official training split and evaluated
+once on the official test split.
+
+Protocol. Every model is trained by the library's :class:`~skelgraph.train.Trainer` from a shipped
+configuration (``skelgraph/configs/<name>.yaml``, plus ``--overrides``) on the official training
+split (1258 clips). A stratified 20 % of those clips (by class, by clip; the configuration's
+``data.val_fraction`` and ``seed``) is held out for validation: it selects the best epoch, and
+``--split val`` reports every metric on it, which is how hyperparameters are to be compared. The
+official test split (1068 clips) is used once per model, for the final figures: top-1, top-5, mean
+class accuracy, macro precision / recall / F1, the confusion matrix, and the early-recognition
+curve (top-1 when only the first 10 %, 20 %, ..., 100 % of every clip's frames are observed, the
+same protocol for every model) with its normalised area.
+
+Entries. Each ``--configs`` item is one row of the table: a configuration name (or YAML file), or
+several joined by ``+``, trained one after another and fused into one
+:class:`~skelgraph.models.Ensemble` (averaged class probabilities; e.g. InfoGCN++ on the joint,
+bone and motion streams). A member may carry its own overrides after colons:
+``infogcn2_blog:model.args.features=[bone]``. Identical members are trained once per run.
+``--tta`` adds left/right mirror test-time augmentation to every entry. The table says which rows
+are ensembles and which use test-time augmentation.
+
+Data. ``--data`` is a skeleton folder (e.g. ``/tmp/penn_npz`` from ``skelgraph convert
+penn-action``) or a Penn Action root; without it the annotations in ``--penn-action`` (default
+``../shared/data/penn_action``) are converted once into ``WORK_DIR/penn_npz``.
+
+Outputs: ``benchmarks/results/penn_action.json`` (metrics, curves, confusion matrices, training
+wall time including the per-epoch validation, parameters, configurations, machine),
+``penn_action_confusion.png`` (one panel per entry), ``penn_action_early.png`` (all curves), a
+Markdown table on stdout, and in ``WORK_DIR`` every model's checkpoints, logs and report folder.
+``--quick`` runs the whole pipeline in seconds on a 3-class subset with tiny models and one epoch
+(results named ``penn_action_quick``).
+
+Usage::
+
+    python benchmarks/penn_action.py --configs infogcn2_blog stgcn agcn2s \\
+        --data /tmp/penn_npz --work-dir work_dirs/penn_bench
+    python benchmarks/penn_action.py --split val --configs infogcn2_blog \\
+        --overrides optim.lr=0.05                       # compare settings on validation only
+    python benchmarks/penn_action.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import format_table, machine, pin_threads, write_json
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from skelgraph.clip import SkeletonClip
+from skelgraph.data.folder import read_labels_csv, write_skeleton_folder
+from skelgraph.data.penn_action import penn_action_files, read_penn_action
+from skelgraph.io import atomic_write
+from skelgraph.models import Ensemble
+from skelgraph.train.checkpoint import load_checkpoint, save_checkpoint
+from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
+from skelgraph.train.evaluate import describe_model, update_report
+from skelgraph.train.trainer import DataSplits, evaluate_split, is_penn_action, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+PENN_ACTION = REPO.parent / "shared" / "data" / "penn_action"
+DEFAULT_CONFIGS = ("infogcn2_blog", "stgcn", "agcn2s")
+DISPLAY = {"infogcn2": "InfoGCN++", "stgcn": "ST-GCN", "agcn2s": "2s-AGCN", "ensemble": "Ensemble"}
+
+#: ``--quick``: classes, training and test clips per class of the subset.
+QUICK_CLASSES, QUICK_TRAIN, QUICK_TEST = 3, 5, 2
+#: ``--quick``: settings for every configuration, then per model (before ``--overrides``).
+QUICK_OVERRIDES = (
+    "epochs=1",
+    "batch_size=4",
+    "eval_batch_size=16",
+    "data.window=16",
+    "optim.warmup_epochs=0",
+    "precision=fp32",
+)
+QUICK_MODEL_OVERRIDES = {
+    "infogcn2": (
+        "model.args.channels=16",
+        "model.args.depth=1",
+        "model.args.head_channels=16",
+        "model.args.decoder_channels=8",
+    ),
+    "stgcn": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
+    "agcn2s": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One trained model of an entry: a configuration and its own overrides."""
+
+    config: str
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        return ":".join((self.config, *self.overrides))
+
+
+def parse_entry(text: str) -> list[Member]:
+    """``"a+b:key=value:key=value"`` → members ``a`` and ``b`` (with its overrides)."""
+    members = []
+    for part in text.split("+"):
+        config, *overrides = (p.strip() for p in part.split(":"))
+        if not config or not all("=" in o for o in overrides):
+            raise ValueError(
+                f"--configs {text!r}: expected CONFIG[:KEY=VALUE...] joined by '+', got {part!r}"
+            )
+        members.append(Member(config, tuple(overrides)))
+    return members
+
+
+def slug(text: str) -> str:
+    """A file-name safe version of ``text``."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "entry"
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def source_items(root: Path) -> Iterator[tuple[SkeletonClip, str, str]]:
+    """``(clip, class name, split)`` of a Penn Action root or a skeleton folder, in clip order."""
+    if is_penn_action(root):
+        yield from map(read_penn_action, penn_action_files(root))
+        return
+    for entry in read_labels_csv(root):
+        yield SkeletonClip.load(root / entry.path), entry.label, entry.split
+
+
+def quick_subset(source: Path, dst: Path) -> Path:
+    """A skeleton folder of the first :data:`QUICK_CLASSES` classes met in ``source``, with
+    :data:`QUICK_TRAIN` training and :data:`QUICK_TEST` test clips each (the first ones)."""
+    quota = {"train": QUICK_TRAIN, "test": QUICK_TEST}
+    counts: dict[tuple[str, str], int] = {}
+    classes: list[str] = []
+    chosen = []
+    for clip, label, split in source_items(source):
+        if label not in classes and len(classes) < QUICK_CLASSES:
+            classes.append(label)
+        if label not in classes or counts.get((label, split), 0) >= quota.get(split, 0):
+            continue
+        counts[label, split] = counts.get((label, split), 0) + 1
+        chosen.append((clip, label, split))
+        if len(chosen) == QUICK_CLASSES * sum(quota.values()):
+            break
+    write_skeleton_folder(dst, chosen, progress=False)
+    return dst
+
+
+def prepare_data(args: argparse.Namespace) -> Path:
+    """The data root of the run (see the module docstring)."""
+    source = args.data or args.penn_action
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"{'--data' if args.data else '--penn-action'} {source}: no such directory"
+        )
+    if args.quick:
+        return quick_subset(source, args.work_dir / "quick_data")
+    if args.data is not None:
+        return args.data
+    dst = args.work_dir / "penn_npz"
+    if not (dst / "labels.csv").is_file():
+        files = penn_action_files(source)
+        write_skeleton_folder(
+            dst, map(read_penn_action, files), total=len(files), progress=not args.quiet
+        )
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------
+# training and evaluation
+
+
+def member_config(member: Member, args: argparse.Namespace) -> TrainConfig:
+    """The configuration of ``member``: its file, the quick settings, ``--overrides``, its own."""
+    quick: list[str] = []
+    if args.quick:
+        name = load_config(member.config).model.name
+        quick = [*QUICK_OVERRIDES, *QUICK_MODEL_OVERRIDES.get(name, ())]
+    return load_config(member.config, [*quick, *args.overrides, *member.overrides])
+
+
+def train_member(
+    member: Member, args: argparse.Namespace, data_root: Path
+) -> tuple[dict[str, Any], TrainConfig, DataSplits]:
+    """Trains one member (or continues it with ``--resume``); returns its record, configuration
+    and data splits."""
+    config = member_config(member, args)
+    work = args.work_dir / "models" / slug(member.spec)
+    work.mkdir(parents=True, exist_ok=True)
+    save_config(config, work / "config.yaml")
+    trainer, splits = prepare(
+        config, data_root, work, cache_dir=args.cache_dir, progress=not args.quiet
+    )
+    if splits.test_split is None:
+        raise ValueError(f"--data {data_root}: expected clips of the splits train and test")
+    start = time.perf_counter()
+    fit = trainer.fit(resume=args.resume)
+    wall = time.perf_counter() - start
+    record = {
+        "config": member.config,
+        "overrides": list(member.overrides),
+        "model": config.model.name,
+        "features": list(config.model.args.get("features", ["joint"])),
+        "work_dir": str(work),
+        "checkpoint": str(trainer.best_path),
+        "epochs": config.epochs,
+        "best_epoch": fit["best_epoch"],
+        f"val_{config.monitor}": fit["best_metric"],
+        "train_time_s": sum(r["epoch_time"] for r in trainer.history),
+        "this_run_s": wall,
+        "parameters": sum(p.numel() for p in trainer.module.parameters()),
+        "device": str(trainer.ctx.device),
+        "resolved_config": config_to_dict(config),
+    }
+    return record, config, splits
+
+
+def check_members(configs: Sequence[TrainConfig], entry: str) -> None:
+    """Members of an ensemble must hold out the same validation clips and see the same samples
+    (checked before any training)."""
+    first = configs[0]
+    for config in configs[1:]:
+        for key in (
+            "seed",
+            "reduce",
+            "data.val_fraction",
+            "data.window",
+            "data.sampling",
+            "data.stride",
+            "data.p_interval_val",
+            "data.preprocess",
+        ):
+            ours, theirs = (_lookup(c, key) for c in (first, config))
+            if ours != theirs:
+                raise ValueError(
+                    f"--configs {entry!r}: {key}: every member of an ensemble needs the same "
+                    f"value (the same validation clips and samples), got {ours!r} and {theirs!r}"
+                )
+
+
+def _lookup(config: TrainConfig, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def run_entry(
+    text: str,
+    args: argparse.Namespace,
+    data_root: Path,
+    trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]],
+) -> dict[str, Any]:
+    """Trains the members of one entry (reusing members trained earlier in the run), fuses them
+    when there are several (or with ``--tta``) and evaluates once on ``args.split``."""
+    members = parse_entry(text)
+    check_members([member_config(m, args) for m in members], text)
+    for member in members:
+        if member.spec not in trained:
+            trained[member.spec] = train_member(member, args, data_root)
+    records = [trained[m.spec][0] for m in members]
+    configs = [trained[m.spec][1] for m in members]
+    splits = trained[members[0].spec][2]
+    paths = [r["checkpoint"] for r in records]
+    out = args.work_dir / "eval" / (slug(text) + ("-tta" if args.tta else ""))
+    if len(members) == 1 and not args.tta:
+        model, meta = load_checkpoint(paths[0], map_location=records[0]["device"])
+        checkpoint = paths[0]
+    else:
+        model, meta = Ensemble.from_checkpoints(
+            paths, mirror=args.tta, map_location=records[0]["device"]
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint = str(out / "ensemble.pt")
+        save_checkpoint(checkpoint, model, meta)
+    if args.split == "test":
+        split, clips = splits.test_split, None
+    else:
+        split, clips = splits.val_split, splits.val_clips
+    start = time.perf_counter()
+    metrics, _ = evaluate_split(
+        model,
+        data_root,
+        configs[0],
+        meta["classes"],
+        out / args.split,
+        split=split,
+        clips=clips,
+        cache_dir=args.cache_dir,
+        early=True,
+        progress=not args.quiet,
+    )
+    described = describe_model(model)
+    update_report(out / args.split, {"checkpoint": checkpoint, **described})
+    names = [DISPLAY.get(r["model"], r["model"]) for r in records]
+    display = names[0] if len(set(names)) == 1 else " + ".join(names)
+    if len(members) > 1:
+        display += f" ×{len(members)} ensemble"
+    return {
+        "model": display,
+        "entry": text,
+        "ensemble": len(members) > 1,
+        "configs": [m.spec for m in members],
+        "streams": ["+".join(r["features"]) for r in records],
+        "tta": described["tta"],
+        "members": records,
+        "checkpoint": checkpoint,
+        "report_dir": str(out / args.split),
+        "classes": list(meta["classes"]),
+        "num_clips": metrics["num_samples"],
+        **{
+            key: metrics[key]
+            for key in (
+                "top1",
+                "top5",
+                "mean_class_acc",
+                "macro_precision",
+                "macro_recall",
+                "macro_f1",
+                "early_auc",
+                "early_recognition",
+            )
+        },
+        "per_class_recall": dict(
+            zip(meta["classes"], np.asarray(metrics["per_class"]["recall"]).tolist(), strict=True)
+        ),
+        "confusion": np.asarray(metrics["confusion"]).tolist(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_time_s": sum(r["train_time_s"] for r in records),
+        "eval_time_s": time.perf_counter() - start,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# outputs
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+
+
+def plot_confusions(results: Sequence[dict[str, Any]], path: Path, split: str) -> None:
+    """One row-normalised confusion matrix per entry, side by side, with the counts."""
+    classes = results[0]["classes"]
+    size = max(4.0, 0.4 * len(classes) + 2.5)
+    fig = Figure(figsize=(size * len(results), size + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(results)))
+    ticks = np.arange(len(classes))
+    for ax, result in zip(axes, results, strict=True):
+        cm = np.asarray(result["confusion"])
+        rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(ticks, labels=classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(ticks, labels=classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        tta = ", mirror TTA" if result["tta"] else ""
+        ax.set_title(f"{result['model']}{tta}\ntop-1 {result['top1']:.1%} ({split})", fontsize=9)
+        for (i, j), count in np.ndenumerate(cm):
+            if count:
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=6, color=color)
+    _save(fig, path)
+
+
+def plot_early(results: Sequence[dict[str, Any]], path: Path, split: str) -> None:
+    """Every entry's early-recognition curve on one axis."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for result in results:
+        curve = result["early_recognition"]
+        tta = ", TTA" if result["tta"] else ""
+        ax.plot(
+            curve["fractions"],
+            curve["accuracy"],
+            marker="o",
+            label=f"{result['model']}{tta} (AUC {curve['auc']:.3f})",
+        )
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("observed fraction of the clip")
+    ax.set_ylabel(f"top-1 accuracy ({split})")
+    ax.set_title("Penn Action early recognition")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def tables(results: Sequence[dict[str, Any]]) -> str:
+    """The Markdown metric table and the early-recognition table."""
+    rows = [
+        {
+            "model": r["model"],
+            "configs": " + ".join(r["configs"]),
+            "streams": ", ".join(r["streams"]),
+            "TTA": r["tta"] or "-",
+            "top-1 %": 100 * r["top1"],
+            "mean class acc %": 100 * r["mean_class_acc"],
+            "macro F1 %": 100 * r["macro_f1"],
+            "early AUC %": 100 * r["early_auc"],
+            "train min": r["train_time_s"] / 60,
+            "params": f"{r['parameters']:,}",
+        }
+        for r in results
+    ]
+    columns = list(rows[0])
+    fractions = results[0]["early_recognition"]["fractions"]
+    early = [
+        {
+            "model": r["model"] + (", TTA" if r["tta"] else ""),
+            **{
+                f"{f:.0%}": 100 * a
+                for f, a in zip(fractions, r["early_recognition"]["accuracy"], strict=True)
+            },
+        }
+        for r in results
+    ]
+    early_columns = ["model", *(f"{f:.0%}" for f in fractions)]
+    return (
+        format_table(rows, columns)
+        + "\n\nEarly recognition (top-1 % by observed fraction):\n\n"
+        + format_table(early, early_columns)
+    )
+
+
+def device_description(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    devices = sorted({m["device"] for r in results for m in r["members"]})
+    info: dict[str, Any] = {"devices": devices}
+    if any(d.startswith("cuda") for d in devices) and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        metavar="ENTRY",
+        help="one table row each: CONFIG[:KEY=VALUE...], several joined by '+' for an ensemble "
+        f"(default: {' '.join(DEFAULT_CONFIGS)})",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="skeleton folder or Penn Action root"
+    )
+    parser.add_argument(
+        "--penn-action",
+        type=Path,
+        default=PENN_ACTION,
+        help="Penn Action root to convert when --data is not given (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="checkpoints, logs, reports (default: work_dirs/penn_action[_quick]; shared by "
+        "--split val and test, so --resume evaluates models trained by either)",
+    )
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="for every config"
+    )
+    parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
+    parser.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="evaluate on the official test split (final figures) or on the held-out validation "
+        "part of the training split (model selection)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from every last.pt")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="results file stem (default: penn_action, penn_action_quick; _val with --split val)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="dataset cache folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    stem = "penn_action_quick" if args.quick else "penn_action"
+    args.name = args.name or (f"{stem}_val" if args.split == "val" else stem)
+    args.work_dir = args.work_dir or REPO / "work_dirs" / stem
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        pin_threads(args.threads)
+    try:
+        entries = [(text, parse_entry(text)) for text in args.configs]
+        data_root = prepare_data(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"penn_action: error: {e}", file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]] = {}
+    results = [run_entry(text, args, data_root, trained) for text, _ in entries]
+    info = {**machine(), **device_description(results)}
+    record = {
+        "benchmark": "penn_action",
+        "protocol": (
+            "trained on the official training split minus a stratified validation part (which "
+            f"selects the best epoch); evaluated once on the {args.split} split"
+            if args.split == "test"
+            else "trained on the official training split minus a stratified validation part; "
+            "evaluated on that validation part (model selection; the test split is not used)"
+        ),
+        "split": args.split,
+        "data": str(data_root),
+        "quick": args.quick,
+        "tta": "mirror" if args.tta else None,
+        "overrides": list(args.overrides),
+        "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
+        "machine": info,
+        "total_time_s": time.perf_counter() - start,
+        "results": results,
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = write_json(args.output_dir / f"{args.name}.json", record)
+    plot_confusions(results, args.output_dir / f"{args.name}_confusion.png", args.split)
+    plot_early(results, args.output_dir / f"{args.name}_early.png", args.split)
+    print(
+        f"Penn Action, {args.split} split, {results[0]['num_clips']} clips; machine: {info['cpu']}"
+        f" ({info['cores']} cores), devices {', '.join(info['devices'])}"
+        + (f", {info['gpu']}" if "gpu" in info else "")
+    )
+    print(tables(results))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+r"""Ensembles of registered models: averaged class probabilities, optional mirror test-time
+augmentation, one checkpoint for several trained models.
+
+For member models :math:`m = 1..M` with per-step logits :math:`\ell^{(m)}_t` the ensemble's
+per-step logits are the log of the averaged member probabilities,
+
+.. math::
+    \ell_t = \log \frac{1}{M'} \sum_{m, v} \mathrm{softmax}\big(\ell^{(m)}_t(v(X))\big),
+
+over the views :math:`v` of the input: the input itself and, with ``mirror=True``, its left/right
+mirror image (the :math:`x` coordinate negated — the preprocessing centres every clip on the pelvis
+— and the joints permuted with :meth:`Layout.flip_permutation`); :math:`M'` counts the
+(member, view) pairs. The members must agree on the logits' time length (per-step models such as
+``infogcn2`` with each other, clip-level models such as ``stgcn`` and ``agcn2s`` with each other).
+
+The training loss is the sum of the members' own losses on the input (so an ensemble can also be
+trained jointly with the shared trainer); an ensemble of streaming members (``init_state`` /
+``step``, e.g. InfoGCN++) streams as well.
+
+Typical use: train several models (e.g. InfoGCN++ on the joint, bone and motion streams), then
+fuse their checkpoints into one that ``skelgraph test`` and the online recogniser load like any
+other::
+
+    model, meta = Ensemble.from_checkpoints(["joint/best.pt", "bone/best.pt"], mirror=True)
+    save_checkpoint("fused.pt", model, meta)  # or: skelgraph ensemble fused.pt joint/best.pt ...
+
+A single checkpoint with mirror test-time augmentation is an ensemble of one member.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from skelgraph.layouts import Layout
+from skelgraph.models import _REGISTRY, create, register_model, registered_name
+from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
+from skelgraph.models.losses import classification_loss
+
+__all__ = ["Ensemble", "EnsembleOutput", "StreamingEnsemble", "fuse_checkpoints", "mirrored"]
+
+PathLike = str | os.PathLike[str]
+
+#: Arguments of :func:`skelgraph.models.create` that the ensemble passes to every member itself.
+_CREATE_ARGS = ("num_classes", "layout", "in_channels")
+#: Checkpoint meta fields that every fused checkpoint must share.
+_SHARED_META = ("classes", "layout", "in_channels", "window", "preprocess")
+#: Fields of ``meta["inference"]`` that every fused checkpoint must share.
+_SHARED_INFERENCE = ("sampling", "stride", "p_interval", "reduce")
+
+
+@dataclass
+class EnsembleOutput(ModelOutput):
+    """A :class:`ModelOutput` whose ``logits`` are the fused log-probabilities :math:`(B, T', K)`
+    and ``forecast`` the first member's; ``members`` holds every member's own output on the
+    (unmirrored) input, which :meth:`Ensemble.loss` uses."""
+
+    members: list[ModelOutput] = field(default_factory=list)
+
+
+def _streams(name: str, args: Mapping[str, Any]) -> bool:
+    """Whether the registered model ``name`` built with ``args`` has ``init_state`` and ``step``."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return False
+    if issubclass(cls, Ensemble):
+        members = args.get("members") or []
+        return bool(members) and all(_streams(m["name"], m.get("args", {})) for m in members)
+    return callable(getattr(cls, "init_state", None)) and callable(getattr(cls, "step", None))
+
+
+def _member_spec(i: int, member: Any) -> tuple[str, dict[str, Any]]:
+    if not isinstance(member, Mapping) or not isinstance(member.get("name"), str):
+        raise ValueError(
+            f"Ensemble: members[{i}]: expected a mapping with 'name' (a registered model) and "
+            f"'args', got {member!r}"
+        )
+    unknown = sorted(set(member) - {"name", "args"})
+    if unknown:
+        raise ValueError(f"Ensemble: members[{i}]: expected keys 'name' and 'args', got {unknown}")
+    args = member.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"Ensemble: members[{i}].args: expected a mapping, got {args!r}")
+    return member["name"], dict(args)
+
+
+@register_model("ensemble")
+class Ensemble(SkeletonModel):
+    r"""Several registered models whose class probabilities are averaged (see the module
+    description).
+
+    Args:
+        num_classes (int): classes :math:`K` (every member's).
+        layout (str or Layout or dict): joint layout (every member's).
+        in_channels (int): channels :math:`C` per joint, confidence last (every member's).
+        members (list of dict): ``{"name": registered model, "args": keyword arguments}`` per
+            member; ``args`` may repeat ``num_classes``, ``layout`` and ``in_channels`` only with
+            the ensemble's values.
+        mirror (bool): also run every member on the left/right mirrored input and average those
+            probabilities too (test-time augmentation). (default: :obj:`False`)
+
+    Shapes:
+        - **input:** :math:`(B, V, T, C)`, optional mask :math:`(B, T)`
+        - **output:** :class:`EnsembleOutput` with ``logits`` :math:`(B, T', K)` (log of the
+          averaged probabilities) and the first member's ``forecast``
+
+    An ensemble whose members all stream (``init_state`` / ``step``) is built as a
+    :class:`StreamingEnsemble`, which adds those two methods.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Ensemble:
+        members = kwargs.get("members")
+        if cls is Ensemble and isinstance(members, Sequence) and members:
+            specs = [m for m in members if isinstance(m, Mapping) and "name" in m]
+            if len(specs) == len(members) and all(
+                _streams(m["name"], m.get("args") or {}) for m in specs
+            ):
+                cls = StreamingEnsemble
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        num_classes: int,
+        layout: str | Layout | Mapping[str, Any] = "coco17",
+        in_channels: int = 3,
+        *,
+        members: Sequence[Mapping[str, Any]],
+        mirror: bool = False,
+    ) -> None:
+        super().__init__()
+        layout = resolve_layout(layout)
+        if isinstance(members, (str, Mapping)) or not members:
+            raise ValueError(
+                f"Ensemble: members: expected a non-empty list of {{'name', 'args'}}, "
+                f"got {members!r}"
+            )
+        shared = {"num_classes": num_classes, "layout": layout, "in_channels": in_channels}
+        specs = []
+        modules = []
+        for i, member in enumerate(members):
+            name, args = _member_spec(i, member)
+            for key, value in shared.items():
+                if key not in args:
+                    continue
+                given = resolve_layout(args.pop(key)) if key == "layout" else args.pop(key)
+                if given != value:
+                    shown = given.name if key == "layout" else given
+                    expected = value.name if key == "layout" else value
+                    raise ValueError(
+                        f"Ensemble: members[{i}].args.{key}: expected {expected!r} "
+                        f"(the ensemble's), got {shown!r}"
+                    )
+            module = create(name, **shared, **args)
+            specs.append(
+                {
+                    "name": name,
+                    "args": {k: v for k, v in module.config.items() if k not in _CREATE_ARGS},
+                }
+            )
+            modules.append(module)
+        self._store_config(
+            num_classes=num_classes,
+            layout=layout,
+            in_channels=in_channels,
+            members=specs,
+            mirror=bool(mirror),
+        )
+        self.layout = layout
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.mirror = bool(mirror)
+        self.members = nn.ModuleList(modules)
+        sign = torch.ones(in_channels)
+        sign[0] = -1.0
+        flip = torch.as_tensor(layout.flip_permutation(), dtype=torch.long)
+        self.register_buffer("flip_index", flip, persistent=False)
+        self.register_buffer("flip_sign", sign, persistent=False)
+
+    @property
+    def member_names(self) -> list[str]:
+        """The registered model name of every member."""
+        return [m["name"] for m in self.config["members"]]
+
+    def flip(self, x: Tensor) -> Tensor:
+        r"""The left/right mirror image of joints ``x`` :math:`(B, V, *, C)`: joints permuted by
+        :meth:`Layout.flip_permutation`, the first coordinate negated."""
+        return x.index_select(1, self.flip_index) * self.flip_sign.to(x.dtype)
+
+    def _views(self, x: Tensor) -> list[Tensor]:
+        return [x, self.flip(x)] if self.mirror else [x]
+
+    def _fuse(self, logits: Sequence[Tensor]) -> Tensor:
+        """Log of the mean of the softmax of every entry (float32), same shape as one entry."""
+        stacked = torch.stack([entry.float().log_softmax(dim=-1) for entry in logits])
+        return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EnsembleOutput:
+        """Fused per-step log-probabilities for joints ``x`` :math:`(B, V, T, C)` and an optional
+        bool frame mask :math:`(B, T)`."""
+        check_input("Ensemble", x, mask, self.layout.num_joints, self.in_channels)
+        outputs: list[ModelOutput] = []
+        logits: list[Tensor] = []
+        names = self.member_names
+        for i, member in enumerate(self.members):
+            for v, view in enumerate(self._views(x)):
+                out = member(view, mask)
+                if logits and out.logits.size(1) != logits[0].size(1):
+                    raise ValueError(
+                        f"Ensemble: members must agree on the logits' time length: members[0] "
+                        f"({names[0]}) gives logits {list(logits[0].shape)}, members[{i}] "
+                        f"({names[i]}) {list(out.logits.shape)}; combine per-step models "
+                        f"(e.g. infogcn2) or clip-level models (e.g. stgcn, agcn2s), not both"
+                    )
+                if v == 0:
+                    outputs.append(out)
+                logits.append(out.logits)
+        first = outputs[0]
+        return EnsembleOutput(
+            logits=self._fuse(logits),
+            forecast=first.forecast,
+            mask=mask,
+            reduce=first.reduce,
+            members=outputs,
+        )
+
+    def loss(
+        self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The sum of the members' losses on the unmirrored input: ``{"loss", "cls",
+        "loss_0", "loss_1", ...}``; ``"cls"`` is the (untrained) cross-entropy of the fused
+        scores, for logging."""
+        if not isinstance(out, EnsembleOutput) or len(out.members) != len(self.members):
+            raise ValueError(
+                f"Ensemble.loss: out: expected the EnsembleOutput of this ensemble's forward "
+                f"({len(self.members)} members), got {type(out).__name__}"
+            )
+        terms: dict[str, Tensor] = {}
+        total = None
+        for i, (member, member_out) in enumerate(zip(self.members, out.members, strict=True)):
+            value = member.loss(member_out, x, y, mask)["loss"]
+            terms[f"loss_{i}"] = value
+            total = value if total is None else total + value
+        with torch.no_grad():
+            cls = classification_loss(out.logits, y, mask, label_smoothing=0.0)
+        return {"loss": total, "cls": cls, **terms}
+
+    # -- construction from trained models -------------------------------------------------------
+
+    @classmethod
+    def from_models(cls, models: Sequence[SkeletonModel], *, mirror: bool = False) -> Ensemble:
+        """An ensemble of copies of trained registered models (same classes, layout, channels).
+
+        Raises:
+            ValueError: naming the model and the field that differs from the first model's.
+        """
+        if not models:
+            raise ValueError("Ensemble.from_models: models: expected at least one model, got none")
+        first = models[0].config
+        for i, model in enumerate(models[1:], start=1):
+            for key in _CREATE_ARGS:
+                if model.config[key] != first[key]:
+                    raise ValueError(
+                        f"Ensemble.from_models: models[{i}].{key}: expected {first[key]!r} "
+                        f"(as models[0]), got {model.config[key]!r}"
+                    )
+        members = [
+            {
+                "name": registered_name(m),
+                "args": {k: v for k, v in m.config.items() if k not in _CREATE_ARGS},
+            }
+            for m in models
+        ]
+        ensemble = cls(
+            num_classes=first["num_classes"],
+            layout=first["layout"],
+            in_channels=first["in_channels"],
+            members=members,
+            mirror=mirror,
+        )
+        for member, model in zip(ensemble.members, models, strict=True):
+            member.load_state_dict(model.state_dict())
+        device = next(iter(models[0].parameters()), torch.empty(0)).device
+        return ensemble.to(device).train(models[0].training)
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[PathLike],
+        *,
+        mirror: bool = False,
+        map_location: str | torch.device = "cpu",
+    ) -> tuple[Ensemble, dict[str, Any]]:
+        """Builds an ensemble from trained checkpoints (:mod:`skelgraph.train.checkpoint`) of the
+        same classes, layout, channels, window, preprocessing and inference settings.
+
+        Args:
+            paths: Checkpoint files; an ensemble checkpoint becomes one (nested) member.
+            mirror: Mirror test-time augmentation.
+            map_location: Device of the model.
+
+        Returns:
+            ``(model, meta)``: the ensemble in eval mode and its checkpoint meta (the first
+            checkpoint's sample settings, ``model="ensemble"``, ``inference["tta"]`` =
+            ``"mirror"`` or :obj:`None`, and ``meta["ensemble"]`` = the member checkpoints and
+            models), ready for :func:`~skelgraph.train.checkpoint.save_checkpoint`.
+
+        Raises:
+            FileNotFoundError: for a missing file.
+            ValueError: naming the checkpoint and the meta field that differs from the first
+                checkpoint's, or a checkpoint whose weights do not fit its model.
+        """
+        from skelgraph.train.checkpoint import load_weights, make_meta, read_checkpoint
+
+        if isinstance(paths, (str, os.PathLike)) or not paths:
+            raise ValueError(
+                f"Ensemble.from_checkpoints: paths: expected a non-empty list of checkpoint "
+                f"files, got {paths!r}"
+            )
+        paths = [Path(p) for p in paths]
+        states = [read_checkpoint(p, map_location) for p in paths]
+        metas = [s["meta"] for s in states]
+        first = metas[0]
+        for path, meta in zip(paths[1:], metas[1:], strict=True):
+            for key in _SHARED_META:
+                if meta.get(key) != first.get(key):
+                    raise ValueError(
+                        f"checkpoint {path}: meta field {key!r}: expected {first.get(key)!r} "
+                        f"(as in {paths[0]}), got {meta.get(key)!r}"
+                    )
+            for key in _SHARED_INFERENCE:
+                theirs = meta.get("inference", {}).get(key)
+                ours = first.get("inference", {}).get(key)
+                if theirs != ours:
+                    raise ValueError(
+                        f"checkpoint {path}: meta field 'inference.{key}': expected {ours!r} "
+                        f"(as in {paths[0]}), got {theirs!r}"
+                    )
+        ensemble = cls(
+            num_classes=len(first["classes"]),
+            layout=first["layout"],
+            in_channels=first["in_channels"],
+            members=[{"name": m["model"], "args": m["model_args"]} for m in metas],
+            mirror=mirror,
+        )
+        for member, path, state in zip(ensemble.members, paths, states, strict=True):
+            load_weights(member, state["state_dict"], source=f"checkpoint {path}")
+        inference = dict(first.get("inference", {}))
+        inference["tta"] = "mirror" if mirror else None
+        meta = make_meta(
+            model="ensemble",
+            model_args=ensemble.config,
+            classes=first["classes"],
+            layout=Layout.from_dict(first["layout"]),
+            in_channels=first["in_channels"],
+            window=first["window"],
+            preprocess=first["preprocess"],
+            inference=inference,
+        )
+        meta["ensemble"] = {
+            "checkpoints": [str(p) for p in paths],
+            "models": [m["model"] for m in metas],
+        }
+        return ensemble.to(map_location).eval(), meta
+
+
+class StreamingEnsemble(Ensemble):
+    r"""An :class:`Ensemble` whose members all stream: :meth:`step` feeds one frame to every
+    member (and its mirror image) and fuses the per-step probabilities, equal to :meth:`forward`
+    on the frames so far."""
+
+    def init_state(self, batch_size: int) -> tuple[Any, ...]:
+        """The members' initial states (one per member and view), for :meth:`step`."""
+        views = 2 if self.mirror else 1
+        return tuple(m.init_state(batch_size) for m in self.members for _ in range(views))
+
+    def step(
+        self, x_t: Tensor, state: Sequence[Any]
+    ) -> tuple[Tensor, Tensor | None, tuple[Any, ...]]:
+        r"""One frame ``x_t`` :math:`(B, V, C)` through every member.
+
+        Returns:
+            ``(logits, forecast, state)``: the fused log-probabilities :math:`(B, K)`, the first
+            member's forecast :math:`(B, N, V, C - 1)` on the unmirrored frame, the new state.
+        """
+        if x_t.dim() != 3 or x_t.shape[1:] != (self.layout.num_joints, self.in_channels):
+            raise ValueError(
+                f"Ensemble.step: x_t: expected shape [B, {self.layout.num_joints}, "
+                f"{self.in_channels}], got {list(x_t.shape)}"
+            )
+        views = self._views(x_t)
+        if len(state) != len(self.members) * len(views):
+            raise ValueError(
+                f"Ensemble.step: state: expected {len(self.members) * len(views)} member states "
+                f"(from init_state), got {len(state)}"
+            )
+        logits, new_state = [], []
+        forecast = None
+        for i, member in enumerate(self.members):
+            for v, view in enumerate(views):
+                step_logits, step_forecast, member_state = member.step(
+                    view, state[i * len(views) + v]
+                )
+                if i == 0 and v == 0:
+                    forecast = step_forecast
+                logits.append(step_logits)
+                new_state.append(member_state)
+        return self._fuse(logits), forecast, tuple(new_state)
+
+
+def mirrored(model: SkeletonModel) -> Ensemble:
+    """``model`` with mirror test-time augmentation: an ensemble of one member (a copy), or a
+    copy of an ensemble with ``mirror=True``."""
+    if isinstance(model, Ensemble):
+        config = {**model.config, "mirror": True}
+        copy = Ensemble(**config)
+        copy.load_state_dict(model.state_dict())
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        return copy.to(device).train(model.training)
+    return Ensemble.from_models([model], mirror=True)
+
+
+def fuse_checkpoints(
+    out: PathLike, paths: Sequence[PathLike], *, mirror: bool = False
+) -> tuple[Ensemble, dict[str, Any]]:
+    """Fuses trained checkpoints into one ensemble checkpoint ``out`` (the trainer's format, so
+    ``skelgraph test --checkpoint out`` evaluates it); see :meth:`Ensemble.from_checkpoints`.
+
+    Returns:
+        ``(model, meta)`` as written.
+    """
+    from skelgraph.train.checkpoint import save_checkpoint
+
+    model, meta = Ensemble.from_checkpoints(paths, mirror=mirror)
+    save_checkpoint(out, model, meta)
+    return model, meta

@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skelgraph import SkeletonClip
+from skelgraph.cli import main
+from skelgraph.data import example_clips, write_skeleton_folder
+from skelgraph.layouts import get_layout
+from skelgraph.models import Ensemble, InfoGCN2, create, registered_name
+from skelgraph.models.ensemble import StreamingEnsemble, fuse_checkpoints, mirrored
+from skelgraph.preprocess import PreprocessConfig
+from skelgraph.train.checkpoint import load_checkpoint, make_meta, save_checkpoint
+from skelgraph.train.evaluate import describe_model
+
+K, V = 4, 13
+SMALL = {"channels": 16, "depth": 1, "head_channels": 16, "decoder_channels": 8}
+TINY_STGCN = {"channels": [8, 8], "strides": [1, 2]}
+
+
+def infogcn2(seed: int, **kwargs) -> InfoGCN2:
+    torch.manual_seed(seed)
+    return create("infogcn2", num_classes=K, layout="penn13", **{**SMALL, **kwargs}).eval()
+
+
+def stgcn(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create("stgcn", num_classes=K, layout="penn13", **TINY_STGCN).eval()
+
+
+def joints(batch: int = 2, frames: int = 6, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, V, frames, 3, generator=generator)
+    x[..., -1] = torch.rand(batch, V, frames, generator=generator)
+    return x
+
+
+def flip_by_hand(x: torch.Tensor) -> torch.Tensor:
+    """Mirror image written out: joint j takes its partner's values, x coordinate negated."""
+    layout = get_layout("penn13")
+    out = x.clone()
+    for left, right in layout.pairs:
+        out[:, left], out[:, right] = x[:, right], x[:, left]
+    out[..., 0] = -out[..., 0]
+    return out
+
+
+# fusion -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [infogcn2, stgcn])
+def test_logits_are_log_of_averaged_probabilities(make):
+    models = [make(0), make(1)]
+    ensemble = Ensemble.from_models(models).eval()
+    x = joints()
+    with torch.no_grad():
+        out = ensemble(x)
+        expected = sum(m(x).logits.softmax(-1) for m in models) / 2
+    torch.testing.assert_close(out.logits.exp(), expected)
+    assert out.logits.shape == models[0](x).logits.shape
+    assert ensemble.member_names == [registered_name(models[0])] * 2
+
+
+def test_mirror_tta_averages_the_model_on_the_flipped_input():
+    model = infogcn2(0)
+    x = joints()
+    tta = mirrored(model).eval()
+    with torch.no_grad():
+        expected = (model(x).logits.softmax(-1) + model(flip_by_hand(x)).logits.softmax(-1)) / 2
+        out = tta(x)
+        torch.testing.assert_close(out.logits.exp(), expected)
+        torch.testing.assert_close(out.forecast, model(x).forecast)  # the unmirrored view's
+    torch.testing.assert_close(tta.flip(tta.flip(x)), x)
+    assert tta.mirror and tta.config["mirror"] and describe_model(tta)["tta"] == "mirror"
+    assert not describe_model(tta)["ensemble"]
+    # an ensemble gets mirror TTA by a copy, not a nested ensemble
+    pair = Ensemble.from_models([model, infogcn2(1)])
+    assert len(mirrored(pair).members) == 2 and not pair.mirror
+
+
+def test_members_must_agree_on_the_time_length():
+    ensemble = Ensemble.from_models([infogcn2(0), stgcn(1)])
+    with pytest.raises(ValueError, match=r"time length.*members\[1\] \(stgcn\)"):
+        ensemble(joints())
+
+
+def test_member_arguments_must_match_the_ensemble():
+    with pytest.raises(ValueError, match=r"members\[0\]\.args\.num_classes: expected 4"):
+        create("ensemble", num_classes=4, members=[{"name": "stgcn", "args": {"num_classes": 3}}])
+    with pytest.raises(ValueError, match="members: expected a non-empty list"):
+        create("ensemble", num_classes=4, members=[])
+    with pytest.raises(ValueError, match="expected one of"):
+        create("ensemble", num_classes=4, members=[{"name": "resnet", "args": {}}])
+
+
+def test_loss_is_the_sum_of_member_losses_and_trains():
+    models = [infogcn2(0), infogcn2(1, features=["bone"])]
+    ensemble = Ensemble.from_models(models).train()
+    x, y = joints(), torch.tensor([0, 3])
+    out = ensemble(x)
+    losses = ensemble.loss(out, x, y)
+    for model in models:
+        model.train()
+    expected = sum(m.loss(m(x), x, y)["loss"] for m in models)
+    torch.testing.assert_close(losses["loss"], expected)
+    assert set(losses) == {"loss", "cls", "loss_0", "loss_1"}
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in ensemble.members[1].parameters() if p.requires_grad)
+
+
+def test_config_rebuilds_the_ensemble():
+    ensemble = Ensemble.from_models([infogcn2(0)], mirror=True)
+    rebuilt = create("ensemble", **ensemble.config)
+    rebuilt.load_state_dict(ensemble.state_dict())
+    assert rebuilt.config == ensemble.config
+    x = joints()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x).logits, ensemble.eval()(x).logits)
+
+
+# checkpoints and the command line ---------------------------------------------------------------
+
+
+def example_folder(root: Path) -> tuple[Path, list[str]]:
+    """A skeleton folder of the shipped Penn Action example clips (every one a test clip)."""
+    clips = [SkeletonClip.load(p) for p in example_clips("penn_action")[:K]]
+    items = [(c, str(c.label), "test") for c in clips]
+    write_skeleton_folder(root / "data", items, progress=False)
+    return root / "data", [str(c.label) for c in clips]
+
+
+def write_member(path: Path, model: torch.nn.Module, classes: list[str], **changes) -> Path:
+    meta = make_meta(
+        model=registered_name(model),
+        model_args=model.config,
+        classes=changes.pop("classes", classes),
+        layout=model.layout,
+        in_channels=3,
+        window=changes.pop("window", 16),
+        preprocess=PreprocessConfig().to_dict(),
+        inference={"sampling": "clip", "stride": None, "p_interval": [0.95], "reduce": "mean"},
+    )
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def test_from_checkpoints_round_trip_and_skelgraph_test(tmp_path):
+    data, classes = example_folder(tmp_path)
+    models = [infogcn2(0), infogcn2(1, features=["joint", "velocity"])]
+    paths = [write_member(tmp_path / f"m{i}.pt", m, classes) for i, m in enumerate(models)]
+    _, meta = Ensemble.from_checkpoints(paths, mirror=True)
+    assert meta["model"] == "ensemble" and meta["inference"]["tta"] == "mirror"
+    assert meta["ensemble"]["models"] == ["infogcn2", "infogcn2"]
+    assert meta["classes"] == classes and meta["window"] == 16
+
+    fused = tmp_path / "fused.pt"
+    assert main(["ensemble", str(fused), *map(str, paths), "--mirror"]) == 0
+    loaded, loaded_meta = load_checkpoint(fused)
+    assert isinstance(loaded, Ensemble) and loaded.mirror
+    assert loaded_meta["model_args"] == meta["model_args"]
+    x = joints(frames=8)
+    with torch.no_grad():
+        expected = Ensemble.from_models(models, mirror=True).eval()(x).logits
+        torch.testing.assert_close(loaded(x).logits, expected)
+
+    out = tmp_path / "report"
+    argv = ["test", "--checkpoint", str(fused), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--no-early", "--device", "cpu", "--precision", "fp32"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["model"] == "ensemble" and report["ensemble"] is True
+    assert report["members"] == ["infogcn2", "infogcn2"] and report["tta"] == "mirror"
+    assert report["num_samples"] == K and report["checkpoint"] == str(fused)
+
+    # one plain checkpoint with mirror TTA at test time
+    out = tmp_path / "single"
+    argv = ["test", "--checkpoint", str(paths[0]), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--no-early", "--device", "cpu", "--tta", "mirror"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["model"] == "ensemble" and report["ensemble"] is False
+    assert report["members"] == ["infogcn2"] and report["tta"] == "mirror"
+
+
+def test_from_checkpoints_names_the_mismatching_file_and_field(tmp_path, capsys):
+    classes = ["a", "b", "c", "d"]
+    first = write_member(tmp_path / "first.pt", infogcn2(0), classes)
+    other_classes = write_member(tmp_path / "classes.pt", infogcn2(1), classes[::-1])
+    other_window = write_member(tmp_path / "window.pt", infogcn2(1), classes, window=32)
+    coco = create("infogcn2", num_classes=K, layout="coco17", **SMALL)
+    other_layout = write_member(tmp_path / "layout.pt", coco, classes)
+    for path, field in (
+        (other_classes, "classes"),
+        (other_window, "window"),
+        (other_layout, "layout"),
+    ):
+        with pytest.raises(ValueError, match=rf"checkpoint {path}: meta field '{field}'"):
+            Ensemble.from_checkpoints([first, path])
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        Ensemble.from_checkpoints([first, tmp_path / "missing.pt"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        Ensemble.from_checkpoints(str(first))
+
+    out = tmp_path / "out.pt"
+    assert main(["ensemble", str(out), str(first), str(other_window)]) == 1
+    assert "meta field 'window'" in capsys.readouterr().err and not out.exists()
+    fuse_checkpoints(out, [first], mirror=True)
+    assert load_checkpoint(out)[1]["inference"]["tta"] == "mirror"
+
+
+def test_from_models_checks_the_shared_arguments():
+    with pytest.raises(ValueError, match=r"models\[1\]\.layout: expected 'penn13'"):
+        Ensemble.from_models([infogcn2(0), create("stgcn", num_classes=K, **TINY_STGCN)])
+
+
+# streaming ---------------------------------------------------------------------------------------
+
+
+def test_streaming_needs_every_member_to_stream():
+    ensemble = Ensemble.from_models([stgcn(0)])
+    assert not hasattr(ensemble, "step") and not hasattr(ensemble, "init_state")
+    assert not isinstance(ensemble, StreamingEnsemble)
+
+
+@pytest.mark.skipif(
+    not (hasattr(InfoGCN2, "step") and hasattr(InfoGCN2, "init_state")),
+    reason="InfoGCN2 has no streaming API (init_state/step) yet",
+)
+def test_step_equals_forward():
+    models = [infogcn2(0), infogcn2(1, features=["joint", "velocity"])]
+    ensemble = Ensemble.from_models(models, mirror=True).eval()
+    assert isinstance(ensemble, StreamingEnsemble)
+    x = joints(frames=7)
+    with torch.inference_mode():
+        out = ensemble(x)
+        state = ensemble.init_state(x.size(0))
+        for t in range(x.size(2)):
+            logits, forecast, state = ensemble.step(x[:, :, t], state)
+            torch.testing.assert_close(logits, out.logits[:, t], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(forecast, out.forecast[:, t], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"x_t: expected shape \[B, 13, 3\]"):
+        ensemble.step(x[:, :, 0, :2], ensemble.init_state(2))
+
+
+def test_mirror_matches_the_layout_permutation():
+    layout = get_layout("penn13")
+    ensemble = Ensemble.from_models([stgcn(0)], mirror=True)
+    x = joints()
+    perm = torch.as_tensor(np.asarray(layout.flip_permutation()))
+    torch.testing.assert_close(ensemble.flip(x), flip_by_hand(x))
+    torch.testing.assert_close(ensemble.flip(x)[:, :, :, 1:], x[:, perm][:, :, :, 1:])

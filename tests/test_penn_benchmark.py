@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "penn_action.py"
+PENN_ACTION_ROOT = REPO.parent / "shared" / "data" / "penn_action"
+CONVERTED = Path("/tmp/penn_npz")
+
+
+def penn_action_data() -> Path:
+    """A converted Penn Action folder when there is one (faster to subset), else the annotations."""
+    if (CONVERTED / "labels.csv").is_file():
+        return CONVERTED
+    if (PENN_ACTION_ROOT / "labels").is_dir():
+        return PENN_ACTION_ROOT
+    pytest.skip(f"Penn Action not found at {CONVERTED} or {PENN_ACTION_ROOT} (needs ../shared)")
+
+
+def test_quick_run_writes_results_and_plots(tmp_path):
+    data = penn_action_data()
+    out = tmp_path / "results"
+    entry = "infogcn2_small+infogcn2_small:model.args.features=[bone]"
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--quiet",
+        "--tta",
+        "--data",
+        str(data),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--output-dir",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--configs",
+        entry,
+        "stgcn",
+        "agcn2s",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    record = json.loads((out / "penn_action_quick.json").read_text())
+    assert record["split"] == "test" and record["quick"] and record["tta"] == "mirror"
+    assert {"cpu", "cores", "torch", "devices"} <= set(record["machine"])
+    results = record["results"]
+    assert [r["entry"] for r in results] == [entry, "stgcn", "agcn2s"]
+    ensemble, single = results[0], results[1]
+    assert ensemble["ensemble"] and ensemble["streams"] == ["joint", "bone"]
+    assert not single["ensemble"] and single["tta"] == "mirror"
+    assert ensemble["model"].startswith("InfoGCN++") and single["model"] == "ST-GCN"
+    for result in results:
+        assert result["num_clips"] == 6  # 3 classes x 2 test clips
+        for key in ("top1", "mean_class_acc", "macro_f1", "early_auc"):
+            assert 0.0 <= result[key] <= 1.0
+        curve = result["early_recognition"]
+        assert len(curve["fractions"]) == len(curve["accuracy"]) == 10
+        assert result["train_time_s"] > 0 and len(result["confusion"]) == 3
+        assert all(m["best_epoch"] == 1 for m in result["members"])
+        report = json.loads((Path(result["report_dir"]) / "metrics.json").read_text())
+        assert report["tta"] == "mirror" and report["top1"] == result["top1"]
+    for name in ("penn_action_quick_confusion.png", "penn_action_quick_early.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "| InfoGCN++ ×2 ensemble" in done.stdout and "| 2s-AGCN" in done.stdout
+    assert "Early recognition" in done.stdout
