@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 
 #: subcommands, each a module under ``skelgraph.cli``
-COMMANDS: tuple[str, ...] = ("info", "convert", "extract", "train", "test")
+COMMANDS: tuple[str, ...] = (
+    "info",
+    "convert",
+    "extract",
+    "train",
+    "test",
+    "recognize",
+    "ensemble",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,125 @@
+"""``skelgraph serve``: the HTTP/WebSocket recognition service and its web page.
+
+::
+
+    skelgraph serve [--checkpoint penn-action | FILE.pt] [--host 127.0.0.1] [--port 8000]
+        [--pose-model yolo11n-pose.pt] [--input-layout coco17] [--device cpu]
+        [--max-sessions 16] [--max-upload-mb 64] [--max-message-kb 2048]
+
+Open ``http://HOST:PORT/`` for the page, ``/docs`` for the API. Needs the optional extra
+``pip install "skelgraph[serve]"``; camera frames and videos also need ``skelgraph[pose]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+INSTALL_HINT = 'pip install "skelgraph[serve]"'
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve recognition over HTTP/WebSocket with a web page (camera, video, skeletons)",
+        description="Serve a model over HTTP and WebSocket: GET /health, GET /v1/models, POST "
+        "/v1/recognize (skeleton file or video), WebSocket /v1/stream (keypoints or JPEG frames "
+        f"per message), and a web page at /. Needs {INSTALL_HINT}.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="penn-action",
+        help="checkpoint file or pretrained model name (default: penn-action)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--pose-model",
+        help="YOLO pose model for camera frames and videos, e.g. yolo11n-pose.pt (needs "
+        "skelgraph[pose]; default: none, keypoints and skeleton files only)",
+    )
+    parser.add_argument("--pose-device", help="pose model device, e.g. cpu, 0 (default: auto)")
+    parser.add_argument("--pose-imgsz", type=int, help="pose inference image size")
+    parser.add_argument(
+        "--input-layout",
+        default="coco17",
+        help="layout of streamed keypoints unless a stream names one (default: coco17)",
+    )
+    parser.add_argument("--device", default="cpu", help="model device (default: cpu)")
+    parser.add_argument(
+        "--smoothing", type=float, default=0.0, help="probability smoothing (default: 0)"
+    )
+    parser.add_argument(
+        "--max-sessions", type=int, default=16, help="WebSocket streams at once (default: 16)"
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=64.0, help="largest upload in MiB (default: 64)"
+    )
+    parser.add_argument(
+        "--max-message-kb",
+        type=float,
+        default=2048.0,
+        help="largest WebSocket message in KiB (default: 2048)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        default=3600,
+        help="most frames of an uploaded clip or video (default: 3600)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="close streams silent for this many seconds (default: 300)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: torch's; 1 suits many small per-frame steps)",
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from skelgraph.serve import create_app
+    except ImportError as e:
+        print(f"skelgraph serve: error: {e} ({INSTALL_HINT})", file=sys.stderr)
+        return 1
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    max_message_bytes = int(args.max_message_kb * 1024)
+    try:
+        app = create_app(
+            args.checkpoint,
+            pose_model=args.pose_model,
+            pose_device=args.pose_device,
+            pose_imgsz=args.pose_imgsz,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_sessions=args.max_sessions,
+            max_message_bytes=max_message_bytes,
+            input_layout=args.input_layout,
+            device=args.device,
+            smoothing=args.smoothing,
+            max_frames=args.max_frames,
+            idle_timeout=args.idle_timeout,
+        )
+    except (OSError, ValueError) as e:
+        print(f"skelgraph serve: error: {e}", file=sys.stderr)
+        return 1
+    # messages up to twice the limit reach the app, which closes with the reason; larger ones
+    # are refused by the server itself (close code 1009)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_max_size=2 * max_message_bytes,
+    )
+    return 0
