@@ -19,12 +19,15 @@ The ``fps`` column is 1000 / mean ms, the throughput of that stage alone.
 
 ``online`` and ``recompute`` run interleaved frame by frame on the same stream (so load from
 other processes spreads evenly over both); their statistics cover the frames after the first
-window, when the caches are full. Percentiles are of single-frame wall-clock times, with 2
-intra-op threads (``--threads``). The targets: ``online`` p50 ≤ 3 ms, p99 ≤ 6 ms, and at least
+window, when the caches are full. Percentiles are of single-frame wall-clock times, with 1
+intra-op thread by default (``--threads``): a frame is a few hundred operations on tensors of a
+few thousand elements, which gain nothing from a second thread, and on cores shared with other
+processes every parallel region may wait a whole scheduler slice for its second thread. The
+targets: ``online`` p50 ≤ 3 ms, p99 ≤ 6 ms, and at least
 5× faster than ``recompute`` (the reference implementations recompute a 64-frame window in about
 30 ms).
 
-Usage: ``python benchmarks/streaming.py [--threads 2] [--frames 400] [--pose-frames 100]
+Usage: ``python benchmarks/streaming.py [--threads 1] [--frames 400] [--pose-frames 100]
 [--note TEXT]``; prints a table and writes ``benchmarks/results/streaming.json`` (about a minute
 on 2 quiet cores).
 """
@@ -173,7 +176,7 @@ def measure_pose(num_frames: int, recognizer: OnlineRecognizer) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--frames", type=int, default=400, help="keypoint frames to stream")
     parser.add_argument("--pose-frames", type=int, default=100, help="video frames to stream")
     parser.add_argument("--note", default="", help="stored with the results (e.g. the load)")

@@ -104,6 +104,10 @@ class OnlineRecognizer:
             ``window`` frames every time (:obj:`False`, e.g. to compare the two).
             (default: :obj:`None`: the caches when the model has them)
 
+    A frame is a few hundred operations on small tensors: they run fastest with one intra-op
+    thread (``torch.set_num_threads(1)`` or ``OMP_NUM_THREADS=1`` in the serving process; more
+    threads only add synchronisation, which costs whole scheduler slices on busy cores).
+
     Attributes:
         classes (list[str]): the class names.
         layout (Layout): the model's layout.
@@ -167,6 +171,9 @@ class OnlineRecognizer:
                 f"model's layout {self.layout.name!r}: no joint in common"
             )
         self._forecast_map, self.forecast_joints = _forecast_mapping(self.layout, self.input_layout)
+        self._forecast_identity = bool(
+            np.array_equal(self._forecast_map, np.eye(self.layout.num_joints))
+        )
         self.reset()
 
     @classmethod
@@ -274,7 +281,9 @@ class OnlineRecognizer:
             # back to input coordinates, then to the input layout: (N, V, D) -> (N, V_in, D)
             origin, scale = self.preprocessor.origin, self.preprocessor.scale
             coords = forecast.astype(np.float64) * scale + origin
-            forecast = np.einsum("uv,nvd->nud", self._forecast_map, coords).astype(np.float32)
+            if not self._forecast_identity:
+                coords = np.einsum("uv,nvd->nud", self._forecast_map, coords)
+            forecast = coords.astype(np.float32)
         prediction = Prediction(
             frame=self._frame,
             probabilities=probabilities,

@@ -189,3 +189,32 @@ def test_prediction_to_dict_is_json() -> None:
     assert "classes" not in prediction.to_dict()
     prediction.forecast = None
     assert prediction.to_dict()["forecast"] is None
+
+
+@pytest.mark.parametrize("window", [8, None])
+def test_inference_step_equals_the_reference_step(window: int | None) -> None:
+    """InfoGCN2.step at inference (frozen single-stream form, traced with a window) gives the
+    reference step's logits and forecasts, across the window boundary; a weight change is seen."""
+    torch.manual_seed(0)
+    model = create(
+        "infogcn2",
+        num_classes=4,
+        features=["joint", "bone", "velocity"],
+        attention_window=window,
+        sagc_heads=2,
+        **SMALL,
+    ).eval()
+    x = torch.randn(1, 17, 20, 3)
+    fast, reference = model.init_state(1), model.init_state(1)
+    with torch.inference_mode():
+        for t in range(20):
+            if t == 12:  # in place, as an optimiser step or load_state_dict does
+                model.head[1].lin.weight.mul_(0.5)
+            logits, forecast, fast = model.step(x[:, :, t], fast)
+            with torch.enable_grad():
+                expected_logits, expected_forecast, reference = model.step(x[:, :, t], reference)
+            torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-5)
+            torch.testing.assert_close(forecast, expected_forecast, rtol=0, atol=1e-5)
+    assert fast.frames == reference.frames == 20
+    plan = model._frame_plan()
+    assert (plan.traced is not None) == (window is not None) and plan.traced is not False

@@ -76,8 +76,10 @@ absolute-time model does not load. See :func:`parameter_breakdown`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -96,12 +98,14 @@ from skelgraph.models.base import (
     resolve_layout,
 )
 from skelgraph.models.losses import infogcn2_loss
-from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, rk4_rollout, rollout
-from skelgraph.nn.sagc import SAGC
+from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, RK4Frame, rk4_rollout, rollout
+from skelgraph.nn.sagc import SAGC, SAGCFrame
 from skelgraph.nn.stgcn import reset_children
-from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalFrame
 
 __all__ = ["GraphConv", "InfoGCN2", "InfoGCN2State", "parameter_breakdown"]
+
+_VERSION = attrgetter("_version")  # a tensor's in-place modification counter
 
 
 class GraphConv(nn.Module):
@@ -168,6 +172,135 @@ class EncoderBlock(nn.Module):
         B, V, D = h.shape
         h = self.spatial.forward_dense(h.unsqueeze(2))
         return self.temporal.step(h.view(B * V, D), cache)[0].view(B, V, D)
+
+
+class _FramePlan:
+    """:class:`InfoGCN2` frozen for :meth:`InfoGCN2.step` on one stream at inference: every
+    layer's constants made once (see :class:`~skelgraph.nn.sagc.SAGCFrame`,
+    :class:`~skelgraph.nn.temporal.TemporalFrame`, :class:`~skelgraph.nn.ode.RK4Frame`), the
+    embedding's joint table and the transposed weights of the decoder and the classifier.
+
+    With an attention window the whole frame (embedding to logits, the ring buffers written in
+    place) is traced once with :func:`torch.jit.trace`, which runs the same operations without
+    Python in between; the trace is used when it gives the eager result to 1e-5 on its first
+    frame, and the eager form otherwise (or when tracing fails)."""
+
+    def __init__(self, model: InfoGCN2) -> None:
+        with torch.no_grad():
+            self.joint_features = tuple(model.features.features) == ("joint",)
+            self.embedding_t = model.embedding.weight.detach().t().contiguous()
+            self.table = model._table().detach().squeeze(1)  # [V, D]
+            self.encoder = [
+                (SAGCFrame(block.spatial), TemporalFrame(block.temporal)) for block in model.encoder
+            ]
+            self.rollout = RK4Frame(model.dynamics, model.num_future, model.step_size)
+            *convs, out = model.decoder
+            self.decoder = [
+                (
+                    conv.lin.weight.detach().t().contiguous(),
+                    conv.topology.detach().expand(model.num_future, -1, -1),
+                    conv.bias.detach(),
+                )
+                for conv in convs
+            ]
+            self.decoder_out = (out.weight.detach().t().contiguous(), out.bias.detach())
+            self.head = [SAGCFrame(layer) for layer in model.head]
+            self.classifier = (
+                model.classifier.weight.detach().t().contiguous(),
+                model.classifier.bias.detach(),
+            )
+            windows = {block.temporal.window for block in model.encoder}
+            self.window = windows.pop() if len(windows) == 1 else None
+            V = model.layout.num_joints
+            self.ring_biases = (
+                None
+                if self.window is None
+                else [
+                    _ring_biases(block.temporal.slopes, V, self.window) for block in model.encoder
+                ]
+            )
+            device = self.table.device
+            self.slots = [torch.tensor([slot], device=device) for slot in range(self.window or 0)]
+        self.features = model.features
+        self.num_joints = V
+        self.traced: Any = None  # the traced frame, False when not usable
+
+    def __call__(self, x_t: Tensor, state: InfoGCN2State) -> tuple[Tensor, Tensor]:
+        """Logits :math:`(1, K)` and forecast :math:`(1, N, V, C - 1)` of the frame ``x_t``
+        :math:`(1, V, C)`; advances the caches of ``state``."""
+        joint = self.joint_features
+        features = x_t[0] if joint else self.features.step(x_t, state.previous)[0]
+        caches = state.caches
+        if self.ring_biases is None:
+            h = torch.addmm(self.table, features, self.embedding_t)
+            for (spatial, temporal), cache in zip(self.encoder, caches, strict=True):
+                h = temporal(spatial(h), cache)
+            return self._readout(h)
+        tensors: list[Tensor] = []
+        for cache, biases in zip(caches, self.ring_biases, strict=True):
+            slot, held, _ = cache.claim()
+            bias = biases[slot]
+            if held < self.window:  # slots not written yet take no attention
+                bias = bias.clone()
+                bias[:, :, held:] = float("-inf")
+            tensors += (cache.key, cache.value, bias)
+        slot_index = self.slots[slot]
+        if self.traced is None:
+            self.traced = self._trace(features, slot_index, tensors)
+        frame = self.traced or self._frame
+        return frame(features, slot_index, *tensors)
+
+    def _frame(self, features: Tensor, slot: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
+        """The frame with every layer's ring buffers and bias given (key, value, bias per
+        layer): only tensor operations, as :func:`torch.jit.trace` records them."""
+        h = torch.addmm(self.table, features, self.embedding_t)
+        for i, (spatial, temporal) in enumerate(self.encoder):
+            key, value, bias = tensors[3 * i : 3 * i + 3]
+            h = temporal.ring(spatial(h), key, value, bias, slot)
+        return self._readout(h)
+
+    def _trace(self, features: Tensor, slot: Tensor, tensors: list[Tensor]) -> Any:
+        """:meth:`_frame` traced on this frame (on copies of the buffers), or :obj:`False` when
+        tracing fails or the trace differs from the eager result by more than 1e-5."""
+        copies = [t.clone() for t in tensors]
+        expected = self._frame(features, slot, *[t.clone() for t in tensors])
+        try:
+            with warnings.catch_warnings():  # torch.jit is deprecated, not gone
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated")
+                traced = torch.jit.trace(self._frame, (features, slot, *copies), check_trace=False)
+            for _ in range(3):  # the executor optimises the graph during the first runs
+                result = traced(features, slot, *[t.clone() for t in tensors])
+        except (RuntimeError, TypeError, ValueError):
+            return False
+        close = all(
+            torch.allclose(a, b, rtol=0.0, atol=1e-5) for a, b in zip(result, expected, strict=True)
+        )
+        return traced if close else False
+
+    def _readout(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and forecast from the encoder's output :math:`(V, D)`."""
+        future = self.rollout(h)  # [N, V, D]
+        N, V, D = future.shape
+        y = future.view(N * V, D)
+        for weight_t, topology, bias in self.decoder:
+            y = torch.mm(y, weight_t).view(N, V, -1)
+            y = torch.baddbmm(bias, topology, y).relu_().view(N * V, -1)
+        forecast = torch.addmm(self.decoder_out[1], y, self.decoder_out[0]).view(1, N, V, -1)
+        h = torch.cat([h, *future.unbind(0)], dim=-1)
+        for layer in self.head:
+            h = layer(h)
+        weight_t, bias = self.classifier
+        logits = torch.addmm(bias, h.view(1, -1), weight_t, alpha=1 / self.num_joints)
+        return logits, forecast
+
+
+def _ring_biases(slopes: Tensor, num_nodes: int, window: int) -> Tensor:
+    r"""The position bias :math:`(W, N H, 1, W)` of a ring of :math:`W` slots for every slot of
+    the new frame: entry ``[s, n·H + h, 0, j]`` is :math:`-m_h ((s - j) \bmod W)`."""
+    slots = torch.arange(window, device=slopes.device)
+    distance = (slots[:, None] - slots[None, :]).remainder(window).float()  # [slot, j]
+    bias = -(slopes[None, :, None] * distance[:, None, :])  # [W, H, W]
+    return bias.repeat(1, num_nodes, 1).unsqueeze(2).contiguous()
 
 
 @dataclass
@@ -377,6 +510,7 @@ class InfoGCN2(SkeletonModel):
         # the concatenated joint features [V·C_head] -> K.
         self.classifier = nn.Linear(V * head_channels, num_classes)
         self.reset_parameters()
+        self.register_load_state_dict_post_hook(_drop_frame_plan)
 
     def reset_parameters(self) -> None:
         """Re-initialises every layer; the joint embedding is drawn from
@@ -441,6 +575,15 @@ class InfoGCN2(SkeletonModel):
             raise ValueError(
                 f"InfoGCN2.step: x_t: expected shape {list(shape)}, got {list(x_t.shape)}"
             )
+        if (
+            state.batch_size == 1
+            and not (self.training or torch.is_grad_enabled())
+            and self.ode_solver in ("fused_rk4", "rk4")
+        ):
+            logits, forecast = self._frame_plan()(x_t, state)
+            state.previous = x_t.clone()
+            state.frames += 1
+            return logits, forecast, state
         features = self.features.step(x_t, state.previous)
         h = F.linear(features, self.embedding.weight) + self._table().squeeze(1)
         for block, cache in zip(self.encoder, state.caches, strict=True):
@@ -451,6 +594,23 @@ class InfoGCN2(SkeletonModel):
         state.previous = x_t.detach().clone()
         state.frames += 1
         return logits.squeeze(1), forecast, state
+
+    def _frame_plan(self) -> _FramePlan:
+        """The single-stream inference form of the model, rebuilt when a parameter or buffer
+        changed in place (their version counters), was moved or was loaded."""
+        tensors = self.__dict__.get("_plan_tensors")
+        if tensors is None:
+            tensors = [*self.parameters(), *self.buffers()]
+            self.__dict__["_plan_tensors"] = tensors
+        version = sum(map(_VERSION, tensors))
+        cached = self.__dict__.get("_plan")
+        if cached is None or cached[0] != version:
+            cached = self.__dict__["_plan"] = (version, _FramePlan(self))
+        return cached[1]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> InfoGCN2:
+        _drop_frame_plan(self)
+        return super()._apply(fn, recurse)
 
     def _table(self) -> Tensor:
         """Joint embedding plus the embedding bias, :math:`(V, 1, D)`."""
@@ -494,6 +654,12 @@ class InfoGCN2(SkeletonModel):
             label_smoothing=self.config["label_smoothing"],
             detach_feature_target=self.config["detach_feature_target"],
         )
+
+
+def _drop_frame_plan(model: nn.Module, incompatible_keys: Any = None) -> None:
+    """Forgets the cached :class:`_FramePlan` of ``model`` (its tensors were replaced)."""
+    model.__dict__.pop("_plan", None)
+    model.__dict__.pop("_plan_tensors", None)
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:

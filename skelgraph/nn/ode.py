@@ -26,9 +26,16 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
-from skelgraph.nn.sagc import SAGC
+from skelgraph.nn.sagc import SAGC, SAGCFrame
 
-__all__ = ["FIXED_STEP_METHODS", "ODEDynamics", "SinusoidalTimeEmbedding", "rk4_rollout", "rollout"]
+__all__ = [
+    "FIXED_STEP_METHODS",
+    "ODEDynamics",
+    "RK4Frame",
+    "SinusoidalTimeEmbedding",
+    "rk4_rollout",
+    "rollout",
+]
 
 #: The fixed-step methods of :func:`torchdiffeq.odeint`, the ones :func:`rollout` accepts.
 FIXED_STEP_METHODS = (
@@ -252,6 +259,82 @@ def rk4_rollout(
         z = torch.add(z, torch.add(k1, torch.add(k2, k3), alpha=3).add_(k4), alpha=h / 8)
         states.append(z)
     return torch.stack(states)
+
+
+class RK4Frame:
+    r""":func:`rk4_rollout` of an :class:`ODEDynamics` (start time 0) frozen for inference on one
+    frame :math:`(V, D)`.
+
+    The rk4 stage times are the same for every frame, so their time embeddings are constants:
+    each layer is an :class:`~skelgraph.nn.sagc.SAGCFrame`, and for a layer without residual
+    (the dynamics' last one) the embedding enters its product as a precomputed per-stage bias
+    instead of an addition. The four stage derivatives of a step go to the rows of one matrix
+    :math:`K`, and every combination of the 3/8 rule (a stage's input, the step's result) is one
+    product :math:`z + c^\top K`. Equal to :func:`rk4_rollout` to float rounding. The constants
+    are detached: build a new one after the weights change.
+
+    Args:
+        dynamics (ODEDynamics): the dynamics.
+        steps (int): number of future states :math:`N`.
+        step_size (float, optional): :math:`h`. (default: :obj:`1.0`)
+
+    Shapes:
+        - **input:** :math:`(V, D)`
+        - **output:** :math:`(N, V, D)`
+    """
+
+    def __init__(self, dynamics: ODEDynamics, steps: int, step_size: float = 1.0) -> None:
+        _check_rollout("RK4Frame", steps, step_size)
+        h = step_size
+        with torch.no_grad():
+            weight = dynamics.time_embedding.phase
+            taus = torch.tensor(
+                [[n * h, (n + 1 / 3) * h, (n + 2 / 3) * h, (n + 1) * h] for n in range(steps)],
+                dtype=torch.float32,
+                device=weight.device,
+            )
+            self.embeddings = dynamics.time_embedding(taus).to(weight.dtype)  # [N, 4, D]
+            self.layers = [SAGCFrame(layer) for layer in dynamics.layers]
+            last = self.layers[-1]
+            # with a residual the shift also enters the residual: it is added explicitly then
+            self.folded = None if last.residual else last.shifted_bias(self.embeddings)
+            # rows: the input of stages 2, 3, 4, then the step's result, as c^T [k1 k2 k3 k4]
+            coefficients = weight.new_tensor(
+                [
+                    [h / 3, 0.0, 0.0, 0.0],
+                    [-h / 3, h, 0.0, 0.0],
+                    [h, -h, h, 0.0],
+                    [h / 8, 3 * h / 8, 3 * h / 8, h / 8],
+                ]
+            )
+            # row i uses the i + 1 derivatives computed so far (the others are not written yet)
+            self.coefficients = [row[: i + 1].unsqueeze(0) for i, row in enumerate(coefficients)]
+        self.steps = steps
+
+    def __call__(self, z0: Tensor) -> Tensor:
+        V, D = z0.shape
+        states = z0.new_empty(self.steps, 1, V * D)
+        z = z0.view(1, V * D)
+        for n in range(self.steps):
+            k = z0.new_empty(4, V * D)
+            stage_input = z
+            for i in range(4):
+                self._derivative(stage_input.view(V, D), n, i, k[i].view(V, D))
+                out = states[n] if i == 3 else None
+                stage_input = torch.addmm(z, self.coefficients[i], k[: i + 1], out=out)
+            z = stage_input
+        return states.view(self.steps, V, D)
+
+    def _derivative(self, z: Tensor, n: int, i: int, out: Tensor) -> None:
+        r""":math:`f(z, \tau)` at stage ``i`` of step ``n``, written to ``out``."""
+        embedding = self.embeddings[n, i]
+        for layer in self.layers[:-1]:
+            z = layer(z + embedding)
+        last = self.layers[-1]
+        if self.folded is None:
+            last(z + embedding, out=out)
+        else:
+            last(z, self.folded[n, i], out=out)
 
 
 def _check_rollout(name: str, steps: int, step_size: float) -> None:

@@ -16,7 +16,7 @@ from torch_geometric.utils import softmax
 
 from skelgraph.layouts.graph import complete_edge_index
 
-__all__ = ["SAGC"]
+__all__ = ["SAGC", "SAGCFrame"]
 
 _HOOKS = (
     "_propagate_forward_pre_hooks",
@@ -403,3 +403,120 @@ class SAGC(MessagePassing):
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, "
             f"heads={self.heads}{nodes})"
         )
+
+
+class SAGCFrame:
+    r"""An :class:`SAGC` layer frozen for inference on one frame of one graph, :math:`(V, C)`.
+
+    The constants a call of :meth:`SAGC.forward_dense` rebuilds every time are made once: the
+    query weights with the :math:`1 / \sqrt{D'}` scale folded in and, stacked with them into one
+    matrix, the key weights, every head's value weights :math:`W_m` (the aggregation
+    :math:`\sum_m A^m_{\mathrm{eff}} (H W_m^\top)` reassociates the layer's
+    :math:`(\sum_m A^m_{\mathrm{eff}} H) W^\top`) and a residual projection, so one matrix
+    product gives queries, keys, values and residual together. Equal to the layer's output to
+    float rounding. The constants are detached copies: build a new one after the weights change.
+
+    Args:
+        layer (SAGC): the layer, with :obj:`num_nodes` set (the fused all-pairs form).
+
+    Shapes:
+        - **input:** :math:`(V, C)`, optional ``bias`` :math:`(2 M D' + M C' [+ C'])` replacing
+          :attr:`bias` (e.g. with a constant input shift folded in, see :meth:`shifted_bias`)
+        - **output:** :math:`(V, C')`
+    """
+
+    def __init__(self, layer: SAGC) -> None:
+        if layer.num_nodes is None:
+            raise ValueError("SAGCFrame: layer: expected an SAGC layer with num_nodes set")
+        with torch.no_grad():
+            H, D, C_in, C_out = (
+                layer.heads,
+                layer.attention_channels,
+                layer.in_channels,
+                layer.out_channels,
+            )
+            scale = torch.ones_like(layer.lin_qk.bias)
+            scale[: H * D] = D**-0.5
+            blocks = [layer.lin_qk.weight * scale[:, None]]
+            biases = [layer.lin_qk.bias * scale]
+            # lin.weight [C', M·C] -> every head's [C', C] block, stacked along the outputs
+            blocks.append(layer.lin.weight.view(C_out, H, C_in).transpose(0, 1).reshape(-1, C_in))
+            biases.append(blocks[-1].new_zeros(H * C_out))
+            self.projection = isinstance(layer.res, Linear)
+            if self.projection:
+                blocks.append(layer.res.weight)
+                biases.append(blocks[-1].new_zeros(C_out))
+            weight = torch.cat(blocks).detach()
+            self.weight_t = weight.t().contiguous()  # [C, outputs], as the product reads it
+            self.bias = torch.cat(biases).detach()
+            self.topology = None if layer.topology is None else layer.topology.detach().clone()
+            lin_bias = None if layer.lin.bias is None else layer.lin.bias.detach().clone()
+            if lin_bias is not None and H > 1:  # added once, with the first head's product
+                lin_bias = torch.cat([lin_bias[None], lin_bias.new_zeros(H - 1, C_out)])
+                lin_bias = lin_bias.unsqueeze(1)
+            self.lin_bias = lin_bias
+        self.heads, self.attention_channels = H, D
+        self.in_channels, self.out_channels = C_in, C_out
+        self.residual = layer.res is not None
+        self.norm = layer.norm
+        self.layer_norm = None
+        if isinstance(layer.norm, LayerNorm):
+            norm = layer.norm
+            weight = None if norm.weight is None else norm.weight.detach()
+            bias = None if norm.bias is None else norm.bias.detach()
+            self.layer_norm = (norm.normalized_shape, weight, bias, norm.eps)
+        self.activation = layer.activation
+
+    def shifted_bias(self, shift: Tensor) -> Tensor:
+        r"""The product's bias for inputs :math:`x + s`, without the shift in the residual:
+        :attr:`bias` plus ``shift`` :math:`(*, C)` times the stacked weight, :math:`(*, \cdot)`."""
+        return torch.addmm(self.bias, shift.reshape(-1, self.in_channels), self.weight_t).view(
+            *shift.shape[:-1], -1
+        )
+
+    def __call__(self, x: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """The layer on ``x`` :math:`(V, C)`; ``out`` :math:`(V, C')` receives the result (the
+        aggregation writes it there directly when nothing follows it)."""
+        H, D, C_out = self.heads, self.attention_channels, self.out_channels
+        V = x.size(0)
+        last = self.norm is None and not self.residual and not self.activation
+        direct = out if last else None
+        product = torch.addmm(self.bias if bias is None else bias, x, self.weight_t)
+        q, k = product[:, : H * D], product[:, H * D : 2 * H * D]
+        values = product[:, 2 * H * D : 2 * H * D + H * C_out]
+        if H == 1:
+            att = torch.softmax(torch.mm(q, k.t()), dim=-1)
+            if self.topology is not None:
+                att = att.mul_(self.topology[0])
+            if self.lin_bias is None:
+                h = torch.mm(att, values, out=direct)
+            else:
+                h = torch.addmm(self.lin_bias, att, values, out=direct)
+        else:
+            q = q.view(V, H, D).transpose(0, 1)
+            k = k.view(V, H, D).transpose(0, 1)
+            att = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
+            if self.topology is not None:
+                att = att.mul_(self.topology)
+            values = values.view(V, H, C_out).transpose(0, 1)
+            if self.lin_bias is None:
+                h = torch.sum(torch.bmm(att, values), 0, out=direct)
+            else:
+                h = torch.sum(torch.baddbmm(self.lin_bias, att, values), 0, out=direct)
+        if last:
+            return h
+        h = self._finish(h, x, product)
+        return h if out is None else out.copy_(h)
+
+    def _finish(self, h: Tensor, x: Tensor, product: Tensor) -> Tensor:
+        """Normalisation, residual and activation of the aggregated ``h``."""
+        H, D, C_out = self.heads, self.attention_channels, self.out_channels
+        if self.layer_norm is not None:
+            h = F.layer_norm(h, *self.layer_norm)
+        elif self.norm is not None:
+            h = self.norm(h)
+        if self.projection:
+            h = h.add_(product[:, 2 * H * D + H * C_out :])
+        elif self.residual:
+            h = x + h
+        return h.relu_() if self.activation else h

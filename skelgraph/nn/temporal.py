@@ -35,6 +35,7 @@ class KVCache:
 
     def __post_init__(self) -> None:
         self._bias = self._bias_table()
+        self._node_bias: Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -50,20 +51,52 @@ class KVCache:
             position bias :math:`-m_h (t - s)` of each held frame :math:`s` for the new frame
             :math:`t`, of shape :math:`(H, L)`, all in slot order.
         """
+        held, start = self._store(key.select(2, 0), value.select(2, 0))
+        return self.key[:, :, :held], self.value[:, :, :held], self._bias[:, start : start + held]
+
+    def append_flat(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r""":meth:`append` for ``key``, ``value`` of shape :math:`(N, H \cdot D)`, returning the
+        held keys and values as :math:`(N H, L, D)` and the bias as :math:`(N H, 1, L)`: the
+        layout of one batched product over all nodes and heads."""
+        N, H, _, D = self.key.shape
+        held, start = self._store(key.view(N, H, D), value.view(N, H, D))
+        if self._node_bias is None:
+            self._node_bias = self._bias.repeat(N, 1).unsqueeze(1)  # row n·H + h: head h
+        return (
+            self.key[:, :, :held].view(N * H, held, D),
+            self.value[:, :, :held].view(N * H, held, D),
+            self._node_bias[:, :, start : start + held],
+        )
+
+    def _store(self, key: Tensor, value: Tensor) -> tuple[int, int]:
+        """Writes one frame (:math:`(N, H, D)` each) to its slot; returns the frames held and
+        the start of their biases in the bias table."""
+        slot, held, start = self.claim()
+        self.key.select(2, slot).copy_(key)
+        self.value.select(2, slot).copy_(value)
+        return held, start
+
+    def claim(self) -> tuple[int, int, int]:
+        """Counts one more frame without writing it (the caller writes slot ``slot`` of
+        :attr:`key` and :attr:`value`); grows the buffers when full, without a window.
+
+        Returns:
+            (int, int, int): the frame's slot, the frames held and the start of their biases
+            in the bias table.
+        """
         t = self.length
         if self.window is None:
             if t == self.capacity:
                 self.key = _grown(self.key, t)
                 self.value = _grown(self.value, t)
                 self._bias = self._bias_table()
+                self._node_bias = None
             slot, held, start = t, t + 1, self.capacity - 1 - t
         else:
             slot, held = t % self.window, min(t + 1, self.window)
             start = self.window - 1 - slot
-        self.key[:, :, slot : slot + 1] = key
-        self.value[:, :, slot : slot + 1] = value
         self.length = t + 1
-        return self.key[:, :, :held], self.value[:, :, :held], self._bias[:, start : start + held]
+        return slot, held, start
 
     def _bias_table(self) -> Tensor:
         r"""Biases :math:`(H, \cdot)` whose slice from ``start`` gives every slot's bias: entry
@@ -363,6 +396,87 @@ class CausalTemporalAttention(nn.Module):
             f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
             f"mlp_ratio={self.mlp_ratio}, dropout={self.dropout}, window={self.window})"
         )
+
+
+class TemporalFrame:
+    r"""A :class:`CausalTemporalAttention` layer frozen for :meth:`~CausalTemporalAttention.step`
+    at inference: the query scale folded into the query weights, the transposed weights made
+    once and the attention of every node and head one batched product with the cache. Equal to
+    :meth:`~CausalTemporalAttention.step` in evaluation mode to float rounding. The constants
+    are detached: build a new one after the weights change.
+
+    Args:
+        layer (CausalTemporalAttention): the layer.
+
+    Shapes:
+        - **input:** :math:`(N, C)` and the layer's :class:`KVCache` over :math:`N` nodes
+        - **output:** :math:`(N, C)`
+    """
+
+    def __init__(self, layer: CausalTemporalAttention) -> None:
+        C = layer.channels
+        scale = layer.head_channels**-0.5
+        with torch.no_grad():
+            weight, bias = layer.qkv.weight.detach(), layer.qkv.bias
+            self.query_t = (weight[:C] * scale).t().contiguous()
+            self.key_value_t = weight[C:].t().contiguous()
+            zeros = weight.new_zeros(3 * C)
+            bias = zeros if bias is None else bias.detach()
+            self.query_bias, self.key_value_bias = bias[:C] * scale, bias[C:]
+            self.linears = [
+                (
+                    lin.weight.detach().t().contiguous(),
+                    zeros[: lin.out_features] if lin.bias is None else lin.bias.detach(),
+                )
+                for lin in (layer.proj, layer.fc1, layer.fc2)
+            ]
+        self.norms = [
+            (norm.normalized_shape, _detached(norm.weight), _detached(norm.bias), norm.eps)
+            for norm in (layer.norm1, layer.norm2)
+        ]
+        self.channels = C
+        self.window = layer.window
+
+    def __call__(self, x: Tensor, cache: KVCache) -> Tensor:
+        q, k, v = self._project(x)
+        keys, values, bias = cache.append_flat(k, v)
+        return self._attend(x, q, keys, values, bias)
+
+    def ring(self, x: Tensor, key: Tensor, value: Tensor, bias: Tensor, slot: Tensor) -> Tensor:
+        r"""The step with a window's ring buffers given as tensors, so that it can be traced
+        (:func:`torch.jit.trace`): writes the frame's key and value to slot ``slot`` (a long
+        tensor :math:`(1,)`) of ``key`` and ``value`` :math:`(N, H, W, D)` (a cache's
+        :attr:`~KVCache.key` and :attr:`~KVCache.value` after :meth:`~KVCache.claim`) and
+        attends over all :math:`W` slots with ``bias`` :math:`(N H, 1, W)` (:math:`-\infty`
+        for the slots not written yet)."""
+        N, H, W, D = key.shape
+        q, k, v = self._project(x)
+        key.index_copy_(2, slot, k.view(N, H, 1, D))
+        value.index_copy_(2, slot, v.view(N, H, 1, D))
+        return self._attend(x, q, key.view(N * H, W, D), value.view(N * H, W, D), bias)
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Scaled queries, keys and values :math:`(N, C)` of the normalised frame."""
+        C = self.channels
+        h = F.layer_norm(x, *self.norms[0])
+        q = torch.addmm(self.query_bias, h, self.query_t)
+        kv = torch.addmm(self.key_value_bias, h, self.key_value_t)
+        return q, kv[:, :C], kv[:, C:]
+
+    def _attend(self, x: Tensor, q: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+        """Attention over ``keys``, ``values`` :math:`(N H, L, D)` with ``bias``
+        :math:`(N H, 1, L)`, then the residual and the MLP."""
+        (proj_t, proj_b), (fc1_t, fc1_b), (fc2_t, fc2_b) = self.linears
+        n_h, _, d = keys.shape
+        scores = torch.baddbmm(bias, q.view(n_h, 1, d), keys.transpose(1, 2))
+        attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(x.shape)
+        x = torch.addmm(proj_b, attended, proj_t).add_(x)
+        h = F.gelu(torch.addmm(fc1_b, F.layer_norm(x, *self.norms[1]), fc1_t))
+        return torch.addmm(fc2_b, h, fc2_t).add_(x)
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()
 
 
 class TemporalConv(nn.Module):
