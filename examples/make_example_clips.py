@@ -1,10 +1,11 @@
 """Regenerates the example clips shipped in ``skelgraph/data/examples/penn_action``.
 
 For every Penn Action class, the first clip of the official test split (by clip id, i.e. file
-name) is read with the library's loader (:func:`skelgraph.io.load_penn_action_mat`) and written
-with its ``.npz`` writer (:func:`skelgraph.io.save_npz`) as ``<class>.npz``: keypoints, layout,
-label, fps, source and the ``meta`` fields ``split``, ``view`` and ``dimensions``; the per-frame
-person boxes (``meta["bbox"]``, only of use with the video frames, which are not shipped) are left
+name) — with ``--checkpoint``, the first one that this model classifies correctly — is read with
+the library's loader (:func:`skelgraph.io.load_penn_action_mat`) and written with its ``.npz``
+writer (:func:`skelgraph.io.save_npz`) as ``<class>.npz``: keypoints, layout, label, fps, source
+and the ``meta`` fields ``split``, ``view`` and ``dimensions``; the per-frame person boxes
+(``meta["bbox"]``, only of use with the video frames, which are not shipped) are left
 out, which halves the files. Clips of the training split are never shipped, so a model trained on
 that split can be demonstrated on them fairly.
 
@@ -17,14 +18,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 from pathlib import Path
 
+from skelgraph import SkeletonClip
+from skelgraph.data import SkeletonFolder, make_loader, write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.io import save_npz
+from skelgraph.models import pretrained_path
+from skelgraph.preprocess import PreprocessConfig
+from skelgraph.train.checkpoint import load_checkpoint
+from skelgraph.train.evaluate import predict
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "penn_action"
 DEFAULT_OUT = REPO / "skelgraph" / "data" / "examples" / "penn_action"
+#: Test clips per class (in clip-id order) that ``--checkpoint`` may choose from.
+CANDIDATES = 5
 #: ``meta`` fields of the loader that are not shipped.
 DROPPED_META = ("bbox",)
 
@@ -35,14 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         "--penn-action", type=Path, default=DEFAULT_SOURCE, help="root holding labels/*.mat"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="destination folder")
+    parser.add_argument(
+        "--checkpoint", help="a checkpoint or pretrained name: keep clips it classifies correctly"
+    )
     args = parser.parse_args(argv)
 
-    chosen = {}
+    candidates: dict[str, list[SkeletonClip]] = {}
     for path in penn_action_files(args.penn_action):  # sorted by clip id
         clip, label, split = read_penn_action(path)
-        if split == "test" and label not in chosen:
+        if split == "test" and len(candidates.setdefault(label, [])) < CANDIDATES:
             meta = {k: v for k, v in clip.meta.items() if k not in DROPPED_META}
-            chosen[label] = dataclasses.replace(clip, meta=meta)
+            candidates[label].append(dataclasses.replace(clip, meta=meta))
+    chosen = {label: clips[0] for label, clips in candidates.items()}
+    if args.checkpoint:
+        chosen = _recognised(args.checkpoint, candidates)
     args.out.mkdir(parents=True, exist_ok=True)
     stale = {p.stem for p in args.out.glob("*.npz")} - set(chosen)
     for name in sorted(stale):
@@ -55,6 +71,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name}: clip {clip.source}, {clip.num_frames} frames")
     print(f"wrote {len(chosen)} clips ({total / 1024:.0f} KiB) to {args.out}")
     return 0
+
+
+def _recognised(source: str, candidates: dict[str, list[SkeletonClip]]) -> dict[str, SkeletonClip]:
+    """The first candidate of every class that the model classifies correctly, evaluated as
+    ``skelgraph test`` does (the checkpoint's window, sampling and preprocessing)."""
+    path = Path(source) if Path(source).is_file() else pretrained_path(source)
+    model, meta = load_checkpoint(path)
+    inference = meta["inference"]
+    chosen = {}
+    with tempfile.TemporaryDirectory() as folder:
+        clips = [clip for group in candidates.values() for clip in group]
+        write_skeleton_folder(folder, [(c, str(c.label), "test") for c in clips], progress=False)
+        dataset = SkeletonFolder(
+            folder,
+            classes=meta["classes"],
+            window=meta["window"],
+            sampling=inference["sampling"],
+            stride=inference["stride"],
+            p_interval=inference["p_interval"],
+            preprocess=PreprocessConfig(**meta["preprocess"]),
+            cache_dir=Path(folder) / "cache",
+        )
+        preds = predict(model, make_loader(dataset, 16), reduce=inference["reduce"], progress=False)
+        right = (preds.logits.argmax(1) == preds.labels).tolist()
+        by_source = {
+            Path(name).stem: ok for name, ok in zip(dataset.clip_names, right, strict=True)
+        }
+    for label, group in candidates.items():
+        good = [clip for clip in group if by_source[clip.source]]
+        if not good:
+            raise SystemExit(
+                f"{source}: none of the first {CANDIDATES} {label} test clips is right"
+            )
+        chosen[label] = good[0]
+    return chosen
 
 
 if __name__ == "__main__":

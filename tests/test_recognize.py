@@ -224,6 +224,17 @@ def test_recognize_shipped_example_clip(checkpoint: Path, tmp_path: Path, capsys
     assert len(out) == 4 and out[-1].startswith("final: ")
 
 
+def test_recognize_with_the_default_pretrained_model(capsys) -> None:
+    """The main job on a fresh install: the shipped model on a shipped clip, no arguments."""
+    from skelgraph.data import example_clips
+
+    clip = next(p for p in example_clips("penn_action") if p.stem == "tennis_serve")
+    assert main(["recognize", str(clip), "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "model ensemble (penn13, 15 classes) from penn-action" in out[0]
+    assert out[-1].startswith("final: tennis_serve (")
+
+
 def test_recognize_errors(checkpoint: Path, tmp_path: Path, capsys) -> None:
     def error(*args: str) -> str:
         assert main(["recognize", *args, "--checkpoint", str(checkpoint), "--quiet"]) == 1
