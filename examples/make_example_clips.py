@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 from skelgraph import SkeletonClip
-from skelgraph.data import SkeletonFolder, make_loader, write_skeleton_folder
+from skelgraph.data import make_loader, write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.io import save_npz
 from skelgraph.models import pretrained_path
-from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import load_checkpoint
+from skelgraph.train.checkpoint import checkpoint_folder, load_checkpoint
 from skelgraph.train.evaluate import predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,22 +77,14 @@ def _recognised(source: str, candidates: dict[str, list[SkeletonClip]]) -> dict[
     ``skelgraph test`` does (the checkpoint's window, sampling and preprocessing)."""
     path = Path(source) if Path(source).is_file() else pretrained_path(source)
     model, meta = load_checkpoint(path)
-    inference = meta["inference"]
     chosen = {}
     with tempfile.TemporaryDirectory() as folder:
         clips = [clip for group in candidates.values() for clip in group]
         write_skeleton_folder(folder, [(c, str(c.label), "test") for c in clips], progress=False)
-        dataset = SkeletonFolder(
-            folder,
-            classes=meta["classes"],
-            window=meta["window"],
-            sampling=inference["sampling"],
-            stride=inference["stride"],
-            p_interval=inference["p_interval"],
-            preprocess=PreprocessConfig(**meta["preprocess"]),
-            cache_dir=Path(folder) / "cache",
+        dataset = checkpoint_folder(folder, meta, cache_dir=Path(folder) / "cache")
+        preds = predict(
+            model, make_loader(dataset, 16), reduce=meta["inference"]["reduce"], progress=False
         )
-        preds = predict(model, make_loader(dataset, 16), reduce=inference["reduce"], progress=False)
         right = (preds.logits.argmax(1) == preds.labels).tolist()
         by_source = {
             Path(name).stem: ok for name, ok in zip(dataset.clip_names, right, strict=True)

@@ -5,7 +5,6 @@ import pytest
 
 from skelgraph import SkeletonClip
 from skelgraph.data import (
-    SkeletonFolder,
     example_clips,
     example_datasets,
     make_loader,
@@ -15,7 +14,7 @@ from skelgraph.io import load_penn_action_mat
 from skelgraph.layouts import map_keypoints
 from skelgraph.models import available_pretrained, load_pretrained, pretrained_path
 from skelgraph.online import OnlineRecognizer
-from skelgraph.preprocess import PreprocessConfig
+from skelgraph.train.checkpoint import checkpoint_folder
 from skelgraph.train.evaluate import predict
 
 PENN_CLASSES = [
@@ -59,17 +58,10 @@ def test_penn_action_checkpoint_recognises_every_example_clip(tmp_path):
     assert meta["classes"] == PENN_CLASSES and meta["layout"]["name"] == "penn13"
     clips = [SkeletonClip.load(p) for p in example_clips("penn_action")]
     write_skeleton_folder(tmp_path, [(c, str(c.label), "test") for c in clips], progress=False)
-    inference = meta["inference"]
-    dataset = SkeletonFolder(
-        tmp_path,
-        classes=meta["classes"],
-        window=meta["window"],
-        sampling=inference["sampling"],
-        stride=inference["stride"],
-        p_interval=inference["p_interval"],
-        preprocess=PreprocessConfig(**meta["preprocess"]),
+    dataset = checkpoint_folder(tmp_path, meta)
+    preds = predict(
+        model, make_loader(dataset, 16), reduce=meta["inference"]["reduce"], progress=False
     )
-    preds = predict(model, make_loader(dataset, 16), reduce=inference["reduce"], progress=False)
     names = [meta["classes"][i] for i in preds.logits.argmax(1).tolist()]
     assert names == [meta["classes"][i] for i in preds.labels.tolist()]
 

@@ -30,6 +30,7 @@ from skelgraph.models import create
 __all__ = [
     "build_model",
     "check_compatible",
+    "checkpoint_folder",
     "library_versions",
     "load_checkpoint",
     "load_weights",
@@ -262,6 +263,27 @@ def load_checkpoint(
     model = build_model(meta)
     load_weights(model, state["state_dict"], source=f"checkpoint {path}")
     return model.to(map_location).eval(), meta
+
+
+def checkpoint_folder(
+    root: PathLike, meta: Mapping[str, Any], *, cache_dir: PathLike | None = None
+) -> Any:
+    """A :class:`~skelgraph.data.SkeletonFolder` at ``root`` sampled as the checkpoint's model is
+    evaluated: its classes, window, preprocessing and ``meta["inference"]`` sampling."""
+    from skelgraph.data import SkeletonFolder
+    from skelgraph.preprocess import PreprocessConfig
+
+    inference = meta["inference"]
+    return SkeletonFolder(
+        root,
+        classes=meta["classes"],
+        window=meta["window"],
+        sampling=inference["sampling"],
+        stride=inference["stride"],
+        p_interval=inference["p_interval"],
+        preprocess=PreprocessConfig(**meta["preprocess"]),
+        cache_dir=cache_dir,
+    )
 
 
 def check_compatible(meta: Mapping[str, Any], dataset: Any) -> None:
