@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="change the untrained model's arguments, e.g. channels=16 depth=1",
     )
     parser.add_argument("--threads", type=int, default=1, help="server torch threads (default: 1)")
+    parser.add_argument(
+        "--stream-workers", type=int, default=2, help="server stream workers (default: 2)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     return parser.parse_args(argv)
 
@@ -123,7 +126,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: str, port: int, threads: int, clients: int) -> subprocess.Popen:
+def start_server(
+    checkpoint: str, port: int, threads: int, clients: int, stream_workers: int
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -139,6 +144,8 @@ def start_server(checkpoint: str, port: int, threads: int, clients: int) -> subp
         str(threads),
         "--max-sessions",
         str(max(clients, 1)),
+        "--stream-workers",
+        str(stream_workers),
         "--log-level",
         "warning",
     ]
@@ -189,7 +196,7 @@ async def client(url: str, index: int, fps: float, duration: float) -> dict[str,
     server_ms: list[float] = []
     errors: list[str] = []
     late_sends = 0
-    async with websockets.connect(url, max_size=2**22) as ws:
+    async with websockets.connect(url, max_size=2**22, compression=None) as ws:
         hello = json.loads(await ws.recv())
         if hello.get("type") != "hello":
             return {"client": index, "errors": [f"expected hello, got {hello}"], "latency": []}
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, description = pick_checkpoint(args, Path(tmp))
         port = free_port()
         load_before = os.getloadavg()
-        server = start_server(checkpoint, port, args.threads, args.clients)
+        server = start_server(checkpoint, port, args.threads, args.clients, args.stream_workers)
         try:
             server_cpu = cpu_seconds(server.pid)
             client_cpu = time.process_time()
@@ -332,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": f"no error, no missing reply, p99 <= {TARGET_P99_MS} ms",
         "checkpoint": description,
         "server_torch_threads": args.threads,
+        "server_stream_workers": args.stream_workers,
         "load_average_before": list(load_before),
         "load_average_after": list(load_after),
         "machine": machine(),

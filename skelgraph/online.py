@@ -39,7 +39,7 @@ from torch import Tensor
 
 from skelgraph.layouts import Layout, get_layout, keypoint_mapping, map_keypoints
 from skelgraph.layouts.graph import hop_distance
-from skelgraph.models.base import SkeletonModel, StreamingModel
+from skelgraph.models.base import SkeletonModel, StreamingModel, step_streams
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig
 from skelgraph.train.checkpoint import load_checkpoint
 
@@ -230,23 +230,58 @@ class OnlineRecognizer:
         Returns:
             Prediction: the probabilities, label and forecast for this frame.
         """
-        kp = np.asarray(keypoints, dtype=np.float32)
-        expected = (self.input_layout.num_joints, self.in_channels)
-        if kp.shape != expected:
-            raise ValueError(
-                f"OnlineRecognizer.update: keypoints: expected shape {expected} (joints of "
-                f"layout {self.input_layout.name!r}, then coordinates and confidence), "
-                f"got {kp.shape}"
-            )
-        if not self._same_layout:
-            kp = map_keypoints(kp[None], self.input_layout, self.layout)[0]
-        x_t = torch.from_numpy(self.preprocessor.update(kp)).to(self.device)
+        kp = self._checked(keypoints)
+        x_t = self._preprocessed(kp)
         with torch.inference_mode():
             logits, forecast = self._run(x_t)
-            probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            if forecast is not None:
-                forecast = forecast.float().cpu().numpy()
-        return self._prediction(probabilities, forecast)
+        return self._prediction(logits, forecast)
+
+    @staticmethod
+    def update_many(
+        recognizers: Sequence[OnlineRecognizer], keypoints: Sequence[np.ndarray]
+    ) -> list[Prediction]:
+        r""":meth:`update` of every recogniser on its own next frame, e.g. for the streams of a
+        service. Streaming recognisers that share a model are advanced together in one batched
+        model call (``model.step_streams`` when the model has it, see
+        :meth:`~skelgraph.models.InfoGCN2.step_streams`), which costs little more than one
+        stream; the predictions equal :meth:`update`'s one recogniser at a time.
+
+        Args:
+            recognizers (sequence of OnlineRecognizer): distinct recognisers.
+            keypoints (sequence of numpy.ndarray): each one's frame :obj:`(V_in, C)`.
+
+        Raises:
+            ValueError: when a frame has the wrong shape (before any recogniser changes) or a
+                recogniser appears twice.
+        """
+        if len(recognizers) != len(keypoints):
+            raise ValueError(
+                f"OnlineRecognizer.update_many: expected one frame per recogniser, got "
+                f"{len(keypoints)} frames for {len(recognizers)} recognisers"
+            )
+        if len({id(r) for r in recognizers}) != len(recognizers):
+            raise ValueError("OnlineRecognizer.update_many: a recogniser appears twice")
+        frames = [r._checked(kp) for r, kp in zip(recognizers, keypoints, strict=True)]
+        inputs = [r._preprocessed(kp) for r, kp in zip(recognizers, frames, strict=True)]
+        outputs: list[Any] = [None] * len(recognizers)
+        groups: dict[tuple[int, torch.device], list[int]] = {}
+        with torch.inference_mode():
+            for i, r in enumerate(recognizers):
+                if r.streaming:
+                    groups.setdefault((id(r.model), r.device), []).append(i)
+                else:
+                    outputs[i] = r._run(inputs[i])
+            for members in groups.values():
+                group = [recognizers[i] for i in members]
+                logits, forecast, states = step_streams(
+                    group[0].model,
+                    torch.stack([inputs[i] for i in members]),
+                    [r._state for r in group],
+                )
+                for j, (i, r) in enumerate(zip(members, group, strict=True)):
+                    r._state = states[j]
+                    outputs[i] = (logits[j], None if forecast is None else forecast[j])
+        return [r._prediction(*out) for r, out in zip(recognizers, outputs, strict=True)]
 
     def run(self, keypoints: np.ndarray) -> list[Prediction]:
         """:meth:`update` for every frame of ``keypoints`` :obj:`(T, V_in, C)`, in order."""
@@ -270,7 +305,32 @@ class OnlineRecognizer:
         forecast = None if out.forecast is None else out.forecast[0, -1]
         return out.logits[0, -1], forecast
 
-    def _prediction(self, probabilities: np.ndarray, forecast: np.ndarray | None) -> Prediction:
+    def _checked(self, keypoints: np.ndarray) -> np.ndarray:
+        """The frame as float32 :obj:`(V_in, C)`; raises :class:`ValueError` naming the
+        expected shape."""
+        kp = np.asarray(keypoints, dtype=np.float32)
+        expected = (self.input_layout.num_joints, self.in_channels)
+        if kp.shape != expected:
+            raise ValueError(
+                f"OnlineRecognizer.update: keypoints: expected shape {expected} (joints of "
+                f"layout {self.input_layout.name!r}, then coordinates and confidence), "
+                f"got {kp.shape}"
+            )
+        return kp
+
+    def _preprocessed(self, kp: np.ndarray) -> Tensor:
+        """The checked frame in the model's layout, preprocessed: :obj:`(V, C)` on the device
+        (advances the preprocessing)."""
+        if not self._same_layout:
+            kp = map_keypoints(kp[None], self.input_layout, self.layout)[0]
+        return torch.from_numpy(self.preprocessor.update(kp)).to(self.device)
+
+    def _prediction(self, logits: Tensor, forecast: Tensor | None) -> Prediction:
+        """The prediction of the model's logits :obj:`(K,)` and forecast :obj:`(N, V, C - 1)`
+        (normalised, model layout) for the current frame; advances the frame count."""
+        probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if forecast is not None:
+            forecast = forecast.float().cpu().numpy()
         shown = probabilities
         if self.smoothing > 0.0:
             if self._smoothed is not None:

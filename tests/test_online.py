@@ -216,5 +216,101 @@ def test_inference_step_equals_the_reference_step(window: int | None) -> None:
             torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-5)
             torch.testing.assert_close(forecast, expected_forecast, rtol=0, atol=1e-5)
     assert fast.frames == reference.frames == 20
-    plan = model._frame_plan()
-    assert (plan.traced is not None) == (window is not None) and plan.traced is not False
+    traced = model._frame_plan().traced
+    assert list(traced) == ([(1, False)] if window is not None else []) and all(traced.values())
+
+
+@pytest.mark.parametrize(
+    ("window", "features", "heads"),
+    [(8, ["joint", "bone", "velocity"], 2), (8, ["joint"], 1), (None, ["joint", "velocity"], 3)],
+)
+def test_step_streams_equals_each_stream_alone(
+    window: int | None, features: list[str], heads: int
+) -> None:
+    """InfoGCN2.step_streams advances streams at different frames (across the window boundary)
+    together, any subset of them per call, as each one's own reference step would."""
+    torch.manual_seed(0)
+    model = create(
+        "infogcn2",
+        num_classes=4,
+        features=features,
+        attention_window=window,
+        sagc_heads=heads,
+        head_heads=heads,
+        **SMALL,
+    ).eval()
+    x = torch.randn(3, 17, 30, 3)
+    starts = [0, 5, 11]  # frames each stream saw alone before
+    fast, reference = (
+        [model.init_state(1) for _ in range(3)],
+        [model.init_state(1) for _ in range(3)],
+    )
+    with torch.inference_mode():
+        for b, start in enumerate(starts):
+            for t in range(start):
+                model.step(x[b : b + 1, :, t], fast[b])
+                with torch.enable_grad():
+                    model.step(x[b : b + 1, :, t], reference[b])
+        seen = list(starts)
+        for t in range(14):
+            streams = [2, 0] if t % 3 == 0 else [0, 1, 2]
+            frames = torch.stack([x[b, :, seen[b]] for b in streams])
+            logits, forecast, states = model.step_streams(frames, [fast[b] for b in streams])
+            assert states == [fast[b] for b in streams]
+            for j, b in enumerate(streams):
+                with torch.enable_grad():
+                    expected_logits, expected_forecast, _ = model.step(
+                        frames[j : j + 1], reference[b]
+                    )
+                torch.testing.assert_close(logits[j : j + 1], expected_logits, rtol=0, atol=1e-5)
+                torch.testing.assert_close(
+                    forecast[j : j + 1], expected_forecast, rtol=0, atol=1e-5
+                )
+                seen[b] += 1
+    assert [s.frames for s in fast] == seen == [r.frames for r in reference]
+    assert max(seen) > 8  # past the window
+    with pytest.raises(ValueError, match=r"x_t: expected shape \[2, 17, 3\]"):
+        model.step_streams(torch.zeros(3, 17, 3), fast[:2])
+    with pytest.raises(ValueError, match=r"expected one-stream states .* got batch sizes \[2\]"):
+        model.step_streams(torch.zeros(1, 17, 3), [model.init_state(2)])
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_update_many_equals_update_one_stream_at_a_time(checkpoint: Path, mirror: bool) -> None:
+    """Recognisers sharing a model (an ensemble with mirror TTA too, and one recomputing the
+    window) advanced together by update_many, a random subset per call, predict what each one
+    alone predicts."""
+    from skelgraph.models.ensemble import Ensemble
+    from skelgraph.train.checkpoint import load_checkpoint
+
+    model, meta = (
+        Ensemble.from_checkpoints([checkpoint, checkpoint], mirror=True)
+        if mirror
+        else load_checkpoint(checkpoint)
+    )
+    together = [OnlineRecognizer(model, meta, input_layout="coco17") for _ in range(3)]
+    together.append(OnlineRecognizer(model, meta, input_layout="coco17", streaming=False))
+    alone = [OnlineRecognizer(model, meta, input_layout="coco17") for _ in range(3)]
+    alone.append(OnlineRecognizer(model, meta, input_layout="coco17", streaming=False))
+    clips = [coco_clip(80, seed) for seed in range(4)]
+    seen = [0, 0, 0, 0]
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        chosen = [i for i in range(4) if rng.random() < 0.6 and seen[i] < 80]
+        if not chosen:
+            continue
+        predictions = OnlineRecognizer.update_many(
+            [together[i] for i in chosen], [clips[i][seen[i]] for i in chosen]
+        )
+        for i, prediction in zip(chosen, predictions, strict=True):
+            expected = alone[i].update(clips[i][seen[i]])
+            assert prediction.frame == expected.frame == seen[i]
+            np.testing.assert_allclose(prediction.probabilities, expected.probabilities, atol=1e-5)
+            np.testing.assert_allclose(prediction.forecast, expected.forecast, atol=1e-3)
+            seen[i] += 1
+    assert min(seen) > 64  # past the attention window
+    with pytest.raises(ValueError, match=r"keypoints: expected shape \(17, 3\)"):
+        OnlineRecognizer.update_many(together[:2], [clips[0][0], np.zeros((13, 3))])
+    assert [r._frame for r in together] == seen  # a refused batch changes no recogniser
+    with pytest.raises(ValueError, match="a recogniser appears twice"):
+        OnlineRecognizer.update_many([together[0]] * 2, [clips[0][0]] * 2)

@@ -16,6 +16,8 @@ import argparse
 import sys
 
 INSTALL_HINT = 'pip install "skelgraph[serve]"'
+#: seconds a thread holds the GIL before another waiting one gets it (Python's default: 0.005)
+SWITCH_INTERVAL = 0.0005
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +80,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="torch intra-op threads (default: torch's; 1 suits many small per-frame steps)",
     )
+    parser.add_argument(
+        "--stream-workers",
+        type=int,
+        default=2,
+        help="threads stepping the streams' model, each batching its share of the streams "
+        "(default: 2)",
+    )
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="start at once instead of first running the model for 1 to --max-sessions streams "
+        "(the first busy seconds are then slower)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     parser.set_defaults(run=run)
 
@@ -94,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    # The event loop and the stream workers share the GIL; the model releases it while it
+    # computes, and a worker taking it back waits until the holder switches. Python's default
+    # switch interval (5 ms) would add up to that to many small steps of every frame.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     max_message_bytes = int(args.max_message_kb * 1024)
     try:
         app = create_app(
@@ -109,17 +129,24 @@ def run(args: argparse.Namespace) -> int:
             smoothing=args.smoothing,
             max_frames=args.max_frames,
             idle_timeout=args.idle_timeout,
+            stream_workers=args.stream_workers,
         )
     except (OSError, ValueError) as e:
         print(f"skelgraph serve: error: {e}", file=sys.stderr)
         return 1
+    if args.warm_up:
+        print(f"skelgraph serve: preparing the model for 1 to {args.max_sessions} streams ...")
+        seconds = app.state.recognition.warm_up(args.max_sessions)
+        print(f"skelgraph serve: ready in {seconds:.1f} s")
     # messages up to twice the limit reach the app, which closes with the reason; larger ones
-    # are refused by the server itself (close code 1009)
+    # are refused by the server itself (close code 1009). Per-message compression stays off:
+    # keypoint messages are small, and deflating each costs more CPU than the bytes it saves.
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         ws_max_size=2 * max_message_bytes,
+        ws_per_message_deflate=False,
     )
     return 0

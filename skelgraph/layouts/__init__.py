@@ -8,6 +8,7 @@ users register their own with :func:`register_layout` and convert between layout
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -381,6 +382,21 @@ def keypoint_mapping(src: str | Layout, dst: str | Layout) -> list[dict[int, flo
     return [_resolve(_canonical(j), source) for j in dst.joints]
 
 
+@functools.lru_cache(maxsize=64)
+def _mapping_arrays(src: Layout, dst: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`keypoint_mapping` as arrays :obj:`(V_dst, K)`: source indices and their weights (0
+    for unused entries), made once per pair of layouts (read-only)."""
+    mapping = keypoint_mapping(src, dst)
+    K = max(1, max(len(m) for m in mapping))
+    index = np.zeros((dst.num_joints, K), dtype=np.int64)
+    weight = np.zeros((dst.num_joints, K), dtype=np.float64)
+    for v, m in enumerate(mapping):
+        index[v, : len(m)] = list(m)
+        weight[v, : len(m)] = list(m.values())
+    index.flags.writeable = weight.flags.writeable = False
+    return index, weight
+
+
 def map_keypoints(keypoints: np.ndarray, src: str | Layout, dst: str | Layout) -> np.ndarray:
     r"""Re-orders keypoints from layout :obj:`src` to layout :obj:`dst` by joint name.
 
@@ -410,13 +426,8 @@ def map_keypoints(keypoints: np.ndarray, src: str | Layout, dst: str | Layout) -
         )
     if not np.issubdtype(keypoints.dtype, np.floating):
         keypoints = keypoints.astype(np.float32)
-    mapping = keypoint_mapping(src, dst)
-    K = max(1, max(len(m) for m in mapping))
-    index = np.zeros((dst.num_joints, K), dtype=np.int64)
-    weight = np.zeros((dst.num_joints, K), dtype=keypoints.dtype)
-    for v, m in enumerate(mapping):
-        index[v, : len(m)] = list(m)
-        weight[v, : len(m)] = list(m.values())
+    index, weight = _mapping_arrays(src, dst)
+    weight = weight.astype(keypoints.dtype, copy=False)
     used = weight > 0  # (V_dst, K)
     gathered = keypoints[:, index]  # (T, V_dst, K, C)
     coords = np.where(used[None, :, :, None], gathered[..., :-1] * weight[None, :, :, None], 0)

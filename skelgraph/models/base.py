@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +18,7 @@ __all__ = [
     "StreamingModel",
     "check_input",
     "resolve_layout",
+    "step_streams",
 ]
 
 #: The ways :meth:`ModelOutput.video_logits` turns per-step logits into clip scores.
@@ -133,6 +134,39 @@ class StreamingModel(Protocol):
         r"""One frame ``x_t`` :math:`(B, V, C)` → logits :math:`(B, K)`, forecast
         :math:`(B, N, V, C - 1)` or :obj:`None`, and the next state."""
         ...
+
+
+def step_streams(
+    model: StreamingModel, x_t: Tensor, states: Sequence[Any]
+) -> tuple[Tensor, Tensor | None, list[Any]]:
+    r"""Advances :math:`B` independent streams of ``model`` by one frame each, every stream at
+    its own frame: ``states[b]`` is stream :math:`b`'s state from ``model.init_state(1)``.
+
+    Uses the model's own ``step_streams`` when it has one (one batched computation, e.g.
+    :meth:`~skelgraph.models.InfoGCN2.step_streams`), else :meth:`StreamingModel.step` stream
+    by stream.
+
+    Args:
+        model (StreamingModel): the model.
+        x_t (Tensor): the streams' new frames :math:`(B, V, C)`.
+        states (sequence): :math:`B` one-stream states.
+
+    Returns:
+        (Tensor, Tensor or None, list): logits :math:`(B, K)`, forecasts
+        :math:`(B, N, V, C - 1)` or :obj:`None`, and the streams' next states.
+    """
+    batched = getattr(model, "step_streams", None)
+    if callable(batched):
+        return batched(x_t, states)
+    if x_t.size(0) != len(states):
+        raise ValueError(
+            f"step_streams: x_t: expected one frame per state ({len(states)}), got {x_t.size(0)}"
+        )
+    outputs = [model.step(x_t[b : b + 1], state) for b, state in enumerate(states)]
+    logits = torch.cat([logits for logits, _, _ in outputs])
+    forecasts = [forecast for _, forecast, _ in outputs]
+    forecast = None if forecasts[0] is None else torch.cat(forecasts)
+    return logits, forecast, [state for _, _, state in outputs]
 
 
 def resolve_layout(layout: str | Layout | Mapping[str, Any]) -> Layout:

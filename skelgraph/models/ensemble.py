@@ -41,7 +41,13 @@ from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
 from skelgraph.models import _REGISTRY, create, register_model, registered_name
-from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
+from skelgraph.models.base import (
+    ModelOutput,
+    SkeletonModel,
+    check_input,
+    resolve_layout,
+    step_streams,
+)
 from skelgraph.models.losses import classification_loss
 
 __all__ = ["Ensemble", "EnsembleOutput", "StreamingEnsemble", "fuse_checkpoints", "mirrored"]
@@ -412,6 +418,41 @@ class StreamingEnsemble(Ensemble):
                 logits.append(step_logits)
                 new_state.append(member_state)
         return self._fuse(logits), forecast, tuple(new_state)
+
+    def step_streams(
+        self, x_t: Tensor, states: Sequence[Sequence[Any]]
+    ) -> tuple[Tensor, Tensor | None, list[tuple[Any, ...]]]:
+        r"""One frame of each of :math:`B` independent streams (``states[b]`` from
+        :meth:`init_state` ``(1)``, every stream at its own frame) through every member: each
+        member advances all streams and their mirror images in one
+        :func:`~skelgraph.models.base.step_streams` call. Equal to :meth:`step` on each stream
+        alone.
+
+        Returns:
+            ``(logits, forecast, states)`` as :meth:`step`, for the :math:`B` streams.
+        """
+        B, views = len(states), self._views(x_t)
+        per_stream = len(self.members) * len(views)
+        if x_t.size(0) != B or any(len(state) != per_stream for state in states):
+            raise ValueError(
+                f"Ensemble.step_streams: expected one frame per state and "
+                f"{per_stream} member states per stream (from "
+                f"init_state(1)), got {x_t.size(0)} frames and {[len(s) for s in states]}"
+            )
+        frames = torch.cat(views)  # view by view: [x_1..x_B, mirror(x_1)..mirror(x_B)]
+        logits, new_states = [], [list(state) for state in states]
+        forecast = None
+        for i, member in enumerate(self.members):
+            slots = [i * len(views) + v for v in range(len(views))]
+            member_logits, member_forecast, member_states = step_streams(
+                member, frames, [state[slot] for slot in slots for state in states]
+            )
+            logits += member_logits.split(B)
+            if i == 0 and member_forecast is not None:
+                forecast = member_forecast[:B]
+            for k, member_state in enumerate(member_states):
+                new_states[k % B][slots[k // B]] = member_state
+        return self._fuse(logits), forecast, [tuple(state) for state in new_states]
 
 
 def mirrored(model: SkeletonModel) -> Ensemble:

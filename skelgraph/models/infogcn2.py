@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
@@ -175,15 +175,19 @@ class EncoderBlock(nn.Module):
 
 
 class _FramePlan:
-    """:class:`InfoGCN2` frozen for :meth:`InfoGCN2.step` on one stream at inference: every
-    layer's constants made once (see :class:`~skelgraph.nn.sagc.SAGCFrame`,
+    """:class:`InfoGCN2` frozen for :meth:`InfoGCN2.step` at inference: every layer's constants
+    made once (see :class:`~skelgraph.nn.sagc.SAGCFrame`,
     :class:`~skelgraph.nn.temporal.TemporalFrame`, :class:`~skelgraph.nn.ode.RK4Frame`), the
     embedding's joint table and the transposed weights of the decoder and the classifier.
 
-    With an attention window the whole frame (embedding to logits, the ring buffers written in
-    place) is traced once with :func:`torch.jit.trace`, which runs the same operations without
-    Python in between; the trace is used when it gives the eager result to 1e-5 on its first
-    frame, and the eager form otherwise (or when tracing fails)."""
+    It advances :math:`B` independent streams by one frame together, each with its own
+    one-stream state (so each at its own frame): with an attention window their ring buffers
+    are stacked along the nodes for one batched computation and each stream's new key and value
+    written back to its own ring. The whole frame (embedding to logits) is traced once per
+    :math:`B` with :func:`torch.jit.trace`, which runs the same operations without Python in
+    between; a trace is used when it gives the eager result to 1e-5 on its first frame, and the
+    eager form otherwise (or when tracing fails). Without a window the streams run one by one
+    in eager form."""
 
     def __init__(self, model: InfoGCN2) -> None:
         with torch.no_grad():
@@ -198,7 +202,7 @@ class _FramePlan:
             self.decoder = [
                 (
                     conv.lin.weight.detach().t().contiguous(),
-                    conv.topology.detach().expand(model.num_future, -1, -1),
+                    conv.topology.detach(),
                     conv.bias.detach(),
                 )
                 for conv in convs
@@ -219,44 +223,80 @@ class _FramePlan:
                     _ring_biases(block.temporal.slopes, V, self.window) for block in model.encoder
                 ]
             )
-            device = self.table.device
-            self.slots = [torch.tensor([slot], device=device) for slot in range(self.window or 0)]
         self.features = model.features
         self.num_joints = V
-        self.traced: Any = None  # the traced frame, False when not usable
+        # (streams computed, some left unchanged) -> the traced frame, False when not usable
+        self.traced: dict[tuple[int, bool], Any] = {}
 
-    def __call__(self, x_t: Tensor, state: InfoGCN2State) -> tuple[Tensor, Tensor]:
-        """Logits :math:`(1, K)` and forecast :math:`(1, N, V, C - 1)` of the frame ``x_t``
-        :math:`(1, V, C)`; advances the caches of ``state``."""
-        joint = self.joint_features
-        features = x_t[0] if joint else self.features.step(x_t, state.previous)[0]
-        caches = state.caches
+    def __call__(self, x_t: Tensor, states: Sequence[InfoGCN2State]) -> tuple[Tensor, Tensor]:
+        """Logits :math:`(B, K)` and forecasts :math:`(B, N, V, C - 1)` of the frame ``x_t``
+        :math:`(B, V, C)` of :math:`B` streams with one-stream ``states``; advances their
+        caches."""
+        B = len(states)
+        features = x_t if self.joint_features else self.features.step(x_t, _previous(x_t, states))
         if self.ring_biases is None:
-            h = torch.addmm(self.table, features, self.embedding_t)
-            for (spatial, temporal), cache in zip(self.encoder, caches, strict=True):
-                h = temporal(spatial(h), cache)
-            return self._readout(h)
+            results = [self._grown(features[b : b + 1], s.caches) for b, s in enumerate(states)]
+            return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
+        if B == 1:  # its own ring (a row of a slab is one too)
+            caches = states[0].caches
+            rings = [(cache.key, cache.value) for cache in caches]
+            rows, size = None, 1
+            claims = [[cache.claim() for cache in caches]]
+        else:
+            slab = _Slab.common(states)
+            if slab is None or slab.size > 2 * B:  # new company: move their rings together
+                slab = _Slab(states)
+            rings, size = slab.layers, slab.size
+            rows = torch.tensor([state.row for state in states], device=x_t.device)
+            if size > B:  # the slab's other streams are carried along unchanged
+                padded = features.new_zeros((size, *features.shape[1:]))
+                features = padded.index_copy_(0, rows, features)
+            stepped = {state.row: state for state in states}
+            idle = [(0, self.window, 0)] * len(self.ring_biases)  # any slot, untouched
+            claims = [
+                [cache.claim() for cache in stepped[row].caches] if row in stepped else idle
+                for row in range(size)
+            ]
+        slots = torch.tensor([claim[0][0] for claim in claims], device=x_t.device)
         tensors: list[Tensor] = []
-        for cache, biases in zip(caches, self.ring_biases, strict=True):
-            slot, held, _ = cache.claim()
-            bias = biases[slot]
-            if held < self.window:  # slots not written yet take no attention
-                bias = bias.clone()
-                bias[:, :, held:] = float("-inf")
-            tensors += (cache.key, cache.value, bias)
-        slot_index = self.slots[slot]
-        if self.traced is None:
-            self.traced = self._trace(features, slot_index, tensors)
-        frame = self.traced or self._frame
-        return frame(features, slot_index, *tensors)
+        for layer, ((key, value), biases) in enumerate(zip(rings, self.ring_biases, strict=True)):
+            bias = biases.index_select(0, slots)  # [rows, V·H, 1, W]
+            for row, claim in enumerate(claims):
+                held = claim[layer][1]
+                if held < self.window:  # slots not written yet take no attention
+                    bias[row, :, :, held:] = float("-inf")
+            tensors += (key, value, bias.view(-1, 1, self.window))
+        if rows is not None and size > B:
+            keep = torch.ones(size, dtype=torch.bool, device=x_t.device).index_fill_(0, rows, False)
+            tensors.append(keep.repeat_interleave(self.num_joints).view(-1, 1, 1, 1))
+        slot_index = slots.repeat_interleave(self.num_joints)
+        variant = (size, len(tensors) % 3 == 1)
+        if variant not in self.traced:
+            self.traced[variant] = self._trace(features, slot_index, tensors)
+        logits, forecast = (self.traced[variant] or self._frame)(features, slot_index, *tensors)
+        if rows is not None and rows.tolist() != list(range(size)):
+            logits, forecast = logits.index_select(0, rows), forecast.index_select(0, rows)
+        return logits, forecast
+
+    def _grown(self, features: Tensor, caches: list[KVCache]) -> tuple[Tensor, Tensor]:
+        """One stream's frame with growing caches (no window), in eager form."""
+        h = torch.matmul(features, self.embedding_t).add_(self.table)  # [1, V, D]
+        for (spatial, temporal), cache in zip(self.encoder, caches, strict=True):
+            h = temporal(spatial(h[0]), cache).unsqueeze(0)
+        return self._readout(h)
 
     def _frame(self, features: Tensor, slot: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
-        """The frame with every layer's ring buffers and bias given (key, value, bias per
-        layer): only tensor operations, as :func:`torch.jit.trace` records them."""
-        h = torch.addmm(self.table, features, self.embedding_t)
+        """The frame of :math:`R` streams with every layer's rings (key, value, each
+        :math:`(R V, H, W, D)`, then the bias :math:`(R V H, 1, W)`), every node's ring slot
+        and, last, optionally the nodes whose rings stay unchanged (:math:`(R V, 1, 1, 1)`)
+        given: only tensor operations, as :func:`torch.jit.trace` records them."""
+        keep = tensors[-1] if len(tensors) % 3 == 1 else None
+        h = torch.matmul(features, self.embedding_t).add_(self.table)  # [R, V, D]
+        V, D = self.table.shape
         for i, (spatial, temporal) in enumerate(self.encoder):
             key, value, bias = tensors[3 * i : 3 * i + 3]
-            h = temporal.ring(spatial(h), key, value, bias, slot)
+            h = temporal.ring(spatial(h).view(-1, D), key, value, bias, slot, keep)
+            h = h.view(-1, V, D)
         return self._readout(h)
 
     def _trace(self, features: Tensor, slot: Tensor, tensors: list[Tensor]) -> Any:
@@ -278,20 +318,69 @@ class _FramePlan:
         return traced if close else False
 
     def _readout(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and forecast from the encoder's output :math:`(V, D)`."""
-        future = self.rollout(h)  # [N, V, D]
-        N, V, D = future.shape
-        y = future.view(N * V, D)
+        """Logits :math:`(B, K)` and forecasts :math:`(B, N, V, C - 1)` from the encoder's
+        output :math:`(B, V, D)`."""
+        future = self.rollout(h)  # [N, B, V, D]
+        N, (V, D) = self.rollout.steps, self.table.shape
+        y = future.view(-1, D)
         for weight_t, topology, bias in self.decoder:
-            y = torch.mm(y, weight_t).view(N, V, -1)
-            y = torch.baddbmm(bias, topology, y).relu_().view(N * V, -1)
-        forecast = torch.addmm(self.decoder_out[1], y, self.decoder_out[0]).view(1, N, V, -1)
+            y = torch.mm(y, weight_t).view(-1, V, weight_t.size(1))
+            y = torch.matmul(topology, y).add_(bias).relu_().view(-1, weight_t.size(1))
+        weight_t, bias = self.decoder_out
+        forecast = torch.addmm(bias, y, weight_t).view(N, -1, V, weight_t.size(1))
         h = torch.cat([h, *future.unbind(0)], dim=-1)
         for layer in self.head:
             h = layer(h)
         weight_t, bias = self.classifier
-        logits = torch.addmm(bias, h.view(1, -1), weight_t, alpha=1 / self.num_joints)
-        return logits, forecast
+        logits = torch.addmm(bias, h.view(-1, weight_t.size(0)), weight_t, alpha=1 / V)
+        return logits, forecast.transpose(0, 1)
+
+
+class _Slab:
+    r"""The window rings of :math:`R` streams stacked along the nodes: per encoder layer one key
+    and one value tensor :math:`(R V, H, W, D)`, whose row :math:`r` (nodes
+    :math:`r V \dots (r + 1) V - 1`) is the :class:`~skelgraph.nn.temporal.KVCache` of the
+    stream in row :math:`r`. A batched step over exactly these streams then attends with one
+    product per layer, reading every ring in place.
+
+    Making one moves the given streams' rings into it (each state's caches become views of its
+    row). A later step of some of its streams computes all rows and leaves the others' rings
+    unchanged (cheaper than moving rings around while streams come and go); a stream stepped
+    alone uses its row directly."""
+
+    def __init__(self, states: Sequence[InfoGCN2State]) -> None:
+        self.layers = []
+        for layer in range(len(states[0].caches)):
+            caches = [state.caches[layer] for state in states]
+            key = torch.cat([cache.key for cache in caches])
+            value = torch.cat([cache.value for cache in caches])
+            self.layers.append((key, value))
+            rows = zip(key.chunk(len(states)), value.chunk(len(states)), strict=True)
+            for cache, (row_key, row_value) in zip(caches, rows, strict=True):
+                cache.key, cache.value = row_key, row_value
+        for row, state in enumerate(states):
+            state.slab, state.row = self, row
+        self.size = len(states)
+
+    @staticmethod
+    def common(states: Sequence[InfoGCN2State]) -> _Slab | None:
+        """The slab holding all of ``states``, else :obj:`None`."""
+        slab = states[0].slab
+        return slab if slab is not None and all(s.slab is slab for s in states) else None
+
+
+def _previous(x_t: Tensor, states: Sequence[InfoGCN2State]) -> Tensor | None:
+    """The streams' previous frames :math:`(B, V, C)` (a stream's first frame stands in for its
+    missing previous one, so that its velocities are zero), :obj:`None` when no stream has
+    one."""
+    if all(state.previous is None for state in states):
+        return None
+    return torch.cat(
+        [
+            x_t[b : b + 1] if state.previous is None else state.previous
+            for b, state in enumerate(states)
+        ]
+    )
 
 
 def _ring_biases(slopes: Tensor, num_nodes: int, window: int) -> Tensor:
@@ -320,6 +409,8 @@ class InfoGCN2State:
     caches: list[KVCache]
     previous: Tensor | None = None
     frames: int = 0
+    slab: _Slab | None = field(default=None, repr=False, compare=False)
+    row: int = field(default=0, repr=False, compare=False)
 
 
 @register_model("infogcn2")
@@ -575,12 +666,8 @@ class InfoGCN2(SkeletonModel):
             raise ValueError(
                 f"InfoGCN2.step: x_t: expected shape {list(shape)}, got {list(x_t.shape)}"
             )
-        if (
-            state.batch_size == 1
-            and not (self.training or torch.is_grad_enabled())
-            and self.ode_solver in ("fused_rk4", "rk4")
-        ):
-            logits, forecast = self._frame_plan()(x_t, state)
+        if state.batch_size == 1 and self._frozen_inference():
+            logits, forecast = self._frame_plan()(x_t, [state])
             state.previous = x_t.clone()
             state.frames += 1
             return logits, forecast, state
@@ -594,6 +681,55 @@ class InfoGCN2(SkeletonModel):
         state.previous = x_t.detach().clone()
         state.frames += 1
         return logits.squeeze(1), forecast, state
+
+    def step_streams(
+        self, x_t: Tensor, states: Sequence[InfoGCN2State]
+    ) -> tuple[Tensor, Tensor, list[InfoGCN2State]]:
+        r"""Advances :math:`B` independent streams by one frame each, every stream at its own
+        frame (e.g. the clients of a service): ``states[b]`` is stream :math:`b`'s one-stream
+        state from :meth:`init_state` ``(1)``, updated in place.
+
+        The outputs equal :meth:`step` on each stream alone (to float rounding). At inference
+        with an attention window and an rk4 solver the streams are computed together in one
+        batched pass, which costs little more than one stream; otherwise one after the other.
+
+        Args:
+            x_t (Tensor): the streams' new frames :math:`(B, V, C)`, confidence last.
+            states (sequence of InfoGCN2State): :math:`B` one-stream states.
+
+        Returns:
+            (Tensor, Tensor, list[InfoGCN2State]): logits :math:`(B, K)`, forecasts
+            :math:`(B, N, V, C - 1)` and the states.
+        """
+        shape = (len(states), self.layout.num_joints, self.in_channels)
+        if x_t.shape != shape:
+            raise ValueError(
+                f"InfoGCN2.step_streams: x_t: expected shape {list(shape)} (one frame per "
+                f"state), got {list(x_t.shape)}"
+            )
+        sizes = [state.batch_size for state in states]
+        if any(size != 1 for size in sizes):
+            raise ValueError(
+                f"InfoGCN2.step_streams: states: expected one-stream states (init_state(1)), "
+                f"got batch sizes {sizes}"
+            )
+        if not self._frozen_inference():
+            outputs = [self.step(x_t[b : b + 1], state) for b, state in enumerate(states)]
+            logits = torch.cat([logits for logits, _, _ in outputs])
+            return logits, torch.cat([forecast for _, forecast, _ in outputs]), list(states)
+        logits, forecast = self._frame_plan()(x_t, states)
+        frames = x_t.clone()
+        for b, state in enumerate(states):
+            state.previous = frames[b : b + 1]
+            state.frames += 1
+        return logits, forecast, list(states)
+
+    def _frozen_inference(self) -> bool:
+        """Whether :meth:`step` may use the frozen inference form (:class:`_FramePlan`)."""
+        return not (self.training or torch.is_grad_enabled()) and self.ode_solver in (
+            "fused_rk4",
+            "rk4",
+        )
 
     def _frame_plan(self) -> _FramePlan:
         """The single-stream inference form of the model, rebuilt when a parameter or buffer
@@ -609,8 +745,13 @@ class InfoGCN2(SkeletonModel):
         return cached[1]
 
     def _apply(self, fn: Any, recurse: bool = True) -> InfoGCN2:
-        _drop_frame_plan(self)
-        return super()._apply(fn, recurse)
+        # .to(), .float(), ... : the plan (and its traces) stays when no tensor was replaced,
+        # e.g. a move to the device the model is on
+        before = [t.data_ptr() for t in self.__dict__.get("_plan_tensors", ())]
+        super()._apply(fn, recurse)
+        if before != [t.data_ptr() for t in (*self.parameters(), *self.buffers())]:
+            _drop_frame_plan(self)
+        return self
 
     def _table(self) -> Tensor:
         """Joint embedding plus the embedding bias, :math:`(V, 1, D)`."""

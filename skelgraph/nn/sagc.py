@@ -406,7 +406,8 @@ class SAGC(MessagePassing):
 
 
 class SAGCFrame:
-    r"""An :class:`SAGC` layer frozen for inference on one frame of one graph, :math:`(V, C)`.
+    r"""An :class:`SAGC` layer frozen for inference on one frame of one graph, :math:`(V, C)`, or
+    of :math:`B` graphs, :math:`(B, V, C)`.
 
     The constants a call of :meth:`SAGC.forward_dense` rebuilds every time are made once: the
     query weights with the :math:`1 / \sqrt{D'}` scale folded in and, stacked with them into one
@@ -420,9 +421,10 @@ class SAGCFrame:
         layer (SAGC): the layer, with :obj:`num_nodes` set (the fused all-pairs form).
 
     Shapes:
-        - **input:** :math:`(V, C)`, optional ``bias`` :math:`(2 M D' + M C' [+ C'])` replacing
-          :attr:`bias` (e.g. with a constant input shift folded in, see :meth:`shifted_bias`)
-        - **output:** :math:`(V, C')`
+        - **input:** :math:`([B,] V, C)`, optional ``bias`` :math:`(2 M D' + M C' [+ C'])`
+          replacing :attr:`bias` (e.g. with a constant input shift folded in, see
+          :meth:`shifted_bias`)
+        - **output:** :math:`([B,] V, C')`
     """
 
     def __init__(self, layer: SAGC) -> None:
@@ -449,14 +451,12 @@ class SAGCFrame:
             weight = torch.cat(blocks).detach()
             self.weight_t = weight.t().contiguous()  # [C, outputs], as the product reads it
             self.bias = torch.cat(biases).detach()
-            self.topology = None if layer.topology is None else layer.topology.detach().clone()
-            lin_bias = None if layer.lin.bias is None else layer.lin.bias.detach().clone()
-            if lin_bias is not None and H > 1:  # added once, with the first head's product
-                lin_bias = torch.cat([lin_bias[None], lin_bias.new_zeros(H - 1, C_out)])
-                lin_bias = lin_bias.unsqueeze(1)
-            self.lin_bias = lin_bias
+            topology = layer.topology
+            self.topology_t = None if topology is None else topology.detach().mT.contiguous()
+            self.lin_bias = None if layer.lin.bias is None else layer.lin.bias.detach().clone()
         self.heads, self.attention_channels = H, D
         self.in_channels, self.out_channels = C_in, C_out
+        self.num_nodes = layer.num_nodes
         self.residual = layer.res is not None
         self.norm = layer.norm
         self.layer_norm = None
@@ -475,34 +475,42 @@ class SAGCFrame:
         )
 
     def __call__(self, x: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
-        """The layer on ``x`` :math:`(V, C)`; ``out`` :math:`(V, C')` receives the result (the
-        aggregation writes it there directly when nothing follows it)."""
-        H, D, C_out = self.heads, self.attention_channels, self.out_channels
-        V = x.size(0)
+        """The layer on ``x`` :math:`(V, C)`, or on :math:`B` graphs at once :math:`(B, V, C)`;
+        ``out`` (the output's shape) receives the result (the aggregation writes it there
+        directly when nothing follows it).
+
+        Shapes are the layer's constants with :math:`B` left to the views (``-1``), so that a
+        :func:`torch.jit.trace` of a caller records no shape arithmetic."""
+        H, D, V = self.heads, self.attention_channels, self.num_nodes
+        C, C_out = self.in_channels, self.out_channels
         last = self.norm is None and not self.residual and not self.activation
-        direct = out if last else None
-        product = torch.addmm(self.bias if bias is None else bias, x, self.weight_t)
+        direct = None if out is None or not last else out.view(-1, V, C_out)
+        product = torch.addmm(self.bias if bias is None else bias, x.reshape(-1, C), self.weight_t)
         q, k = product[:, : H * D], product[:, H * D : 2 * H * D]
         values = product[:, 2 * H * D : 2 * H * D + H * C_out]
+        # the attention is made transposed, att_t[j, i] = att[i, j]: a softmax over dim -2 of
+        # a V × V matrix runs several times faster than one over its short last dim
         if H == 1:
-            att = torch.softmax(torch.mm(q, k.t()), dim=-1)
-            if self.topology is not None:
-                att = att.mul_(self.topology[0])
+            q, k, values = q.view(-1, V, D), k.view(-1, V, D), values.view(-1, V, C_out)
+            att_t = torch.softmax(torch.bmm(k, q.transpose(1, 2)), dim=-2)
+            if self.topology_t is not None:
+                att_t = att_t.mul_(self.topology_t[0])
             if self.lin_bias is None:
-                h = torch.mm(att, values, out=direct)
+                h = torch.bmm(att_t.transpose(1, 2), values, out=direct)
             else:
-                h = torch.addmm(self.lin_bias, att, values, out=direct)
-        else:
-            q = q.view(V, H, D).transpose(0, 1)
-            k = k.view(V, H, D).transpose(0, 1)
-            att = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
-            if self.topology is not None:
-                att = att.mul_(self.topology)
-            values = values.view(V, H, C_out).transpose(0, 1)
-            if self.lin_bias is None:
-                h = torch.sum(torch.bmm(att, values), 0, out=direct)
-            else:
-                h = torch.sum(torch.baddbmm(self.lin_bias, att, values), 0, out=direct)
+                h = torch.baddbmm(self.lin_bias, att_t.transpose(1, 2), values, out=direct)
+        else:  # every graph's heads as one batch: [B·H, V, ·]
+            q = q.reshape(-1, V, H, D).transpose(1, 2).reshape(-1, V, D)
+            k = k.reshape(-1, V, H, D).transpose(1, 2).reshape(-1, V, D)
+            att_t = torch.softmax(torch.bmm(k, q.transpose(1, 2)), dim=-2).view(-1, H, V, V)
+            if self.topology_t is not None:
+                att_t = att_t.mul_(self.topology_t)
+            values = values.reshape(-1, V, H, C_out).transpose(1, 2)
+            h = torch.sum(torch.matmul(att_t.transpose(-1, -2), values), 1, out=direct)
+            if self.lin_bias is not None:
+                h = h.add_(self.lin_bias)
+        if x.dim() == 2:
+            h = h.view(V, C_out)
         if last:
             return h
         h = self._finish(h, x, product)
@@ -516,7 +524,7 @@ class SAGCFrame:
         elif self.norm is not None:
             h = self.norm(h)
         if self.projection:
-            h = h.add_(product[:, 2 * H * D + H * C_out :])
+            h = h.add_(product[:, 2 * H * D + H * C_out :].view(h.shape))
         elif self.residual:
             h = x + h
         return h.relu_() if self.activation else h

@@ -435,6 +435,7 @@ class TemporalFrame:
             for norm in (layer.norm1, layer.norm2)
         ]
         self.channels = C
+        self.heads, self.head_channels = layer.heads, layer.head_channels
         self.window = layer.window
 
     def __call__(self, x: Tensor, cache: KVCache) -> Tensor:
@@ -442,18 +443,36 @@ class TemporalFrame:
         keys, values, bias = cache.append_flat(k, v)
         return self._attend(x, q, keys, values, bias)
 
-    def ring(self, x: Tensor, key: Tensor, value: Tensor, bias: Tensor, slot: Tensor) -> Tensor:
-        r"""The step with a window's ring buffers given as tensors, so that it can be traced
-        (:func:`torch.jit.trace`): writes the frame's key and value to slot ``slot`` (a long
-        tensor :math:`(1,)`) of ``key`` and ``value`` :math:`(N, H, W, D)` (a cache's
-        :attr:`~KVCache.key` and :attr:`~KVCache.value` after :meth:`~KVCache.claim`) and
-        attends over all :math:`W` slots with ``bias`` :math:`(N H, 1, W)` (:math:`-\infty`
-        for the slots not written yet)."""
-        N, H, W, D = key.shape
+    def ring(
+        self,
+        x: Tensor,
+        key: Tensor,
+        value: Tensor,
+        bias: Tensor,
+        slot: Tensor,
+        keep: Tensor | None = None,
+    ) -> Tensor:
+        r"""The step with window ring buffers given as tensors, so that it can be traced
+        (:func:`torch.jit.trace`): writes every node's new key and value to its slot
+        ``slot[n]`` (a long tensor :math:`(N,)`) of ``key`` and ``value``
+        :math:`(N, H, W, D)` in place (a cache's :attr:`~KVCache.key` and
+        :attr:`~KVCache.value` after :meth:`~KVCache.claim`, or the rings of several streams,
+        each at its own frame, stacked along the nodes) and attends over all :math:`W` slots
+        with ``bias`` :math:`(N H, 1, W)` (:math:`-\infty` for the slots not written yet).
+
+        ``keep`` :math:`(N, 1, 1, 1)` (bool) marks nodes whose ring must not change (streams
+        not stepped this time): their slot keeps its content, and their output is meaningless.
+        """
+        H, W, D = self.heads, self.window, self.head_channels
         q, k, v = self._project(x)
-        key.index_copy_(2, slot, k.view(N, H, 1, D))
-        value.index_copy_(2, slot, v.view(N, H, 1, D))
-        return self._attend(x, q, key.view(N * H, W, D), value.view(N * H, W, D), bias)
+        index = slot.view(-1, 1, 1, 1).expand(-1, H, 1, D)
+        k, v = k.view(-1, H, 1, D), v.view(-1, H, 1, D)
+        if keep is not None:
+            k = torch.where(keep, key.gather(2, index), k)
+            v = torch.where(keep, value.gather(2, index), v)
+        key.scatter_(2, index, k)
+        value.scatter_(2, index, v)
+        return self._attend(x, q, key.view(-1, W, D), value.view(-1, W, D), bias)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Scaled queries, keys and values :math:`(N, C)` of the normalised frame."""
@@ -467,9 +486,8 @@ class TemporalFrame:
         """Attention over ``keys``, ``values`` :math:`(N H, L, D)` with ``bias``
         :math:`(N H, 1, L)`, then the residual and the MLP."""
         (proj_t, proj_b), (fc1_t, fc1_b), (fc2_t, fc2_b) = self.linears
-        n_h, _, d = keys.shape
-        scores = torch.baddbmm(bias, q.view(n_h, 1, d), keys.transpose(1, 2))
-        attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(x.shape)
+        scores = torch.baddbmm(bias, q.view(-1, 1, self.head_channels), keys.transpose(1, 2))
+        attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(-1, self.channels)
         x = torch.addmm(proj_b, attended, proj_t).add_(x)
         h = F.gelu(torch.addmm(fc1_b, F.layer_norm(x, *self.norms[1]), fc1_t))
         return torch.addmm(fc2_b, h, fc2_t).add_(x)

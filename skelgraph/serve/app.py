@@ -26,8 +26,10 @@ Endpoints:
   ``max_errors`` malformed messages in a row, and ``1000`` after ``idle_timeout`` seconds without a
   message; an ``{"type": "error"}`` message with the reason comes first.
 
-Model work runs in worker threads (one for streams, one for pose estimation, one for uploads), so
-the event loop stays free for every other connection.
+Model work runs in worker threads (``stream_workers`` for streams, one for pose estimation, one
+for uploads), so the event loop stays free for every other connection. Each stream worker serves
+its share of the streams and batches their frames (:class:`FrameBatcher`): the frames waiting
+when it is free go through the model in one batched step.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 try:
     from fastapi import FastAPI, Request, WebSocket
@@ -59,7 +63,7 @@ from skelgraph.serve.inputs import InputError, parse_keypoints, resolve_layout_n
 from skelgraph.serve.pose import PoseService, PoseUnavailable
 from skelgraph.serve.service import Recognition, StreamSession, load_model
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "FrameBatcher", "create_app"]
 
 #: the web page's files
 STATIC_DIR = Path(__file__).with_name("static")
@@ -96,7 +100,7 @@ def create_app(
     max_errors: int = 50,
     idle_timeout: float = 300.0,
     max_pending_uploads: int = 4,
-    stream_workers: int = 1,
+    stream_workers: int = 2,
 ) -> FastAPI:
     r"""The FastAPI app serving one model (see the module description for the endpoints).
 
@@ -118,7 +122,9 @@ def create_app(
         max_errors (int, optional): Malformed messages in a row before a stream is closed.
         idle_timeout (float, optional): Seconds without a message before a stream is closed.
         max_pending_uploads (int, optional): Uploads processed or waiting at once; more get 503.
-        stream_workers (int, optional): Threads running the streams' model steps.
+        stream_workers (int, optional): Threads stepping the streams' model, each batching the
+            frames of its share of the streams (:class:`FrameBatcher`); the model releases the
+            GIL while it computes, so two use two cores. (default: :obj:`2`)
 
     Raises:
         FileNotFoundError, ValueError: When the checkpoint cannot be found or loaded.
@@ -158,10 +164,13 @@ def create_app(
         "max_pending_uploads": int(max_pending_uploads),
     }
     workers = {
-        "stream": ThreadPoolExecutor(stream_workers, thread_name_prefix="skelgraph-stream"),
         "pose": ThreadPoolExecutor(1, thread_name_prefix="skelgraph-pose"),
         "upload": ThreadPoolExecutor(1, thread_name_prefix="skelgraph-upload"),
     }
+    lanes = []
+    for i in range(stream_workers):
+        workers[f"stream-{i}"] = ThreadPoolExecutor(1, thread_name_prefix=f"skelgraph-stream-{i}")
+        lanes.append(FrameBatcher(recognition, workers[f"stream-{i}"]))
     state = {"sessions": 0, "uploads": 0, "next_session": 0}
 
     @asynccontextmanager
@@ -297,6 +306,8 @@ def create_app(
             return
         state["sessions"] += 1
         state["next_session"] += 1
+        lane = min(lanes, key=lambda batcher: batcher.streams)  # the least busy worker
+        lane.streams += 1
         try:
             session = recognition.stream(start_layout)
             await _send(
@@ -311,57 +322,96 @@ def create_app(
                     "limits": {k: limits[k] for k in ("max_message_bytes", "idle_timeout")},
                 },
             )
-            await _serve_stream(websocket, session)
+            await _serve_stream(websocket, session, lane)
         except WebSocketDisconnect:
             pass
         finally:
             state["sessions"] -= 1
+            lane.streams -= 1
 
-    async def _serve_stream(websocket: WebSocket, session: StreamSession) -> None:
-        errors = 0
+    async def _serve_stream(
+        websocket: WebSocket, session: StreamSession, lane: FrameBatcher
+    ) -> None:
+        """A reader takes the stream's messages and queues a reply for each, in order, without
+        waiting for the replies before it (a stream that sends faster than it is answered has
+        its next frame in every batch); this coroutine sends the replies in that order."""
+        replies: asyncio.Queue[asyncio.Future[Any] | tuple[int, str] | None] = asyncio.Queue()
+        reader = asyncio.create_task(_read_messages(websocket, session, lane, replies))
+        try:
+            await _send_replies(websocket, replies)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read_messages(
+        websocket: WebSocket,
+        session: StreamSession,
+        lane: FrameBatcher,
+        replies: asyncio.Queue[asyncio.Future[Any] | tuple[int, str] | None],
+    ) -> None:
+        """Queues a reply future per message, a ``(close code, reason)`` to end the stream, or
+        :obj:`None` when the client left."""
+        last: asyncio.Future[Any] | None = None  # the newest frame's reply
         while True:
             try:
                 message = await asyncio.wait_for(websocket.receive(), limits["idle_timeout"])
             except (asyncio.TimeoutError, TimeoutError):
-                await _close(
-                    websocket,
-                    CLOSE_NORMAL,
-                    f"idle: no message for {limits['idle_timeout']:g} s",
-                )
+                idle = f"idle: no message for {limits['idle_timeout']:g} s"
+                replies.put_nowait((CLOSE_NORMAL, idle))
                 return
             if message["type"] == "websocket.disconnect":
+                replies.put_nowait(None)
                 return
             text, data = message.get("text"), message.get("bytes")
             size = len(data) if data is not None else _utf8_size(text or "")
             if size > limits["max_message_bytes"]:
-                await _close(
-                    websocket,
-                    CLOSE_TOO_BIG,
-                    f"message too big: {size} bytes, limit {limits['max_message_bytes']}",
-                )
+                too_big = f"message too big: {size} bytes, limit {limits['max_message_bytes']}"
+                replies.put_nowait((CLOSE_TOO_BIG, too_big))
                 return
             try:
                 if data is not None:
-                    reply = await _frame(session, data)
+                    reply = await _frame(session, lane, data)
                 else:
-                    reply = await _text(session, text or "")
-                errors = 0
+                    reply = await _text(session, lane, text or "", last)
             except PoseUnavailable as e:
-                await _close(websocket, CLOSE_UNSUPPORTED, e.reason)
+                replies.put_nowait((CLOSE_UNSUPPORTED, e.reason))
                 return
-            except ValueError as e:  # InputError and the recogniser's shape errors
+            except ValueError as e:  # malformed: an error reply, in its place
+                reply = asyncio.get_running_loop().create_future()
+                reply.set_result(e)
+            if reply is not None and not reply.done():
+                last = reply
+            replies.put_nowait(reply)
+
+    async def _send_replies(
+        websocket: WebSocket,
+        replies: asyncio.Queue[asyncio.Future[Any] | tuple[int, str] | None],
+    ) -> None:
+        """Sends the queued replies in order (a :class:`ValueError` as an error message) until
+        the client leaves or the stream is closed."""
+        errors = 0
+        while True:
+            item = await replies.get()
+            if item is None:
+                return
+            if isinstance(item, tuple):
+                await _close(websocket, *item)
+                return
+            reply = await item
+            if isinstance(reply, ValueError):  # InputError and the recogniser's shape errors
                 errors += 1
-                reply = {"type": "error", "error": str(e)}
                 if errors >= limits["max_errors"]:
-                    await _close(
-                        websocket,
-                        CLOSE_POLICY,
-                        f"{errors} malformed messages in a row; last: {e}",
-                    )
+                    last_error = f"{errors} malformed messages in a row; last: {reply}"
+                    await _close(websocket, CLOSE_POLICY, last_error)
                     return
+                reply = {"type": "error", "error": str(reply)}
+            else:
+                errors = 0
             await _send(websocket, reply)
 
-    async def _text(session: StreamSession, text: str) -> dict[str, Any]:
+    async def _text(
+        session: StreamSession, lane: FrameBatcher, text: str, last: asyncio.Future[Any] | None
+    ) -> asyncio.Future[Any]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
@@ -370,7 +420,11 @@ def create_app(
             raise InputError(f"message: expected a JSON object, got {type(obj).__name__}")
         layout = resolve_layout_name(obj["layout"]) if "layout" in obj else None
         if obj.get("reset") is True:
-            return session.reset(layout)
+            if last is not None:  # the frames before the reset are answered first
+                await asyncio.wait([last])
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(session.reset(layout))
+            return done
         if "keypoints" not in obj:
             raise InputError(
                 f"message: expected 'keypoints' or 'reset': true, got keys {sorted(obj)}"
@@ -378,17 +432,74 @@ def create_app(
         if layout is not None:
             session.use_layout(layout)
         keypoints = parse_keypoints(obj["keypoints"], session.layout, recognition.channels)
-        return await run("stream", session.keypoints, keypoints)
+        return lane.submit(session, keypoints)
 
-    async def _frame(session: StreamSession, data: bytes) -> dict[str, Any]:
+    async def _frame(
+        session: StreamSession, lane: FrameBatcher, data: bytes
+    ) -> asyncio.Future[Any]:
         reason = recognition.pose.unavailable()
         if reason is not None:
             raise PoseUnavailable(reason, status=415)
         session.use_layout(get_layout("coco17"))
         keypoints = await run("pose", session.detect, data)
-        return await run("stream", session.keypoints, keypoints)
+        return lane.submit(session, keypoints)
 
     return app
+
+
+class FrameBatcher:
+    """Runs the streams' frames in batches on one worker thread, each batch one batched model
+    step (:meth:`Recognition.replies`).
+
+    A batch takes the oldest waiting frame of every stream that has one; the frames that arrive
+    while it runs wait for the next. One stream costs what it costs alone; many streams share
+    the fixed cost of a step, so under load the cost per frame falls instead of frames queueing
+    behind each other.
+
+    Args:
+        recognition (Recognition): The service's model.
+        executor (concurrent.futures.Executor): Where batches run (one at a time).
+    """
+
+    def __init__(self, recognition: Recognition, executor: Executor) -> None:
+        self.recognition = recognition
+        self.executor = executor
+        self.waiting: list[tuple[StreamSession, np.ndarray, asyncio.Future[Any]]] = []
+        self.worker: asyncio.Task[None] | None = None
+        self.streams = 0  # streams assigned to this worker
+
+    def submit(self, session: StreamSession, keypoints: np.ndarray) -> asyncio.Future[Any]:
+        """Queues the session's next frame of keypoints :obj:`(V_in, C)`.
+
+        Returns:
+            asyncio.Future: Its reply, or the :class:`ValueError` of a frame the recogniser
+            refuses (its shape).
+        """
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((session, keypoints, future))
+        session.frames += 1
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.create_task(self._run())
+        return future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.waiting:
+            batch, later, seen = [], [], set()
+            for item in self.waiting:  # a stream's frames stay in order, one per batch
+                (later if id(item[0]) in seen else batch).append(item)
+                seen.add(id(item[0]))
+            self.waiting = later
+            frames = [(session, keypoints) for session, keypoints, _ in batch]
+            try:
+                results = await loop.run_in_executor(
+                    self.executor, self.recognition.replies, frames
+                )
+            except Exception as e:  # handed to every waiting stream
+                results = [e] * len(batch)
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if not future.done():  # its stream may have gone
+                    future.set_result(result)
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from skelgraph.layouts import Layout, get_layout
-from skelgraph.online import OnlineRecognizer
+from skelgraph.models.base import StreamingModel, step_streams
+from skelgraph.online import OnlineRecognizer, Prediction
 from skelgraph.pose.tracking import PersonFollower
 from skelgraph.serve.inputs import SKELETON_SUFFIXES, InputError, load_skeleton_upload
 from skelgraph.serve.pose import PoseService
@@ -99,6 +101,26 @@ class Recognition:
             device=self.device,
         )
 
+    def warm_up(self, streams: int) -> float:
+        """Runs the model once for every number of streams from 1 to ``streams`` (all of them,
+        then all but one), so that the first busy moments of a service cost what later ones do
+        (a batched step of InfoGCN++ prepares itself once per number of streams, see
+        :meth:`~skelgraph.models.InfoGCN2.step_streams`). Models that do not stream need none.
+
+        Returns:
+            float: The seconds it took.
+        """
+        start = time.perf_counter()
+        if isinstance(self.model, StreamingModel):
+            frame = torch.zeros(self.layout.num_joints, self.channels, device=self.device)
+            with torch.inference_mode():
+                for count in range(1, streams + 1):
+                    states = [self.model.init_state(1) for _ in range(count)]
+                    states = step_streams(self.model, frame.expand(count, -1, -1), states)[2]
+                    if count > 1:  # all but one of them, as when one stream is late
+                        step_streams(self.model, frame.expand(count - 1, -1, -1), states[1:])
+        return time.perf_counter() - start
+
     def describe(self) -> dict[str, Any]:
         """The served model: name, architecture, classes, layouts, window, channels, forecast."""
         args = self.meta.get("model_args", {})
@@ -117,6 +139,34 @@ class Recognition:
     def stream(self, input_layout: Layout | None = None) -> StreamSession:
         """A new stream with its own recogniser."""
         return StreamSession(self, input_layout or self.input_layout)
+
+    def replies(
+        self, frames: Sequence[tuple[StreamSession, np.ndarray]]
+    ) -> list[dict[str, Any] | ValueError]:
+        r"""The replies to one frame of keypoints :obj:`(V_in, C)` for each of several streams
+        (distinct sessions), computed together
+        (:meth:`~skelgraph.online.OnlineRecognizer.update_many`: one batched model step for
+        all of them). A frame the recogniser refuses (wrong shape) gets its
+        :class:`ValueError` in its place, and the other frames their replies."""
+        start = time.perf_counter()
+        sessions = [session for session, _ in frames]
+        keypoints = [kp for _, kp in frames]
+        try:
+            predictions: list[Prediction | ValueError] = list(
+                OnlineRecognizer.update_many([s.recognizer for s in sessions], keypoints)
+            )
+        except ValueError:  # refused before any recogniser changed: find the culprits
+            predictions = []
+            for session, kp in frames:
+                try:
+                    predictions.append(session.recognizer.update(kp))
+                except ValueError as e:
+                    predictions.append(e)
+        elapsed = time.perf_counter() - start
+        return [
+            p if isinstance(p, ValueError) else session.reply(p, kp, elapsed)
+            for session, kp, p in zip(sessions, keypoints, predictions, strict=True)
+        ]
 
     def recognize_upload(
         self, data: bytes, filename: str, *, keypoints: bool = False
@@ -201,7 +251,9 @@ class Recognition:
 class StreamSession:
     r"""One WebSocket stream: its recogniser, input layout and followed person.
 
-    Methods run in worker threads, one call at a time per session.
+    Its recogniser runs in the service's stream worker (:meth:`Recognition.replies`, frames
+    of many streams together), its person detection in the pose worker; :attr:`frames` counts
+    the frames received since the start or the last reset.
 
     Args:
         recognition (Recognition): The service's shared model.
@@ -246,11 +298,10 @@ class StreamSession:
         self.frames = 0
         return {"type": "reset", "layout": self.layout.name}
 
-    def keypoints(self, keypoints: np.ndarray) -> dict[str, Any]:
-        """The reply to one frame of keypoints :obj:`(V_in, C)`."""
-        start = time.perf_counter()
-        prediction = self.recognizer.update(keypoints)
-        self.frames += 1
+    def reply(
+        self, prediction: Prediction, keypoints: np.ndarray, elapsed: float
+    ) -> dict[str, Any]:
+        """The reply message of a frame's prediction (``elapsed``: seconds it took)."""
         return {
             "type": "prediction",
             "frame": prediction.frame,
@@ -261,7 +312,7 @@ class StreamSession:
             "keypoints": np.round(keypoints, 2).tolist(),
             "layout": self.layout.name,
             "person": bool((keypoints[:, -1] > 0).any()),
-            "elapsed_ms": round(1e3 * (time.perf_counter() - start), 2),
+            "elapsed_ms": round(1e3 * elapsed, 2),
         }
 
     def detect(self, data: bytes) -> np.ndarray:
