@@ -9,9 +9,9 @@ reply, p50/p90/p99/max), the server's own time per frame, errors and missing rep
     python benchmarks/serve_load.py                       # 8 clients x 30 fps x 30 s
     python benchmarks/serve_load.py --clients 4 --duration 5 --checkpoint model.pt
 
-Without ``--checkpoint`` the packaged ``penn-action`` model is used when there is one, else an
-untrained InfoGCN++ of the ``infogcn2_small`` shape (the cost per frame does not depend on the
-weights). Needs ``skelgraph[serve]`` (uvicorn, websockets).
+Without ``--checkpoint`` the service's default, the packaged ``penn-action-fast`` model, is used
+when there is one, else an untrained InfoGCN++ of the ``infogcn2_small`` shape (the cost per frame
+does not depend on the weights). Needs ``skelgraph[serve]`` (uvicorn, websockets).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="server torch threads (default: 1)")
     parser.add_argument(
-        "--stream-workers", type=int, default=2, help="server stream workers (default: 2)"
+        "--stream-workers", type=int, default=1, help="server stream workers (default: 1)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     return parser.parse_args(argv)
@@ -114,8 +114,8 @@ def pick_checkpoint(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
     if not args.model_args:
         from skelgraph.models.pretrained import available_pretrained
 
-        if "penn-action" in available_pretrained():
-            return "penn-action", "penn-action (packaged)"
+        if "penn-action-fast" in available_pretrained():
+            return "penn-action-fast", "penn-action-fast (packaged)"
     path, description = untrained_checkpoint(args.model_config, folder, args.model_args)
     return str(path), description
 

@@ -52,8 +52,11 @@ def test_available_pretrained_are_packaged_files():
         assert path.is_file() and path.parent.name == "pretrained" and path.stem == name
 
 
-def test_penn_action_checkpoint_recognises_every_example_clip(tmp_path):
-    model, meta = load_pretrained("penn-action")
+@pytest.mark.parametrize(("name", "most_missed"), [("penn-action", 0), ("penn-action-fast", 1)])
+def test_penn_action_checkpoint_recognises_the_example_clips(tmp_path, name, most_missed):
+    """The ensemble gets every example clip; the single-stream model (93.4 % on the test split)
+    misses at most one (it takes the golf swing for a tennis serve)."""
+    model, meta = load_pretrained(name)
     assert not model.training
     assert meta["classes"] == PENN_CLASSES and meta["layout"]["name"] == "penn13"
     clips = [SkeletonClip.load(p) for p in example_clips("penn_action")]
@@ -63,7 +66,9 @@ def test_penn_action_checkpoint_recognises_every_example_clip(tmp_path):
         model, make_loader(dataset, 16), reduce=meta["inference"]["reduce"], progress=False
     )
     names = [meta["classes"][i] for i in preds.logits.argmax(1).tolist()]
-    assert names == [meta["classes"][i] for i in preds.labels.tolist()]
+    truth = [meta["classes"][i] for i in preds.labels.tolist()]
+    assert len(names) == 15
+    assert sum(a != b for a, b in zip(names, truth, strict=True)) <= most_missed
 
 
 def test_penn_action_online_from_yolo_joints():

@@ -223,6 +223,9 @@ class _FramePlan:
                     _ring_biases(block.temporal.slopes, V, self.window) for block in model.encoder
                 ]
             )
+            device = self.table.device
+            self.slots = [torch.tensor([slot], device=device) for slot in range(self.window or 0)]
+            self.slot_nodes = [slot.expand(V) for slot in self.slots]
         self.features = model.features
         self.num_joints = V
         # (streams computed, some left unchanged) -> the traced frame, False when not usable
@@ -257,19 +260,24 @@ class _FramePlan:
                 [cache.claim() for cache in stepped[row].caches] if row in stepped else idle
                 for row in range(size)
             ]
-        slots = torch.tensor([claim[0][0] for claim in claims], device=x_t.device)
+        if size == 1:  # the common case, without making tensors: views of constants
+            slot = claims[0][0][0]
+            slots, slot_index = self.slots[slot], self.slot_nodes[slot]
+        else:
+            slots = torch.tensor([claim[0][0] for claim in claims], device=x_t.device)
+            slot_index = slots.repeat_interleave(self.num_joints)
         tensors: list[Tensor] = []
         for layer, ((key, value), biases) in enumerate(zip(rings, self.ring_biases, strict=True)):
-            bias = biases.index_select(0, slots)  # [rows, V·H, 1, W]
+            bias = biases[slot] if size == 1 else biases.index_select(0, slots)  # [·, V·H, 1, W]
             for row, claim in enumerate(claims):
                 held = claim[layer][1]
                 if held < self.window:  # slots not written yet take no attention
-                    bias[row, :, :, held:] = float("-inf")
+                    bias = bias.clone() if size == 1 else bias
+                    bias.view(size, -1, 1, self.window)[row, :, :, held:] = float("-inf")
             tensors += (key, value, bias.view(-1, 1, self.window))
         if rows is not None and size > B:
             keep = torch.ones(size, dtype=torch.bool, device=x_t.device).index_fill_(0, rows, False)
             tensors.append(keep.repeat_interleave(self.num_joints).view(-1, 1, 1, 1))
-        slot_index = slots.repeat_interleave(self.num_joints)
         variant = (size, len(tensors) % 3 == 1)
         if variant not in self.traced:
             self.traced[variant] = self._trace(features, slot_index, tensors)
