@@ -275,6 +275,35 @@ def test_step_streams_equals_each_stream_alone(
         model.step_streams(torch.zeros(1, 17, 3), [model.init_state(2)])
 
 
+def test_step_streams_any_company_of_streams() -> None:
+    """Random companies of four streams (any subset, in any order, streams restarting) stepped
+    together give each stream's reference step: the rings move into shared slabs and back, and
+    rows of a slab not stepped keep their rings."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = create(
+        "infogcn2", num_classes=4, features=["joint", "velocity"], attention_window=8, **SMALL
+    ).eval()
+    fast = [model.init_state(1) for _ in range(4)]
+    reference = [model.init_state(1) for _ in range(4)]
+    with torch.inference_mode():
+        for _ in range(300):
+            if rng.random() < 0.05:  # a stream starts over
+                i = int(rng.integers(4))
+                fast[i], reference[i] = model.init_state(1), model.init_state(1)
+            chosen = rng.permutation(4)[: rng.integers(1, 5)].tolist()
+            x = torch.randn(len(chosen), 17, 3)
+            logits, forecast, _ = model.step_streams(x, [fast[i] for i in chosen])
+            for j, i in enumerate(chosen):
+                with torch.enable_grad():
+                    expected_logits, expected_forecast, _ = model.step(x[j : j + 1], reference[i])
+                torch.testing.assert_close(logits[j : j + 1], expected_logits, rtol=0, atol=1e-5)
+                torch.testing.assert_close(
+                    forecast[j : j + 1], expected_forecast, rtol=0, atol=1e-5
+                )
+    assert any(variant[1] for variant in model._frame_plan().traced)  # rows left unchanged
+
+
 @pytest.mark.parametrize("mirror", [False, True])
 def test_update_many_equals_update_one_stream_at_a_time(checkpoint: Path, mirror: bool) -> None:
     """Recognisers sharing a model (an ensemble with mirror TTA too, and one recomputing the

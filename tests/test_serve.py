@@ -514,6 +514,59 @@ def test_concurrent_streams_over_sockets(server: str) -> None:
     assert httpx.get(f"http://{server}/health").json()["sessions"] == 0
 
 
+def test_pipelined_streams_are_batched_in_order(tmp_path: Path) -> None:
+    """Streams that send without waiting for replies (frames, a malformed message, a reset, more
+    frames) get every reply in order, and the batched steps of the streams together predict what
+    a recogniser of each stream alone predicts, past the attention window."""
+    pytest.importorskip("websockets")
+    import websockets
+
+    from skelgraph.online import OnlineRecognizer
+
+    model = create("infogcn2", num_classes=len(CLASSES), layout="penn13", attention_window=8,
+                   channels=16, depth=2, head_channels=16, decoder_channels=8)  # fmt: skip
+    meta = make_meta(model="infogcn2", model_args=model.config, classes=CLASSES,
+                     layout="penn13", in_channels=3, window=16,
+                     preprocess=PreprocessConfig().to_dict())  # fmt: skip
+    path = tmp_path / "windowed.pt"
+    save_checkpoint(path, model, meta)
+    streams, before, after = 3, 20, 5
+
+    async def stream(address: str, index: int) -> list[dict]:
+        kp = person(before + after, seed=index)
+        async with websockets.connect(f"ws://{address}/v1/stream") as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            for t in range(before):
+                await ws.send(frame_message(kp[t]))
+            await ws.send("not json")
+            await ws.send(json.dumps({"reset": True}))
+            for t in range(before, before + after):
+                await ws.send(frame_message(kp[t]))
+            return [json.loads(await ws.recv()) for _ in range(before + after + 2)]
+
+    async def main(address: str) -> list[list[dict]]:
+        return await asyncio.gather(*(stream(address, i) for i in range(streams)))
+
+    with running(create_app(path, max_sessions=streams)) as address:
+        replies = asyncio.run(main(address))
+    for index, got in enumerate(replies):
+        kinds = [r["type"] for r in got]
+        assert kinds == ["prediction"] * before + ["error", "reset"] + ["prediction"] * after
+        assert [r["frame"] for r in got if r["type"] == "prediction"] == [
+            *range(before),
+            *range(after),
+        ]
+        kp = person(before + after, seed=index)
+        alone = OnlineRecognizer.from_checkpoint(path, input_layout="coco17")
+        expected = [alone.update(frame) for frame in kp[:before]]
+        alone.reset()
+        expected += [alone.update(frame) for frame in kp[before:]]
+        predictions = [r for r in got if r["type"] == "prediction"]
+        for reply, prediction in zip(predictions, expected, strict=True):
+            probabilities = [reply["probabilities"][c] for c in CLASSES]
+            np.testing.assert_allclose(probabilities, prediction.probabilities, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # the web page in headless Chromium (Debian's chromium + playwright; skips without them)
 

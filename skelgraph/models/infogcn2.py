@@ -250,8 +250,9 @@ class _FramePlan:
             if slab is None or slab.size > 2 * B:  # new company: move their rings together
                 slab = _Slab(states)
             rings, size = slab.layers, slab.size
-            rows = torch.tensor([state.row for state in states], device=x_t.device)
-            if size > B:  # the slab's other streams are carried along unchanged
+            in_order = [state.row for state in states] == list(range(size))
+            rows = None if in_order else torch.tensor([s.row for s in states], device=x_t.device)
+            if rows is not None:  # to the slab's row order (its other streams: zeros, unused)
                 padded = features.new_zeros((size, *features.shape[1:]))
                 features = padded.index_copy_(0, rows, features)
             stepped = {state.row: state for state in states}
@@ -282,7 +283,7 @@ class _FramePlan:
         if variant not in self.traced:
             self.traced[variant] = self._trace(features, slot_index, tensors)
         logits, forecast = (self.traced[variant] or self._frame)(features, slot_index, *tensors)
-        if rows is not None and rows.tolist() != list(range(size)):
+        if rows is not None:  # back to the order of the states
             logits, forecast = logits.index_select(0, rows), forecast.index_select(0, rows)
         return logits, forecast
 
