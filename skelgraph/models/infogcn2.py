@@ -250,8 +250,8 @@ class _FramePlan:
             if slab is None or slab.size > 2 * B:  # new company: move their rings together
                 slab = _Slab(states)
             rings, size = slab.layers, slab.size
-            in_order = [state.row for state in states] == list(range(size))
-            rows = None if in_order else torch.tensor([s.row for s in states], device=x_t.device)
+            order = [state.row for state in states]
+            rows = None if order == list(range(size)) else torch.tensor(order, device=x_t.device)
             if rows is not None:  # to the slab's row order (its other streams: zeros, unused)
                 padded = features.new_zeros((size, *features.shape[1:]))
                 features = padded.index_copy_(0, rows, features)
