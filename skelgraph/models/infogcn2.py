@@ -225,7 +225,6 @@ class _FramePlan:
             )
             device = self.table.device
             self.slots = [torch.tensor([slot], device=device) for slot in range(self.window or 0)]
-            self.slot_nodes = [slot.expand(V) for slot in self.slots]
         self.features = model.features
         self.num_joints = V
         # (streams computed, some left unchanged) -> the traced frame, False when not usable
@@ -261,12 +260,12 @@ class _FramePlan:
                 [cache.claim() for cache in stepped[row].caches] if row in stepped else idle
                 for row in range(size)
             ]
-        if size == 1:  # the common case, without making tensors: views of constants
+        if size == 1:  # the common case, without making tensors: one slot for all nodes
             slot = claims[0][0][0]
-            slots, slot_index = self.slots[slot], self.slot_nodes[slot]
+            slots = slot_index = self.slots[slot]
         else:
             slots = torch.tensor([claim[0][0] for claim in claims], device=x_t.device)
-            slot_index = slots.repeat_interleave(self.num_joints)
+            slot_index = slots.repeat_interleave(self.num_joints).view(-1, 1, 1, 1)
         tensors: list[Tensor] = []
         for layer, ((key, value), biases) in enumerate(zip(rings, self.ring_biases, strict=True)):
             bias = biases[slot] if size == 1 else biases.index_select(0, slots)  # [·, V·H, 1, W]
@@ -296,9 +295,10 @@ class _FramePlan:
 
     def _frame(self, features: Tensor, slot: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
         """The frame of :math:`R` streams with every layer's rings (key, value, each
-        :math:`(R V, H, W, D)`, then the bias :math:`(R V H, 1, W)`), every node's ring slot
-        and, last, optionally the nodes whose rings stay unchanged (:math:`(R V, 1, 1, 1)`)
-        given: only tensor operations, as :func:`torch.jit.trace` records them."""
+        :math:`(R V, H, W, D)`, then the bias :math:`(R V H, 1, W)`), the ring slots (one,
+        :math:`(1,)`, or every node's, :math:`(R V, 1, 1, 1)`) and, last, optionally the nodes
+        whose rings stay unchanged (:math:`(R V, 1, 1, 1)`) given: only tensor operations, as
+        :func:`torch.jit.trace` records them."""
         keep = tensors[-1] if len(tensors) % 3 == 1 else None
         h = torch.matmul(features, self.embedding_t).add_(self.table)  # [R, V, D]
         V, D = self.table.shape

@@ -449,6 +449,8 @@ class SAGCFrame:
                 blocks.append(layer.res.weight)
                 biases.append(blocks[-1].new_zeros(C_out))
             weight = torch.cat(blocks).detach()
+            # the product's column blocks: queries and keys, values, the residual projection
+            self.sizes = [2 * H * D, H * C_out] + ([C_out] if self.projection else [])
             self.weight_t = weight.t().contiguous()  # [C, outputs], as the product reads it
             self.bias = torch.cat(biases).detach()
             topology = layer.topology
@@ -481,50 +483,45 @@ class SAGCFrame:
 
         Shapes are the layer's constants with :math:`B` left to the views (``-1``), so that a
         :func:`torch.jit.trace` of a caller records no shape arithmetic."""
-        H, D, V = self.heads, self.attention_channels, self.num_nodes
-        C, C_out = self.in_channels, self.out_channels
+        H, D, V, C_out = self.heads, self.attention_channels, self.num_nodes, self.out_channels
         last = self.norm is None and not self.residual and not self.activation
         direct = None if out is None or not last else out.view(-1, V, C_out)
-        product = torch.addmm(self.bias if bias is None else bias, x.reshape(-1, C), self.weight_t)
-        q, k = product[:, : H * D], product[:, H * D : 2 * H * D]
-        values = product[:, 2 * H * D : 2 * H * D + H * C_out]
+        product = torch.addmm(
+            self.bias if bias is None else bias, x.reshape(-1, self.in_channels), self.weight_t
+        )
+        qk, values, *projected = product.split(self.sizes, dim=1)
+        qk = qk.view(-1, V, 2, H, D).permute(2, 0, 3, 1, 4).reshape(2, -1, V, D)  # q, k [B·H, V, D]
         # the attention is made transposed, att_t[j, i] = att[i, j]: a softmax over dim -2 of
         # a V × V matrix runs several times faster than one over its short last dim
+        att_t = torch.softmax(torch.bmm(qk[1], qk[0].transpose(1, 2)), dim=-2).view(-1, H, V, V)
+        if self.topology_t is not None:
+            att_t = att_t.mul_(self.topology_t)
+        # x'_i = sum over the pairs (j, m) of att^m[i, j] v^m_j: one product for all heads
         if H == 1:
-            q, k, values = q.view(-1, V, D), k.view(-1, V, D), values.view(-1, V, C_out)
-            att_t = torch.softmax(torch.bmm(k, q.transpose(1, 2)), dim=-2)
-            if self.topology_t is not None:
-                att_t = att_t.mul_(self.topology_t[0])
-            if self.lin_bias is None:
-                h = torch.bmm(att_t.transpose(1, 2), values, out=direct)
-            else:
-                h = torch.baddbmm(self.lin_bias, att_t.transpose(1, 2), values, out=direct)
-        else:  # every graph's heads as one batch: [B·H, V, ·]
-            q = q.reshape(-1, V, H, D).transpose(1, 2).reshape(-1, V, D)
-            k = k.reshape(-1, V, H, D).transpose(1, 2).reshape(-1, V, D)
-            att_t = torch.softmax(torch.bmm(k, q.transpose(1, 2)), dim=-2).view(-1, H, V, V)
-            if self.topology_t is not None:
-                att_t = att_t.mul_(self.topology_t)
-            values = values.reshape(-1, V, H, C_out).transpose(1, 2)
-            h = torch.sum(torch.matmul(att_t.transpose(-1, -2), values), 1, out=direct)
-            if self.lin_bias is not None:
-                h = h.add_(self.lin_bias)
+            pairs, values = att_t.view(-1, V, V).transpose(1, 2), values.view(-1, V, C_out)
+        else:
+            pairs = att_t.permute(0, 3, 2, 1).reshape(-1, V, V * H)  # [B, i, (j, m)]
+            values = values.reshape(-1, V * H, C_out)  # [B, (j, m), C']
+        if self.lin_bias is None:
+            h = torch.bmm(pairs, values, out=direct)
+        else:
+            h = torch.baddbmm(self.lin_bias, pairs, values, out=direct)
         if x.dim() == 2:
             h = h.view(V, C_out)
         if last:
             return h
-        h = self._finish(h, x, product)
+        h = self._finish(h, x, projected[0] if projected else None)
         return h if out is None else out.copy_(h)
 
-    def _finish(self, h: Tensor, x: Tensor, product: Tensor) -> Tensor:
-        """Normalisation, residual and activation of the aggregated ``h``."""
-        H, D, C_out = self.heads, self.attention_channels, self.out_channels
+    def _finish(self, h: Tensor, x: Tensor, projected: Tensor | None) -> Tensor:
+        """Normalisation, residual (``projected``: the residual projection of ``x``, when the
+        layer has one) and activation of the aggregated ``h``."""
         if self.layer_norm is not None:
             h = F.layer_norm(h, *self.layer_norm)
         elif self.norm is not None:
             h = self.norm(h)
-        if self.projection:
-            h = h.add_(product[:, 2 * H * D + H * C_out :].view(h.shape))
+        if projected is not None:
+            h = h.add_(projected.view_as(h))
         elif self.residual:
             h = x + h
         return h.relu_() if self.activation else h

@@ -423,12 +423,14 @@ class TemporalFrame:
             zeros = weight.new_zeros(3 * C)
             bias = zeros if bias is None else bias.detach()
             self.query_bias, self.key_value_bias = bias[:C] * scale, bias[C:]
+            # GELU(a) = (a / √2)(1 + erf(a / √2)): fc1 makes u = a / √2 and fc2 takes the last
+            # 1 / √2, so that the MLP's activation is u + u·erf(u) (the exact GELU; the fused
+            # GELU kernel costs several times more on a frame's few thousand elements)
+            root_half = 0.5**0.5
             self.linears = [
-                (
-                    lin.weight.detach().t().contiguous(),
-                    zeros[: lin.out_features] if lin.bias is None else lin.bias.detach(),
-                )
-                for lin in (layer.proj, layer.fc1, layer.fc2)
+                _transposed(layer.proj, zeros),
+                _transposed(layer.fc1, zeros, out_scale=root_half),
+                _transposed(layer.fc2, zeros, in_scale=root_half),
             ]
         self.norms = [
             (norm.normalized_shape, _detached(norm.weight), _detached(norm.bias), norm.eps)
@@ -453,25 +455,31 @@ class TemporalFrame:
         keep: Tensor | None = None,
     ) -> Tensor:
         r"""The step with window ring buffers given as tensors, so that it can be traced
-        (:func:`torch.jit.trace`): writes every node's new key and value to its slot
-        ``slot[n]`` (a long tensor :math:`(N,)`) of ``key`` and ``value``
+        (:func:`torch.jit.trace`): writes every node's new key and value to its slot of
+        ``key`` and ``value``
         :math:`(N, H, W, D)` in place (a cache's :attr:`~KVCache.key` and
         :attr:`~KVCache.value` after :meth:`~KVCache.claim`, or the rings of several streams,
         each at its own frame, stacked along the nodes) and attends over all :math:`W` slots
         with ``bias`` :math:`(N H, 1, W)` (:math:`-\infty` for the slots not written yet).
+        ``slot`` (long) is the slot of every node, :math:`(1,)`, or each node's own,
+        :math:`(N, 1, 1, 1)`.
 
         ``keep`` :math:`(N, 1, 1, 1)` (bool) marks nodes whose ring must not change (streams
         not stepped this time): their slot keeps its content, and their output is meaningless.
         """
         H, W, D = self.heads, self.window, self.head_channels
         q, k, v = self._project(x)
-        index = slot.view(-1, 1, 1, 1).expand(-1, H, 1, D)
         k, v = k.view(-1, H, 1, D), v.view(-1, H, 1, D)
-        if keep is not None:
-            k = torch.where(keep, key.gather(2, index), k)
-            v = torch.where(keep, value.gather(2, index), v)
-        key.scatter_(2, index, k)
-        value.scatter_(2, index, v)
+        if slot.dim() == 1:  # one slot: a copy, several times cheaper than a scatter
+            key.index_copy_(2, slot, k)
+            value.index_copy_(2, slot, v)
+        else:
+            index = slot.expand(-1, H, 1, D)
+            if keep is not None:
+                k = torch.where(keep, key.gather(2, index), k)
+                v = torch.where(keep, value.gather(2, index), v)
+            key.scatter_(2, index, k)
+            value.scatter_(2, index, v)
         return self._attend(x, q, key.view(-1, W, D), value.view(-1, W, D), bias)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -489,8 +497,18 @@ class TemporalFrame:
         scores = torch.baddbmm(bias, q.view(-1, 1, self.head_channels), keys.transpose(1, 2))
         attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(-1, self.channels)
         x = torch.addmm(proj_b, attended, proj_t).add_(x)
-        h = F.gelu(torch.addmm(fc1_b, F.layer_norm(x, *self.norms[1]), fc1_t))
-        return torch.addmm(fc2_b, h, fc2_t).add_(x)
+        u = torch.addmm(fc1_b, F.layer_norm(x, *self.norms[1]), fc1_t)
+        return torch.addmm(fc2_b, torch.addcmul(u, u, torch.erf(u)), fc2_t).add_(x)
+
+
+def _transposed(
+    linear: nn.Linear, zeros: Tensor, out_scale: float = 1.0, in_scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """``(W^T, b)`` of ``linear`` as :func:`torch.addmm` reads them, for inputs multiplied by
+    ``in_scale`` and outputs by ``out_scale`` (a missing bias taken from ``zeros``)."""
+    weight = (linear.weight.detach() * (out_scale * in_scale)).t().contiguous()
+    bias = zeros[: linear.out_features] if linear.bias is None else linear.bias.detach()
+    return weight, bias * out_scale
 
 
 def _detached(tensor: Tensor | None) -> Tensor | None:
