@@ -314,7 +314,10 @@ class _FrameMeasures:
         bones = np.asarray(layout.bones, dtype=np.intp).reshape(-1, 2)
         self.child, self.parent = bones[:, 0], bones[:, 1]
 
-    def __call__(self, coords: np.ndarray, valid: np.ndarray) -> zip[tuple[Any, ...]]:
+    def __call__(
+        self, coords: np.ndarray, valid: np.ndarray, bones: bool = True
+    ) -> zip[tuple[Any, ...]]:
+        """``bones=False`` skips the bone lengths (0 for every frame)."""
         ok = valid[:, None, :] & self.members  # (T, 3, V)
         count = ok.sum(axis=2)
         known = np.where(valid[..., None], coords, 0.0)
@@ -322,7 +325,7 @@ class _FrameMeasures:
         complete, partial = count == self.sizes, count > 0
         torso = np.sqrt(np.square(means[:, 1] - means[:, 2]).sum(axis=-1))
         bone = np.zeros(len(coords))
-        if self.child.size:
+        if bones and self.child.size:
             length = np.sqrt(np.square(known[:, self.child] - known[:, self.parent]).sum(axis=-1))
             bone = np.where(valid[:, self.child] & valid[:, self.parent], length, 0.0).max(axis=1)
         return zip(
@@ -373,6 +376,12 @@ class _RunningStatistics:
         self.torso_all = _RunningMedian()
         self.torso_any = _RunningMedian()
         self.bone = _RunningMedian()
+
+    @property
+    def needs_bones(self) -> bool:
+        """Whether bone lengths can still matter: the divisor falls back to them only while no
+        torso length was seen, and a torso length once seen stays."""
+        return self.config.scale and not (len(self.torso_all) or len(self.torso_any))
 
     def update(
         self,
@@ -482,7 +491,7 @@ class CausalPreprocessor:
             uninformative = ~self._seen[None]
         else:
             uninformative = ~np.isfinite(coords).all(axis=-1)
-        (measures,) = self._measures(coords, valid)
+        (measures,) = self._measures(coords, valid, bones=self._statistics.needs_bones)
         self.origin, self.scale = self._statistics.update(*measures)
         self.num_frames += 1
         return _normalised(kp, coords, self.origin, self.scale, uninformative)[0]
