@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import PENN13_POSE, write_infogcn2_checkpoint
 from test_pose import write_test_video
 
 from skelgraph.cli import main
@@ -18,9 +19,6 @@ from skelgraph.cli.recognize import json_record, retime
 from skelgraph.clip import SkeletonClip
 from skelgraph.io import save_npz
 from skelgraph.layouts import Layout, map_keypoints
-from skelgraph.models import create
-from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import make_meta, save_checkpoint
 
 CLASSES = ["bowl", "jump", "squat", "pitch"]
 NUM_FUTURE = 3
@@ -30,47 +28,16 @@ NUM_FUTURE = 3
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained small InfoGCN2 on penn13 with four classes."""
     torch.manual_seed(0)
-    model = create(
-        "infogcn2", num_classes=4, layout="penn13", channels=16, depth=1, num_future=NUM_FUTURE
-    )
-    meta = make_meta(
-        model="infogcn2",
-        model_args=model.config,
-        classes=CLASSES,
-        layout="penn13",
-        in_channels=3,
-        window=16,
-        preprocess=PreprocessConfig().to_dict(),
-    )
     path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
-    save_checkpoint(path, model, meta)
-    return path
+    return write_infogcn2_checkpoint(path, CLASSES, channels=16, depth=1, num_future=NUM_FUTURE)
 
 
 def moving_keypoints(frames: int, seed: int = 0) -> np.ndarray:
     """A penn13 person (x, y in pixels, confidence) waving its arms, with a few missing joints,
     shape (frames, 13, 3)."""
     rng = np.random.default_rng(seed)
-    base = np.array(
-        [
-            [0, -60],
-            [-20, -40],
-            [20, -40],
-            [-30, -15],
-            [30, -15],
-            [-35, 10],
-            [35, 10],
-            [-12, 10],
-            [12, 10],
-            [-14, 45],
-            [14, 45],
-            [-16, 80],
-            [16, 80],
-        ],
-        dtype=np.float32,
-    )
     t = np.arange(frames, dtype=np.float32)[:, None]
-    xy = np.repeat(base[None] + [200, 150], frames, axis=0)
+    xy = np.repeat(PENN13_POSE[None] + [200, 150], frames, axis=0)
     xy[:, 3:7, 1] -= 30 * np.sin(t / 4)  # elbows and wrists
     xy += rng.normal(0, 1.0, xy.shape)
     conf = np.ones((frames, 13, 1), np.float32)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PENN13_POSE
 
 from skelgraph.layouts import get_layout
 
@@ -28,26 +29,8 @@ PENN = get_layout("penn13")
 
 def standing(cx: float = 100.0, cy: float = 100.0, conf: float = 1.0) -> np.ndarray:
     """A penn13 pose (13, 3) about 140 pixels tall around (cx, cy)."""
-    xy = np.array(
-        [
-            [0, -60],
-            [-20, -40],
-            [20, -40],
-            [-30, -15],
-            [30, -15],
-            [-35, 10],
-            [35, 10],
-            [-12, 10],
-            [12, 10],
-            [-14, 45],
-            [14, 45],
-            [-16, 80],
-            [16, 80],
-        ],
-        dtype=np.float32,
-    )
     centre = np.array([cx, cy], np.float32)
-    return np.concatenate([xy + centre, np.full((13, 1), conf, np.float32)], axis=1)
+    return np.concatenate([PENN13_POSE + centre, np.full((13, 1), conf, np.float32)], axis=1)
 
 
 def midpoint(kp: np.ndarray, a: str, b: str) -> tuple[int, int]:

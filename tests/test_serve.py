@@ -20,6 +20,7 @@ pytest.importorskip("fastapi", reason="the web service needs skelgraph[serve]")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi.testclient import TestClient
+from helpers import write_infogcn2_checkpoint
 from starlette.websockets import WebSocketDisconnect
 
 from skelgraph.clip import SkeletonClip
@@ -38,28 +39,15 @@ NUM_FUTURE = 2
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained small InfoGCN++ (penn13, 3 classes) as a checkpoint."""
-    model = create(
-        "infogcn2",
-        num_classes=len(CLASSES),
-        layout="penn13",
+    return write_infogcn2_checkpoint(
+        tmp_path_factory.mktemp("serve") / "tiny.pt",
+        CLASSES,
         channels=16,
         depth=1,
         head_channels=16,
         decoder_channels=8,
         num_future=NUM_FUTURE,
     )
-    meta = make_meta(
-        model="infogcn2",
-        model_args=model.config,
-        classes=CLASSES,
-        layout="penn13",
-        in_channels=3,
-        window=16,
-        preprocess=PreprocessConfig().to_dict(),
-    )
-    path = tmp_path_factory.mktemp("serve") / "tiny.pt"
-    save_checkpoint(path, model, meta)
-    return path
 
 
 @pytest.fixture(scope="module")

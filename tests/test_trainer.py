@@ -23,6 +23,8 @@ from skelgraph.train.evaluate import evaluate
 from skelgraph.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from skelgraph.train.trainer import prepare
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # ------------------------------------------------------------------------------------------------
 # config
 
@@ -168,15 +170,6 @@ def test_scheduler_steps_the_learning_rate():
 
 # ------------------------------------------------------------------------------------------------
 # training on Penn Action clips
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads stall at every OpenMP barrier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 #: a small InfoGCN++ and short windows: a few seconds per epoch on 2 cores
