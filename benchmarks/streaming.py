@@ -10,6 +10,9 @@ joints). Measured per frame:
   mapped back to pixels);
 * ``recompute``: the same update recomputing the whole window of 64 frames every frame
   (``streaming=False``), what an online recogniser without caches does;
+* ``packaged``: the online recogniser of the packaged ``penn-action-fast`` (the default model of
+  ``skelgraph serve``: 32 channels, 2 blocks, attention window 64, penn13 joints, joint and
+  velocity features) on the same COCO-17 stream, mapped to its joints, in a pass of its own;
 * ``pose``: the pose stage, :class:`skelgraph.pose.UltralyticsPoseEstimator` with an untrained
   ``yolo11n-pose`` (built from ``yolo11n-pose.yaml``; nothing is downloaded) tracking people in
   640×480 frames; skipped, and said so, when ultralytics is not installed;
@@ -54,6 +57,7 @@ from skelgraph.train.checkpoint import make_meta
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
 LAYOUT, CLASSES, WINDOW = "coco17", 14, 64
 POSE_MODEL, FRAME_SIZE = "yolo11n-pose.yaml", (480, 640)  # (height, width)
+PACKAGED = "penn-action-fast"
 #: Reference implementations recomputing a 64-frame window, in milliseconds (2-core machine).
 REFERENCE_RECOMPUTE_MS = 30.0
 TARGETS = {"online p50 ms": 3.0, "online p99 ms": 6.0, "speed-up": 5.0}
@@ -132,6 +136,19 @@ def measure_recognition(num_frames: int) -> tuple[dict[str, list[float]], Online
     return times, runs["online"]
 
 
+def measure_packaged(num_frames: int) -> list[float]:
+    """Per-frame times of the packaged default model's recogniser on the COCO-17 stream, for
+    the frames after the first window."""
+    recognizer = OnlineRecognizer.from_checkpoint(PACKAGED, input_layout=LAYOUT)
+    times = []
+    for t, frame in enumerate(keypoint_stream(num_frames)):
+        start = time.perf_counter()
+        recognizer.update(frame)
+        if t >= WINDOW:
+            times.append(time.perf_counter() - start)
+    return times
+
+
 def video_frames(num_frames: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Synthetic BGR frames ``(480, 640, 3)`` uint8: a smooth background and moving blobs."""
     rng = np.random.default_rng(seed)
@@ -187,12 +204,14 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = pin_threads(args.threads)
     times, recognizer = measure_recognition(args.frames)
+    times["packaged"] = measure_packaged(args.frames)
     stages = measure_pose(args.pose_frames, recognizer)
 
     rows: list[dict[str, Any]] = []
     descriptions = {
         "online": "online recogniser (caches)",
         "recompute": f"recompute the {WINDOW}-frame window",
+        "packaged": f"online, packaged {PACKAGED}",
         "pose": "pose stage (yolo11n-pose, CPU)",
         "end-to-end": "pose + online recogniser",
     }

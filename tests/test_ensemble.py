@@ -224,10 +224,6 @@ def test_streaming_needs_every_member_to_stream():
     assert not isinstance(ensemble, StreamingEnsemble)
 
 
-@pytest.mark.skipif(
-    not (hasattr(InfoGCN2, "step") and hasattr(InfoGCN2, "init_state")),
-    reason="InfoGCN2 has no streaming API (init_state/step) yet",
-)
 def test_step_equals_forward():
     models = [infogcn2(0), infogcn2(1, features=["joint", "velocity"])]
     ensemble = Ensemble.from_models(models, mirror=True).eval()
