@@ -317,16 +317,17 @@ class RK4Frame:
         # (sizes left to the views and *_like allocations, so that a trace records no arithmetic)
         z = z0.reshape(1, -1)
         states = torch.empty_like(z.expand(self.steps, -1))
+        batch = (-1,) if z0.dim() == 3 else ()
         for n in range(self.steps):
             k = torch.empty_like(z.expand(4, -1))
+            derivatives = k.view((4, *batch, *self.node_shape)).unbind(0)  # the rows of k
             stage_input = z
             for i in range(4):
-                self._derivative(stage_input.view_as(z0), n, i, k[i].view_as(z0))
+                self._derivative(stage_input.view_as(z0), n, i, derivatives[i])
                 out = states[n : n + 1] if i == 3 else None
                 stage_input = torch.addmm(z, self.coefficients[i], k[: i + 1], out=out)
             z = stage_input
-        lead = (self.steps, -1) if z0.dim() == 3 else (self.steps,)
-        return states.view(lead + self.node_shape)
+        return states.view((self.steps, *batch, *self.node_shape))
 
     def _derivative(self, z: Tensor, n: int, i: int, out: Tensor) -> None:
         r""":math:`f(z, \tau)` at stage ``i`` of step ``n``, written to ``out``."""

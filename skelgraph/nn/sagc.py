@@ -489,17 +489,28 @@ class SAGCFrame:
         product = torch.addmm(
             self.bias if bias is None else bias, x.reshape(-1, self.in_channels), self.weight_t
         )
-        qk, values, *projected = product.split(self.sizes, dim=1)
-        qk = qk.view(-1, V, 2, H, D).permute(2, 0, 3, 1, 4).reshape(2, -1, V, D)  # q, k [B·H, V, D]
+        if H == 1:  # the column blocks as views of one [B, V, ·] tensor: fewer operations
+            columns = product.view(-1, V, sum(self.sizes))
+            q, k = columns[..., :D], columns[..., D : 2 * D]
+            values = columns[..., 2 * D : 2 * D + C_out]
+            projected = columns[..., 2 * D + C_out :] if self.projection else None
+        else:  # every graph's heads as one batch
+            qk, values, *rest = product.split(self.sizes, dim=1)
+            qk = qk.view(-1, V, 2, H, D).permute(2, 0, 3, 1, 4).reshape(2, -1, V, D)
+            q, k = qk[0], qk[1]  # [B·H, V, D]
+            projected = rest[0] if rest else None
         # the attention is made transposed, att_t[j, i] = att[i, j]: a softmax over dim -2 of
         # a V × V matrix runs several times faster than one over its short last dim
-        att_t = torch.softmax(torch.bmm(qk[1], qk[0].transpose(1, 2)), dim=-2).view(-1, H, V, V)
-        if self.topology_t is not None:
-            att_t = att_t.mul_(self.topology_t)
+        att_t = torch.softmax(torch.bmm(k, q.transpose(1, 2)), dim=-2)  # [B·H, V, V]
         # x'_i = sum over the pairs (j, m) of att^m[i, j] v^m_j: one product for all heads
         if H == 1:
-            pairs, values = att_t.view(-1, V, V).transpose(1, 2), values.view(-1, V, C_out)
+            if self.topology_t is not None:
+                att_t = att_t.mul_(self.topology_t)
+            pairs = att_t.transpose(1, 2)
         else:
+            att_t = att_t.view(-1, H, V, V)
+            if self.topology_t is not None:
+                att_t = att_t.mul_(self.topology_t)
             pairs = att_t.permute(0, 3, 2, 1).reshape(-1, V, V * H)  # [B, i, (j, m)]
             values = values.reshape(-1, V * H, C_out)  # [B, (j, m), C']
         if self.lin_bias is None:
@@ -510,7 +521,7 @@ class SAGCFrame:
             h = h.view(V, C_out)
         if last:
             return h
-        h = self._finish(h, x, projected[0] if projected else None)
+        h = self._finish(h, x, projected)
         return h if out is None else out.copy_(h)
 
     def _finish(self, h: Tensor, x: Tensor, projected: Tensor | None) -> Tensor:
