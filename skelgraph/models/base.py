@@ -18,6 +18,7 @@ __all__ = [
     "StreamingModel",
     "check_input",
     "resolve_layout",
+    "step_each",
     "step_streams",
 ]
 
@@ -162,6 +163,13 @@ def step_streams(
         raise ValueError(
             f"step_streams: x_t: expected one frame per state ({len(states)}), got {x_t.size(0)}"
         )
+    return step_each(model, x_t, states)
+
+
+def step_each(
+    model: StreamingModel, x_t: Tensor, states: Sequence[Any]
+) -> tuple[Tensor, Tensor | None, list[Any]]:
+    """:func:`step_streams` one stream after the other, with :meth:`StreamingModel.step`."""
     outputs = [model.step(x_t[b : b + 1], state) for b, state in enumerate(states)]
     logits = torch.cat([logits for logits, _, _ in outputs])
     forecasts = [forecast for _, forecast, _ in outputs]

@@ -96,6 +96,7 @@ from skelgraph.models.base import (
     SkeletonModel,
     check_input,
     resolve_layout,
+    step_each,
 )
 from skelgraph.models.losses import infogcn2_loss
 from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, RK4Frame, rk4_rollout, rollout
@@ -723,9 +724,7 @@ class InfoGCN2(SkeletonModel):
                 f"got batch sizes {sizes}"
             )
         if not self._frozen_inference():
-            outputs = [self.step(x_t[b : b + 1], state) for b, state in enumerate(states)]
-            logits = torch.cat([logits for logits, _, _ in outputs])
-            return logits, torch.cat([forecast for _, forecast, _ in outputs]), list(states)
+            return step_each(self, x_t, states)
         logits, forecast = self._frame_plan()(x_t, states)
         frames = x_t.clone()
         for b, state in enumerate(states):
@@ -741,8 +740,9 @@ class InfoGCN2(SkeletonModel):
         )
 
     def _frame_plan(self) -> _FramePlan:
-        """The single-stream inference form of the model, rebuilt when a parameter or buffer
-        changed in place (their version counters), was moved or was loaded."""
+        """The frozen inference form of the model (:class:`_FramePlan`), rebuilt when a
+        parameter or buffer changed in place (their version counters), was moved or was
+        loaded."""
         tensors = self.__dict__.get("_plan_tensors")
         if tensors is None:
             tensors = [*self.parameters(), *self.buffers()]
