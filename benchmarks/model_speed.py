@@ -12,6 +12,12 @@ frames, 14 classes, each model at its default configuration. For every model and
 bfloat16 autocast is only faster where the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX);
 the flags found are printed and stored with the results.
 
+To tell how far a time is from what the machine can do, every case's floating-point operations are
+counted once (:class:`torch.utils.flop_counter.FlopCounterMode`: matrix products, convolutions and
+attention) and divided by its median time, and the machine's matrix-product throughput is measured
+on a large square product (``4096 × 4096``, float32 and bfloat16) with the same threads: a case
+cannot run faster than its operations at that rate.
+
 Times are medians of repeated calls measured round-robin over all cases (so load from other
 processes spreads evenly over them), with 2 intra-op threads (``--threads``). The reference
 implementations of InfoGCN++ take about 2.6 s, 0.93 s and 30 ms for these on a 2-core machine of
@@ -34,6 +40,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,7 @@ from _common import (
     pin_threads,
     write_json,
 )
+from torch.utils.flop_counter import FlopCounterMode
 
 from skelgraph.models import create
 
@@ -118,6 +126,30 @@ def cases(name: str, dtype: torch.dtype | None, seed: int = 0) -> dict[str, Call
     return {"train b32": train, "infer b32": infer(x), "infer b1": infer(x[:1].clone())}
 
 
+def gemm_peak(dtype: torch.dtype, size: int = 4096, repeat: int = 3) -> float:
+    """GFLOP/s of the best of ``repeat`` ``size × size`` matrix products in ``dtype``."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeat))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of one call of ``fn`` (matrix products, convolutions,
+    attention; elementwise work is not counted)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def measure(repeat: int, budget_s: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Rows of the result table and the parameter count of every model."""
     fns: dict[str, Callable[[], Any]] = {}
@@ -127,6 +159,7 @@ def measure(repeat: int, budget_s: float) -> tuple[list[dict[str, Any]], dict[st
         for label, dtype in PRECISIONS.items():
             for case, fn in cases(name, dtype).items():
                 fns[f"{name}|{label}|{case}"] = fn
+    flops = {key: count_flops(fn) for key, fn in fns.items()}
     samples = interleaved_times(fns, repeat=repeat, warmup=1, min_repeat=3, budget_s=budget_s)
     rows = []
     for key, times in samples.items():
@@ -137,6 +170,8 @@ def measure(repeat: int, budget_s: float) -> tuple[list[dict[str, Any]], dict[st
             "precision": label,
             "case": case,
             "median ms": ms,
+            "GFLOP": flops[key] / 1e9,
+            "GFLOP/s": flops[key] / ms / 1e6,
             "runs": len(times),
         }
         if name == "infogcn2":
@@ -172,13 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     rows, params = measure(args.repeat, args.budget)
     settings = malloc_settings()
     bf16 = bf16_support()
+    peak = {label: gemm_peak(dtype or torch.float32) for label, dtype in PRECISIONS.items()}
     print(f"malloc: {settings}")
     print(f"threads: {threads}, parameters: {params}, native bf16 (CPU flags): {bf16}")
+    print(
+        "matrix-product throughput (4096 x 4096): "
+        + ", ".join(f"{label} {gflops:.1f} GFLOP/s" for label, gflops in peak.items())
+    )
     columns = [
         "model",
         "precision",
         "case",
         "median ms",
+        "GFLOP",
+        "GFLOP/s",
         "reference ms",
         "speed-up",
         "3x target",
@@ -203,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(),
             "malloc": settings,
             "bf16_cpu_flags": bf16,
+            "gemm_peak_gflops": peak,
             "parameters": params,
             "model_config": {name: create(name, num_classes=CLASSES).config for name in MODELS},
             "reference_ms": REFERENCE_MS,
