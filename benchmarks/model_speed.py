@@ -40,7 +40,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -130,15 +129,8 @@ def gemm_peak(dtype: torch.dtype, size: int = 4096, repeat: int = 3) -> float:
     """GFLOP/s of the best of ``repeat`` ``size × size`` matrix products in ``dtype``."""
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
-    a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeat))
-    return 2 * size**3 / best / 1e9
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    times = interleaved_times({"product": lambda: a @ b}, repeat=repeat, min_repeat=repeat)
+    return 2 * size**3 / min(times["product"]) / 1e9
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
