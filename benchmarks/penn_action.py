@@ -12,12 +12,16 @@ curve (top-1 when only the first 10 %, 20 %, ..., 100 % of every clip's frames a
 same protocol for every model) with its normalised area.
 
 Entries. Each ``--configs`` item is one row of the table: a configuration name (or YAML file), or
-several joined by ``+``, trained one after another and fused into one
-:class:`~skelgraph.models.Ensemble` (averaged class probabilities; e.g. InfoGCN++ on the joint,
-bone and motion streams). A member may carry its own overrides after colons:
-``infogcn2_blog:model.args.features=[bone]``. Identical members are trained once per run.
-``--tta`` adds left/right mirror test-time augmentation to every entry. The table says which rows
-are ensembles and which use test-time augmentation.
+several joined by ``+``, trained one after another. A member may carry its own overrides after
+colons: ``infogcn2_blog:model.args.features=[bone]``. Members that see the same samples (window,
+sampling, evaluation crop, preprocessing, ``reduce``) are fused into one
+:class:`~skelgraph.models.Ensemble` (per-step class probabilities averaged; e.g. InfoGCN++ on the
+joint, bone and motion streams); members that differ (e.g. the causal InfoGCN++ and 2s-AGCN) are
+fused by their scores, each model run with its own settings and the clip-level class probabilities
+averaged (:func:`~skelgraph.train.evaluate.fuse_predictions`, as ``skelgraph test --checkpoint A B``
+does). Identical members are trained, and identical models evaluated, once per run. ``--tta`` adds
+left/right mirror test-time augmentation to every model. The table says which rows are ensembles
+and which use test-time augmentation.
 
 Data. ``--data`` is a skeleton folder (e.g. ``/tmp/penn_npz`` from ``skelgraph convert
 penn-action``) or a Penn Action root; without it the annotations in ``--penn-action`` (default
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 import sys
 import time
@@ -63,8 +68,14 @@ from skelgraph.io import atomic_write
 from skelgraph.models import Ensemble
 from skelgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
-from skelgraph.train.evaluate import describe_model, update_report
-from skelgraph.train.trainer import DataSplits, evaluate_split, is_penn_action, prepare
+from skelgraph.train.evaluate import describe_models, fuse_predictions, update_report
+from skelgraph.train.trainer import (
+    DataSplits,
+    is_penn_action,
+    prepare,
+    report_split,
+    split_predictor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -227,27 +238,18 @@ def train_member(
     return record, config, splits
 
 
-def check_members(configs: Sequence[TrainConfig], entry: str) -> None:
-    """Members of an ensemble must hold out the same validation clips and see the same samples
-    (checked before any training)."""
-    first = configs[0]
-    for config in configs[1:]:
-        for key in (
-            "seed",
-            "reduce",
-            "data.val_fraction",
-            "data.window",
-            "data.sampling",
-            "data.stride",
-            "data.p_interval_val",
-            "data.preprocess",
-        ):
-            ours, theirs = (_lookup(c, key) for c in (first, config))
-            if ours != theirs:
-                raise ValueError(
-                    f"--configs {entry!r}: {key}: every member of an ensemble needs the same "
-                    f"value (the same validation clips and samples), got {ours!r} and {theirs!r}"
-                )
+#: Settings that make a model's samples: members of an entry that agree on them form one
+#: :class:`Ensemble`; groups that differ are fused by their scores.
+SAMPLE_KEYS = (
+    "reduce",
+    "data.window",
+    "data.sampling",
+    "data.stride",
+    "data.p_interval_val",
+    "data.preprocess",
+)
+#: Settings every member of an entry must share: the same held-out validation clips.
+SPLIT_KEYS = ("seed", "data.val_fraction")
 
 
 def _lookup(config: TrainConfig, key: str) -> Any:
@@ -257,31 +259,61 @@ def _lookup(config: TrainConfig, key: str) -> Any:
     return value
 
 
-def run_entry(
-    text: str,
+def check_members(configs: Sequence[TrainConfig], entry: str) -> None:
+    """Members of an entry must hold out the same validation clips (checked before training)."""
+    first = configs[0]
+    for config in configs[1:]:
+        for key in SPLIT_KEYS:
+            ours, theirs = (_lookup(c, key) for c in (first, config))
+            if ours != theirs:
+                raise ValueError(
+                    f"--configs {entry!r}: {key}: every member of an entry needs the same value "
+                    f"(the same validation clips), got {ours!r} and {theirs!r}"
+                )
+
+
+def sample_groups(configs: Sequence[TrainConfig]) -> list[list[int]]:
+    """Member indices grouped by their :data:`SAMPLE_KEYS` values, in order of appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(repr([_lookup(config, k) for k in SAMPLE_KEYS]), []).append(i)
+    return list(groups.values())
+
+
+def group_name(records: Sequence[dict[str, Any]]) -> str:
+    """``InfoGCN++``, ``InfoGCN++ ×2 ensemble`` or ``InfoGCN++ + ST-GCN ensemble``."""
+    names = [DISPLAY.get(r["model"], r["model"]) for r in records]
+    if len(names) == 1:
+        return names[0]
+    if len(set(names)) == 1:
+        return f"{names[0]} ×{len(names)} ensemble"
+    return " + ".join(names) + " ensemble"
+
+
+def group_predictor(
+    members: Sequence[Member],
     args: argparse.Namespace,
     data_root: Path,
     trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]],
-) -> dict[str, Any]:
-    """Trains the members of one entry (reusing members trained earlier in the run), fuses them
-    when there are several (or with ``--tta``) and evaluates once on ``args.split``."""
-    members = parse_entry(text)
-    check_members([member_config(m, args) for m in members], text)
-    for member in members:
-        if member.spec not in trained:
-            trained[member.spec] = train_member(member, args, data_root)
+    predictors: dict[tuple[str, ...], tuple[Any, Any, str]],
+) -> tuple[Any, Any, str]:
+    """``(predict_at, model, checkpoint)`` of trained members that share their samples: one
+    checkpoint, or their :class:`Ensemble` (also one member with ``--tta``), saved in ``WORK_DIR/
+    eval``. ``predict_at`` (:func:`split_predictor` on ``args.split``) remembers its predictions,
+    and groups met before in the run are reused."""
+    key = tuple(m.spec for m in members)
+    if key in predictors:
+        return predictors[key]
     records = [trained[m.spec][0] for m in members]
-    configs = [trained[m.spec][1] for m in members]
-    splits = trained[members[0].spec][2]
+    config, splits = trained[members[0].spec][1:]
     paths = [r["checkpoint"] for r in records]
-    out = args.work_dir / "eval" / (slug(text) + ("-tta" if args.tta else ""))
+    device = records[0]["device"]
     if len(members) == 1 and not args.tta:
-        model, meta = load_checkpoint(paths[0], map_location=records[0]["device"])
+        model, meta = load_checkpoint(paths[0], map_location=device)
         checkpoint = paths[0]
     else:
-        model, meta = Ensemble.from_checkpoints(
-            paths, mirror=args.tta, map_location=records[0]["device"]
-        )
+        model, meta = Ensemble.from_checkpoints(paths, mirror=args.tta, map_location=device)
+        out = args.work_dir / "eval" / (slug("+".join(key)) + ("-tta" if args.tta else ""))
         out.mkdir(parents=True, exist_ok=True)
         checkpoint = str(out / "ensemble.pt")
         save_checkpoint(checkpoint, model, meta)
@@ -289,36 +321,72 @@ def run_entry(
         split, clips = splits.test_split, None
     else:
         split, clips = splits.val_split, splits.val_clips
+    predict_at = functools.cache(
+        split_predictor(
+            model,
+            data_root,
+            config,
+            meta["classes"],
+            split=split,
+            clips=clips,
+            cache_dir=args.cache_dir,
+            progress=not args.quiet,
+        )
+    )
+    predictors[key] = (predict_at, model, checkpoint)
+    return predictors[key]
+
+
+def run_entry(
+    text: str,
+    args: argparse.Namespace,
+    data_root: Path,
+    trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]],
+    predictors: dict[tuple[str, ...], tuple[Any, Any, str]],
+) -> dict[str, Any]:
+    """Trains the members of one entry (reusing members trained earlier in the run), fuses those
+    that share their samples into one model (several, or one with ``--tta``), fuses the scores of
+    the resulting models and evaluates once on ``args.split``."""
+    members = parse_entry(text)
+    check_members([member_config(m, args) for m in members], text)
+    for member in members:
+        if member.spec not in trained:
+            trained[member.spec] = train_member(member, args, data_root)
+    records = [trained[m.spec][0] for m in members]
+    groups = sample_groups([trained[m.spec][1] for m in members])
     start = time.perf_counter()
-    metrics, _ = evaluate_split(
-        model,
-        data_root,
-        configs[0],
-        meta["classes"],
-        out / args.split,
-        split=split,
-        clips=clips,
-        cache_dir=args.cache_dir,
-        early=True,
+    fused = [
+        group_predictor([members[i] for i in g], args, data_root, trained, predictors)
+        for g in groups
+    ]
+    classes = trained[members[0].spec][2].base.classes
+    out = args.work_dir / "eval" / (slug(text) + ("-tta" if args.tta else "")) / args.split
+    metrics, _ = report_split(
+        lambda f: fuse_predictions([predict_at(f) for predict_at, _, _ in fused]),
+        classes,
+        out,
         progress=not args.quiet,
     )
-    described = describe_model(model)
-    update_report(out / args.split, {"checkpoint": checkpoint, **described})
-    names = [DISPLAY.get(r["model"], r["model"]) for r in records]
-    display = names[0] if len(set(names)) == 1 else " + ".join(names)
-    if len(members) > 1:
-        display += f" ×{len(members)} ensemble"
+    models = [model for _, model, _ in fused]
+    checkpoints = [checkpoint for _, _, checkpoint in fused]
+    checkpoint = checkpoints[0] if len(checkpoints) == 1 else checkpoints
+    described = describe_models(models)
+    update_report(out, {"checkpoint": checkpoint, **described})
+    display = " + ".join(group_name([records[i] for i in g]) for g in groups)
+    if len(groups) > 1:
+        display += " score fusion"
     return {
         "model": display,
         "entry": text,
         "ensemble": len(members) > 1,
+        "score_fusion": len(groups) > 1,
         "configs": [m.spec for m in members],
         "streams": ["+".join(r["features"]) for r in records],
-        "tta": described["tta"],
+        "tta": "mirror" if args.tta else None,
         "members": records,
         "checkpoint": checkpoint,
-        "report_dir": str(out / args.split),
-        "classes": list(meta["classes"]),
+        "report_dir": str(out),
+        "classes": list(classes),
         "num_clips": metrics["num_samples"],
         **{
             key: metrics[key]
@@ -334,10 +402,10 @@ def run_entry(
             )
         },
         "per_class_recall": dict(
-            zip(meta["classes"], np.asarray(metrics["per_class"]["recall"]).tolist(), strict=True)
+            zip(classes, np.asarray(metrics["per_class"]["recall"]).tolist(), strict=True)
         ),
         "confusion": np.asarray(metrics["confusion"]).tolist(),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for m in models for p in m.parameters()),
         "train_time_s": sum(r["train_time_s"] for r in records),
         "eval_time_s": time.perf_counter() - start,
     }
@@ -517,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]] = {}
-    results = [run_entry(text, args, data_root, trained) for text, _ in entries]
+    predictors: dict[tuple[str, ...], tuple[Any, Any, str]] = {}
+    results = [run_entry(text, args, data_root, trained, predictors) for text, _ in entries]
     info = {**machine(), **device_description(results)}
     record = {
         "benchmark": "penn_action",

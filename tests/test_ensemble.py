@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,13 +10,16 @@ import torch
 
 from skelgraph import SkeletonClip
 from skelgraph.cli import main
+from skelgraph.cli.test import _eval_config
 from skelgraph.data import example_clips, write_skeleton_folder
 from skelgraph.layouts import get_layout
 from skelgraph.models import Ensemble, InfoGCN2, create, registered_name
 from skelgraph.models.ensemble import StreamingEnsemble, fuse_checkpoints, mirrored
 from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.checkpoint import load_checkpoint, make_meta, save_checkpoint
-from skelgraph.train.evaluate import describe_model
+from skelgraph.train.evaluate import ClipPredictions, describe_model, fuse_predictions
+from skelgraph.train.metrics import classification_metrics
+from skelgraph.train.trainer import split_predictor
 
 K, V = 4, 13
 SMALL = {"channels": 16, "depth": 1, "head_channels": 16, "decoder_channels": 8}
@@ -141,7 +145,7 @@ def write_member(path: Path, model: torch.nn.Module, classes: list[str], **chang
         layout=model.layout,
         in_channels=3,
         window=changes.pop("window", 16),
-        preprocess=PreprocessConfig().to_dict(),
+        preprocess=changes.pop("preprocess", PreprocessConfig()).to_dict(),
         inference={"sampling": "clip", "stride": None, "p_interval": [0.95], "reduce": "mean"},
     )
     save_checkpoint(path, model, meta)
@@ -182,6 +186,72 @@ def test_from_checkpoints_round_trip_and_skelgraph_test(tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert report["model"] == "ensemble" and report["ensemble"] is False
     assert report["members"] == ["infogcn2"] and report["tta"] == "mirror"
+
+
+def test_fuse_predictions_averages_the_class_probabilities():
+    ids, labels = np.arange(3), np.array([0, 1, 2])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.4, 0.1]])
+    q = np.array([[0.1, 0.2, 0.7], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]])
+    # logits up to a per-clip constant: only the probabilities count
+    a = ClipPredictions(ids, labels, np.log(p).astype(np.float32) + 3.0, {"loss": 1.0}, None)
+    b = ClipPredictions(ids, labels, np.log(q).astype(np.float32), {}, None)
+    fused = fuse_predictions([a, b])
+    np.testing.assert_allclose(np.exp(fused.logits), (p + q) / 2, rtol=1e-5)
+    assert fused.losses == {} and (fused.labels == labels).all()
+    assert fuse_predictions([a]) is a
+
+    other_clips = ClipPredictions(ids + 1, labels, b.logits, {}, None)
+    other_labels = ClipPredictions(ids, labels[::-1], b.logits, {}, None)
+    other_classes = ClipPredictions(ids, labels, b.logits[:, :2], {}, None)
+    with pytest.raises(ValueError, match=r"predictions\[1\]: expected the clips"):
+        fuse_predictions([a, other_clips])
+    with pytest.raises(ValueError, match=r"labels differ from predictions\[0\]'s on 2 clips"):
+        fuse_predictions([a, other_labels])
+    with pytest.raises(ValueError, match=r"logits: expected shape \[3, 3\], got \[3, 2\]"):
+        fuse_predictions([a, other_classes])
+    with pytest.raises(ValueError, match="at least one"):
+        fuse_predictions([])
+
+
+def test_skelgraph_test_fuses_scores_of_models_with_their_own_samples(tmp_path, capsys):
+    data, classes = example_folder(tmp_path)
+    causal = PreprocessConfig(causal=True)
+    paths = [
+        write_member(tmp_path / "infogcn2.pt", infogcn2(0), classes, window=24, preprocess=causal),
+        write_member(tmp_path / "stgcn.pt", stgcn(1), classes),
+    ]
+    out, cache = tmp_path / "fused", tmp_path / "cache"
+    argv = ["test", "--checkpoint", *map(str, paths), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--device", "cpu", "--precision", "fp32", "--cache-dir", str(cache)]) == 0
+    assert "score_fusion: infogcn2, stgcn" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["checkpoint"] == list(map(str, paths)) and report["ensemble"] is True
+    assert report["fused_models"] == ["infogcn2", "stgcn"] and report["tta"] is None
+    assert len(report["early_recognition"]["accuracy"]) == 10
+
+    # each checkpoint samples the clips with its own window and preprocessing
+    predictions, configs = [], []
+    for path in paths:
+        model, meta = load_checkpoint(path)
+        config = _eval_config(
+            meta, argparse.Namespace(batch_size=8, precision="fp32", device="cpu")
+        )
+        configs.append(config)
+        predict_at = split_predictor(model, data, config, classes, split="test", progress=False)
+        predictions.append(predict_at(1.0))
+    fused = fuse_predictions(predictions)
+    expected = classification_metrics(fused.logits, fused.labels)
+    assert report["confusion"] == expected["confusion"].tolist()
+    assert report["top5"] == pytest.approx(expected["top5"])
+    model, _ = load_checkpoint(paths[0])
+    with_other_samples = split_predictor(
+        model, data, configs[1], classes, split="test", progress=False
+    )
+    assert not np.allclose(with_other_samples(1.0).logits, predictions[0].logits, atol=1e-3)
+
+    other = write_member(tmp_path / "classes.pt", stgcn(2), classes[::-1])
+    assert main(["test", "--checkpoint", str(paths[0]), str(other), "--data", str(data)]) == 1
+    assert f"checkpoint {other}: meta field 'classes'" in capsys.readouterr().err
 
 
 def test_from_checkpoints_names_the_mismatching_file_and_field(tmp_path, capsys):

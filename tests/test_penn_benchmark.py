@@ -45,6 +45,7 @@ def test_quick_run_writes_results_and_plots(tmp_path):
         entry,
         "stgcn",
         "agcn2s",
+        "infogcn2_small+agcn2s",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -54,11 +55,18 @@ def test_quick_run_writes_results_and_plots(tmp_path):
     assert record["split"] == "test" and record["quick"] and record["tta"] == "mirror"
     assert {"cpu", "cores", "torch", "devices"} <= set(record["machine"])
     results = record["results"]
-    assert [r["entry"] for r in results] == [entry, "stgcn", "agcn2s"]
-    ensemble, single = results[0], results[1]
+    assert [r["entry"] for r in results] == [entry, "stgcn", "agcn2s", "infogcn2_small+agcn2s"]
+    ensemble, single, fusion = results[0], results[1], results[3]
     assert ensemble["ensemble"] and ensemble["streams"] == ["joint", "bone"]
     assert not single["ensemble"] and single["tta"] == "mirror"
     assert ensemble["model"].startswith("InfoGCN++") and single["model"] == "ST-GCN"
+    assert not ensemble["score_fusion"] and fusion["score_fusion"]
+    assert fusion["model"] == "InfoGCN++ + 2s-AGCN score fusion"
+    # the causal InfoGCN++ and 2s-AGCN differ in preprocessing: one mirrored model each, reused
+    assert fusion["checkpoint"][1] == results[2]["checkpoint"]
+    assert fusion["train_time_s"] == pytest.approx(
+        ensemble["members"][0]["train_time_s"] + results[2]["train_time_s"]
+    )
     for result in results:
         assert result["num_clips"] == 6  # 3 classes x 2 test clips
         for key in ("top1", "mean_class_acc", "macro_f1", "early_auc"):
@@ -69,6 +77,7 @@ def test_quick_run_writes_results_and_plots(tmp_path):
         assert all(m["best_epoch"] == 1 for m in result["members"])
         report = json.loads((Path(result["report_dir"]) / "metrics.json").read_text())
         assert report["tta"] == "mirror" and report["top1"] == result["top1"]
+    assert report["model"] == "score_fusion" and report["members"] == ["infogcn2", "agcn2s"]
     for name in ("penn_action_quick_confusion.png", "penn_action_quick_early.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "| InfoGCN++ ×2 ensemble" in done.stdout and "| 2s-AGCN" in done.stdout

@@ -7,8 +7,14 @@ Example::
 The samples are made as in training (window, preprocessing, evaluation crop and sampling from the
 checkpoint's meta); the data must have the checkpoint's layout and channels, and only its classes.
 Ensemble checkpoints (``skelgraph ensemble``) evaluate like any other; ``--tta mirror`` adds
-left/right mirror test-time augmentation to any checkpoint. ``metrics.json`` records the checkpoint,
-the model, its members and the test-time augmentation.
+left/right mirror test-time augmentation to any checkpoint. Several checkpoints are fused by their
+scores: each is run with its own data settings (window, preprocessing, crop: models such as
+InfoGCN++ and 2s-AGCN, trained on different inputs, combine) and their clip-level class
+probabilities are averaged::
+
+    skelgraph test --checkpoint infogcn2/best.pt agcn2s/best.pt --data data/penn_action
+
+``metrics.json`` records the checkpoints, the models, their members and the test-time augmentation.
 """
 
 from __future__ import annotations
@@ -29,7 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "per_class.csv, confusion.csv/.png and early_recognition.png into --out."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="a .pt checkpoint, or several whose clip-level class probabilities are averaged",
+    )
     parser.add_argument("--data", required=True, type=Path, help="skeleton folder or Penn Action")
     parser.add_argument(
         "--split",
@@ -82,54 +94,76 @@ def _eval_config(meta: dict[str, Any], args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads the checkpoint, checks the data against it, evaluates and prints the metric table."""
+    """Loads the checkpoints, checks the data against each, evaluates (fusing several checkpoints'
+    scores) and prints the metric table."""
     from skelgraph.models.ensemble import mirrored
     from skelgraph.train.checkpoint import check_compatible, load_checkpoint
     from skelgraph.train.distributed import cleanup, init_distributed, main_first
-    from skelgraph.train.evaluate import describe_model, update_report
-    from skelgraph.train.trainer import evaluate_split, open_dataset
+    from skelgraph.train.evaluate import describe_models, fuse_predictions, update_report
+    from skelgraph.train.trainer import open_dataset, report_split, split_predictor
 
     split = None if args.split == "all" else args.split
     ctx = init_distributed(args.device)
+    predictors, models = [], []
     try:
-        model, meta = load_checkpoint(args.checkpoint, map_location=ctx.device)
-        if args.tta == "mirror":
-            model = mirrored(model).eval()
-        config = _eval_config(meta, args)
-        with main_first(ctx):
-            dataset = open_dataset(
-                args.data,
-                config.data,
-                split=split,
-                classes=meta["classes"],
-                cache_dir=args.cache_dir,
+        classes = None
+        for path in args.checkpoint:
+            model, meta = load_checkpoint(path, map_location=ctx.device)
+            if classes is not None and meta["classes"] != classes:
+                raise ValueError(
+                    f"checkpoint {path}: meta field 'classes': expected {classes} (as in "
+                    f"{args.checkpoint[0]}), got {meta['classes']}"
+                )
+            classes = meta["classes"]
+            if args.tta == "mirror":
+                model = mirrored(model).eval()
+            config = _eval_config(meta, args)
+            with main_first(ctx):
+                dataset = open_dataset(
+                    args.data, config.data, split=split, classes=classes, cache_dir=args.cache_dir
+                )
+            try:
+                check_compatible(meta, dataset)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+            if dataset.num_clips == 0:
+                raise ValueError(f"--split {args.split}: no clips of that split in {args.data}")
+            predictors.append(
+                split_predictor(
+                    model,
+                    args.data,
+                    config,
+                    classes,
+                    split=split,
+                    ctx=ctx,
+                    cache_dir=args.cache_dir,
+                )
             )
-        check_compatible(meta, dataset)
-        if dataset.num_clips == 0:
-            raise ValueError(f"--split {args.split}: no clips of that split in {args.data}")
+            models.append(model)
     except (ValueError, FileNotFoundError) as e:
         print(f"skelgraph test: error: {e}", file=sys.stderr)
         cleanup(ctx)
         return 1
-    out = args.out or args.checkpoint.parent / f"eval-{args.checkpoint.stem}-{args.split}"
-    _, table = evaluate_split(
-        model,
-        args.data,
-        config,
-        meta["classes"],
+    first = args.checkpoint[0]
+    stem = "+".join(p.stem for p in args.checkpoint)
+    out = args.out or first.parent / f"eval-{stem}-{args.split}"
+    _, table = report_split(
+        lambda f: fuse_predictions([predict_at(f) for predict_at in predictors]),
+        classes,
         out,
-        split=split,
         ctx=ctx,
-        cache_dir=args.cache_dir,
         early=not args.no_early,
     )
-    described = describe_model(model)
     if ctx.is_main:
-        update_report(out, {"checkpoint": str(args.checkpoint), "split": args.split, **described})
-        members = ", ".join(described["members"])
+        fields = describe_models(models)
+        checkpoints = [str(p) for p in args.checkpoint]
+        shown = checkpoints[0] if len(checkpoints) == 1 else checkpoints
+        update_report(out, {"checkpoint": shown, "split": args.split, **fields})
+        members = ", ".join(fields["members"])
+        tta = fields["tta"] or "none"
         print(
-            f"{args.checkpoint} ({described['model']}: {members}; tta {described['tta'] or 'none'})"
-            f" on {args.data} ({args.split}):\n{table}\nreport: {out}"
+            f"{' + '.join(checkpoints)} ({fields['model']}: {members}; tta {tta}) on "
+            f"{args.data} ({args.split}):\n{table}\nreport: {out}"
         )
     cleanup(ctx)
     return 0

@@ -3,11 +3,14 @@
 Every sample of a loader is one window of a clip (``data.clip_id``); a clip's video-level prediction
 is the mean of its windows' video logits (:meth:`ModelOutput.video_logits` with ``reduce``), so
 ``sampling="window"`` and ``sampling="clip"`` datasets are scored the same way: once per clip.
+Clip predictions of several models, each made with its own data settings (window, preprocessing,
+crop), fuse by their averaged class probabilities (:func:`fuse_predictions`, score fusion).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -40,9 +43,12 @@ __all__ = [
     "REPORT_ROWS",
     "ClipPredictions",
     "describe_model",
+    "describe_models",
     "early_recognition",
     "evaluate",
+    "fuse_predictions",
     "predict",
+    "prediction_metrics",
     "update_report",
     "write_report",
 ]
@@ -198,6 +204,20 @@ def _forecast_means(sums: Mapping[str, torch.Tensor], ctx: DistContext) -> dict[
         return {"mse": sq_err / count, "pck": hits / visible}
 
 
+def prediction_metrics(preds: ClipPredictions) -> dict[str, Any]:
+    """Clip-level classification metrics of ``preds`` (see :func:`classification_metrics`), plus
+    its loss terms and, for forecasting models, ``"forecast_mse"`` / ``"forecast_pck"`` per future
+    step and their means."""
+    metrics = classification_metrics(preds.logits, preds.labels)
+    metrics.update(preds.losses)
+    if preds.forecast is not None:
+        metrics["forecast_mse"] = preds.forecast["mse"].tolist()
+        metrics["forecast_pck"] = preds.forecast["pck"].tolist()
+        metrics["forecast_mse_mean"] = float(np.nanmean(preds.forecast["mse"]))
+        metrics["forecast_pck_mean"] = float(np.nanmean(preds.forecast["pck"]))
+    return metrics
+
+
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
@@ -209,64 +229,84 @@ def evaluate(
     desc: str = "eval",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Clip-level classification metrics (see :func:`classification_metrics`), plus ``"loss"`` terms
-    (``with_loss``) and ``"forecast_mse"`` / ``"forecast_pck"`` per future step for forecasting
-    models; arguments as for :func:`predict`."""
-    preds = predict(
-        model,
-        loader,
-        ctx=ctx,
-        reduce=reduce,
-        dtype=dtype,
-        with_loss=with_loss,
-        desc=desc,
-        progress=progress,
+    """:func:`prediction_metrics` of ``model`` over ``loader`` (``"loss"`` terms with
+    ``with_loss``); arguments as for :func:`predict`."""
+    return prediction_metrics(
+        predict(
+            model,
+            loader,
+            ctx=ctx,
+            reduce=reduce,
+            dtype=dtype,
+            with_loss=with_loss,
+            desc=desc,
+            progress=progress,
+        )
     )
-    metrics = classification_metrics(preds.logits, preds.labels)
-    metrics.update(preds.losses)
-    if preds.forecast is not None:
-        metrics["forecast_mse"] = preds.forecast["mse"].tolist()
-        metrics["forecast_pck"] = preds.forecast["pck"].tolist()
-        metrics["forecast_mse_mean"] = float(np.nanmean(preds.forecast["mse"]))
-        metrics["forecast_pck_mean"] = float(np.nanmean(preds.forecast["pck"]))
-    return metrics
+
+
+def fuse_predictions(predictions: Sequence[ClipPredictions]) -> ClipPredictions:
+    r"""Score fusion: the clip predictions of several models on the same clips, fused into one
+    whose logits are the log of the averaged class probabilities,
+    :math:`\ell = \log \frac{1}{M} \sum_m \mathrm{softmax}(\ell^{(m)})`, and whose forecast
+    errors are the first model's (loss terms are dropped). One prediction is returned as it is.
+
+    Raises:
+        ValueError: when the predictions differ in their clips, labels or number of classes.
+    """
+    if not predictions:
+        raise ValueError("fuse_predictions: predictions: expected at least one, got none")
+    first = predictions[0]
+    if len(predictions) == 1:
+        return first
+    for i, other in enumerate(predictions[1:], start=1):
+        if not np.array_equal(other.clip_ids, first.clip_ids):
+            raise ValueError(
+                f"fuse_predictions: predictions[{i}]: expected the clips of predictions[0] "
+                f"({len(first.clip_ids)} clips), got {len(other.clip_ids)} clips, not the same"
+            )
+        if not np.array_equal(other.labels, first.labels):
+            raise ValueError(
+                f"fuse_predictions: predictions[{i}]: labels differ from predictions[0]'s on "
+                f"{int((other.labels != first.labels).sum())} clips (other class orders?)"
+            )
+        if other.logits.shape != first.logits.shape:
+            raise ValueError(
+                f"fuse_predictions: predictions[{i}].logits: expected shape "
+                f"{list(first.logits.shape)}, got {list(other.logits.shape)}"
+            )
+    logits = torch.stack([torch.from_numpy(p.logits).double() for p in predictions])
+    fused = torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(predictions))
+    return ClipPredictions(
+        clip_ids=first.clip_ids,
+        labels=first.labels,
+        logits=fused.float().numpy(),
+        losses={},
+        forecast=first.forecast,
+    )
 
 
 def early_recognition(
-    model: nn.Module,
-    loader_for: Callable[[float], DataLoader],
+    predict_at: Callable[[float], ClipPredictions],
     *,
     fractions: Sequence[float] = EARLY_FRACTIONS,
-    ctx: DistContext | None = None,
-    reduce: str = "mean",
-    dtype: torch.dtype | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Top-1 accuracy when only the first fraction of every clip is observed, and the curve's area.
 
     Args:
-        model: The model.
-        loader_for: Builds the evaluation loader of a dataset with ``observed_fraction=f``.
+        predict_at: The clip predictions when every clip is cut to its first fraction ``f``
+            (e.g. :func:`predict` over a dataset with ``observed_fraction=f``).
         fractions: Increasing observed fractions (default 0.1, 0.2, ..., 1.0).
-        ctx, reduce, dtype, progress: As for :func:`predict`.
+        progress: Show a progress bar.
 
     Returns:
         ``{"fractions": [...], "accuracy": [...], "auc": float}`` with the trapezoid area normalised
         by the fraction range (:func:`curve_auc`).
     """
-    ctx = ctx or DistContext()
     accuracy = []
-    bar = tqdm(fractions, desc="early recognition", disable=not (progress and ctx.is_main))
-    for fraction in bar:
-        preds = predict(
-            model,
-            loader_for(fraction),
-            ctx=ctx,
-            reduce=reduce,
-            dtype=dtype,
-            desc=f"{fraction:.0%} observed",
-            progress=progress,
-        )
+    for fraction in tqdm(fractions, desc="early recognition", disable=not progress):
+        preds = predict_at(fraction)
         accuracy.append(float((preds.logits.argmax(1) == preds.labels).mean()))
     return {
         "fractions": [float(f) for f in fractions],
@@ -344,6 +384,24 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
         }
     name = registered_name(model)
     return {"model": name, "ensemble": False, "members": [name], "tta": None}
+
+
+def describe_models(models: Sequence[nn.Module]) -> dict[str, Any]:
+    """:func:`describe_model` of one model; for several whose scores are fused
+    (:func:`fuse_predictions`), ``{"model": "score_fusion", "ensemble": True, "members"}`` with
+    every model's members, ``"fused_models"`` (each model's name) and ``"tta"`` (the models'
+    common test-time augmentation, or the list of them when they differ)."""
+    described = [describe_model(m) for m in models]
+    if len(described) == 1:
+        return described[0]
+    tta = [d["tta"] for d in described]
+    return {
+        "model": "score_fusion",
+        "ensemble": True,
+        "members": [name for d in described for name in d["members"]],
+        "fused_models": [d["model"] for d in described],
+        "tta": tta[0] if len(set(tta)) == 1 else tta,
+    }
 
 
 def update_report(out_dir: str | os.PathLike[str], fields: Mapping[str, Any]) -> None:

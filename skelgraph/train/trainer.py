@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +69,14 @@ from skelgraph.train.distributed import (
     resolve_device,
     wrap_model,
 )
-from skelgraph.train.evaluate import early_recognition, evaluate, write_report
+from skelgraph.train.evaluate import (
+    ClipPredictions,
+    early_recognition,
+    evaluate,
+    predict,
+    prediction_metrics,
+    write_report,
+)
 from skelgraph.train.optim import build_optimizer, build_scheduler
 from skelgraph.train.plots import plot_history
 
@@ -82,8 +89,10 @@ __all__ = [
     "is_penn_action",
     "open_dataset",
     "prepare",
+    "report_split",
     "seed_everything",
     "split_data",
+    "split_predictor",
     "subset_by_clips",
     "train",
     "train_transform",
@@ -567,42 +576,38 @@ def _summary(record: Mapping[str, Any], monitor: str) -> str:
 # a whole run
 
 
-def evaluate_split(
+def split_predictor(
     model: nn.Module,
     root: PathLike,
     config: TrainConfig,
     classes: Sequence[str],
-    out_dir: PathLike,
     *,
     split: str | None,
     clips: np.ndarray | None = None,
     ctx: DistContext | None = None,
     cache_dir: PathLike | None = None,
-    early: bool = True,
     progress: bool = True,
-) -> tuple[dict[str, Any], str]:
-    """Evaluates ``model`` on a split of ``root`` and writes the report files into ``out_dir``.
+) -> Callable[[float], ClipPredictions]:
+    """The predictions of ``model`` on a split of ``root`` as a function of the observed fraction:
+    ``predict_at(f)`` runs the model over the split's clips cut to their first fraction ``f``
+    (``1.0``: whole clips), sampled with ``config.data`` (evaluation crop, window, sampling,
+    preprocessing) and scored with ``config.reduce`` under ``config.precision``.
 
     Args:
         model: The trained model.
         root: The data root.
-        config: Data settings (evaluation crop, window, sampling) and ``reduce``/``precision``.
+        config: The model's data settings, ``reduce`` and ``precision``.
         classes: Class names in logit order.
-        out_dir: Report folder (see :func:`~skelgraph.train.evaluate.write_report`).
-        split: The split to evaluate.
+        split: The split to predict.
         clips: Restrict to these clip ids of the split (a held-out validation part).
         ctx: Process context.
         cache_dir: Dataset cache folder.
-        early: Also compute the early-recognition curve.
         progress: Show progress bars (rank 0).
-
-    Returns:
-        ``(metrics, table)``; files and the table are written/printed by rank 0 only.
     """
     ctx = ctx or DistContext(device=resolve_device(config.device))
     dtype = autocast_dtype(config.precision, ctx.device)
 
-    def loader_for(fraction: float) -> Any:
+    def predict_at(fraction: float) -> ClipPredictions:
         with main_first(ctx):
             dataset: Dataset = open_dataset(
                 root,
@@ -617,11 +622,44 @@ def evaluate_split(
             dataset = subset_by_clips(dataset, clips)
         sampler = make_sampler(dataset, ctx, shuffle=False)
         batch_size = config.eval_batch_size or config.batch_size
-        return make_loader(dataset, batch_size, shuffle=False, sampler=sampler)
+        loader = make_loader(dataset, batch_size, shuffle=False, sampler=sampler)
+        return predict(
+            model,
+            loader,
+            ctx=ctx,
+            reduce=config.reduce,
+            dtype=dtype,
+            desc="test" if fraction == 1.0 else f"{fraction:.0%} observed",
+            progress=progress,
+        )
 
-    kwargs = {"ctx": ctx, "reduce": config.reduce, "dtype": dtype, "progress": progress}
-    metrics = evaluate(model, loader_for(1.0), desc="test", **kwargs)
-    curve = early_recognition(model, loader_for, **kwargs) if early else None
+    return predict_at
+
+
+def report_split(
+    predict_at: Callable[[float], ClipPredictions],
+    classes: Sequence[str],
+    out_dir: PathLike,
+    *,
+    ctx: DistContext | None = None,
+    early: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Metrics of the predictions ``predict_at(1.0)`` (:func:`split_predictor`, or several fused
+    with :func:`~skelgraph.train.evaluate.fuse_predictions`), the early-recognition curve over
+    ``predict_at`` with ``early``, and the report files in ``out_dir`` (rank 0 writes them).
+
+    Returns:
+        ``(metrics, table)``; the table is empty on other ranks.
+    """
+    ctx = ctx or DistContext()
+    whole = predict_at(1.0)
+    metrics = prediction_metrics(whole)
+    curve = None
+    if early:
+        curve = early_recognition(
+            lambda f: whole if f == 1.0 else predict_at(f), progress=progress and ctx.is_main
+        )
     table = ""
     if ctx.is_main:
         table = write_report(metrics, classes, out_dir, curve)
@@ -629,6 +667,41 @@ def evaluate_split(
         metrics["early_recognition"] = curve
         metrics["early_auc"] = curve["auc"]
     return metrics, table
+
+
+def evaluate_split(
+    model: nn.Module,
+    root: PathLike,
+    config: TrainConfig,
+    classes: Sequence[str],
+    out_dir: PathLike,
+    *,
+    split: str | None,
+    clips: np.ndarray | None = None,
+    ctx: DistContext | None = None,
+    cache_dir: PathLike | None = None,
+    early: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Evaluates ``model`` on a split of ``root`` and writes the report files into ``out_dir``:
+    :func:`report_split` of :func:`split_predictor` (arguments as there).
+
+    Returns:
+        ``(metrics, table)``; files and the table are written/printed by rank 0 only.
+    """
+    ctx = ctx or DistContext(device=resolve_device(config.device))
+    predict_at = split_predictor(
+        model,
+        root,
+        config,
+        classes,
+        split=split,
+        clips=clips,
+        ctx=ctx,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    return report_split(predict_at, classes, out_dir, ctx=ctx, early=early, progress=progress)
 
 
 def prepare(
