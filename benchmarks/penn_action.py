@@ -51,7 +51,7 @@ import functools
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,12 @@ from skelgraph.io import atomic_write
 from skelgraph.models import Ensemble
 from skelgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
-from skelgraph.train.evaluate import describe_models, fuse_predictions, update_report
+from skelgraph.train.evaluate import (
+    ClipPredictions,
+    describe_models,
+    fuse_predictions,
+    update_report,
+)
 from skelgraph.train.trainer import (
     DataSplits,
     is_penn_action,
@@ -290,14 +295,23 @@ def group_name(records: Sequence[dict[str, Any]]) -> str:
     return " + ".join(names) + " ensemble"
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupModel:
+    """One model of an entry: members that share their samples, evaluated on the run's split."""
+
+    predict_at: Callable[[float], ClipPredictions]
+    model: torch.nn.Module
+    checkpoint: str
+
+
 def group_predictor(
     members: Sequence[Member],
     args: argparse.Namespace,
     data_root: Path,
     trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]],
-    predictors: dict[tuple[str, ...], tuple[Any, Any, str]],
-) -> tuple[Any, Any, str]:
-    """``(predict_at, model, checkpoint)`` of trained members that share their samples: one
+    predictors: dict[tuple[str, ...], GroupModel],
+) -> GroupModel:
+    """The :class:`GroupModel` of trained members that share their samples: one
     checkpoint, or their :class:`Ensemble` (also one member with ``--tta``), saved in ``WORK_DIR/
     eval``. ``predict_at`` (:func:`split_predictor` on ``args.split``) remembers its predictions,
     and groups met before in the run are reused."""
@@ -333,7 +347,7 @@ def group_predictor(
             progress=not args.quiet,
         )
     )
-    predictors[key] = (predict_at, model, checkpoint)
+    predictors[key] = GroupModel(predict_at, model, checkpoint)
     return predictors[key]
 
 
@@ -342,7 +356,7 @@ def run_entry(
     args: argparse.Namespace,
     data_root: Path,
     trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]],
-    predictors: dict[tuple[str, ...], tuple[Any, Any, str]],
+    predictors: dict[tuple[str, ...], GroupModel],
 ) -> dict[str, Any]:
     """Trains the members of one entry (reusing members trained earlier in the run), fuses those
     that share their samples into one model (several, or one with ``--tta``), fuses the scores of
@@ -362,13 +376,13 @@ def run_entry(
     classes = trained[members[0].spec][2].base.classes
     out = args.work_dir / "eval" / (slug(text) + ("-tta" if args.tta else "")) / args.split
     metrics, _ = report_split(
-        lambda f: fuse_predictions([predict_at(f) for predict_at, _, _ in fused]),
+        lambda f: fuse_predictions([group.predict_at(f) for group in fused]),
         classes,
         out,
         progress=not args.quiet,
     )
-    models = [model for _, model, _ in fused]
-    checkpoints = [checkpoint for _, _, checkpoint in fused]
+    models = [group.model for group in fused]
+    checkpoints = [group.checkpoint for group in fused]
     checkpoint = checkpoints[0] if len(checkpoints) == 1 else checkpoints
     described = describe_models(models)
     update_report(out, {"checkpoint": checkpoint, **described})
@@ -585,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     trained: dict[str, tuple[dict[str, Any], TrainConfig, DataSplits]] = {}
-    predictors: dict[tuple[str, ...], tuple[Any, Any, str]] = {}
+    predictors: dict[tuple[str, ...], GroupModel] = {}
     results = [run_entry(text, args, data_root, trained, predictors) for text, _ in entries]
     info = {**machine(), **device_description(results)}
     record = {

@@ -50,7 +50,14 @@ from skelgraph.models.base import (
 )
 from skelgraph.models.losses import classification_loss
 
-__all__ = ["Ensemble", "EnsembleOutput", "StreamingEnsemble", "fuse_checkpoints", "mirrored"]
+__all__ = [
+    "Ensemble",
+    "EnsembleOutput",
+    "StreamingEnsemble",
+    "fuse_checkpoints",
+    "fuse_logits",
+    "mirrored",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -60,6 +67,13 @@ _CREATE_ARGS = ("num_classes", "layout", "in_channels")
 _SHARED_META = ("classes", "layout", "in_channels", "window", "preprocess")
 #: Fields of ``meta["inference"]`` that every fused checkpoint must share.
 _SHARED_INFERENCE = ("sampling", "stride", "p_interval", "reduce")
+
+
+def fuse_logits(logits: Sequence[Tensor]) -> Tensor:
+    r"""The log of the averaged class probabilities of several logits of the same shape
+    :math:`(*, K)`: :math:`\log \frac{1}{M} \sum_m \mathrm{softmax}(\ell^{(m)})`, in float32."""
+    stacked = torch.stack([entry.float().log_softmax(dim=-1) for entry in logits])
+    return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
 
 
 @dataclass
@@ -202,11 +216,6 @@ class Ensemble(SkeletonModel):
     def _views(self, x: Tensor) -> list[Tensor]:
         return [x, self.flip(x)] if self.mirror else [x]
 
-    def _fuse(self, logits: Sequence[Tensor]) -> Tensor:
-        """Log of the mean of the softmax of every entry (float32), same shape as one entry."""
-        stacked = torch.stack([entry.float().log_softmax(dim=-1) for entry in logits])
-        return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
-
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EnsembleOutput:
         """Fused per-step log-probabilities for joints ``x`` :math:`(B, V, T, C)` and an optional
         bool frame mask :math:`(B, T)`."""
@@ -229,7 +238,7 @@ class Ensemble(SkeletonModel):
                 logits.append(out.logits)
         first = outputs[0]
         return EnsembleOutput(
-            logits=self._fuse(logits),
+            logits=fuse_logits(logits),
             forecast=first.forecast,
             mask=mask,
             reduce=first.reduce,
@@ -417,7 +426,7 @@ class StreamingEnsemble(Ensemble):
                     forecast = step_forecast
                 logits.append(step_logits)
                 new_state.append(member_state)
-        return self._fuse(logits), forecast, tuple(new_state)
+        return fuse_logits(logits), forecast, tuple(new_state)
 
     def step_streams(
         self, x_t: Tensor, states: Sequence[Sequence[Any]]
@@ -452,7 +461,7 @@ class StreamingEnsemble(Ensemble):
                 forecast = member_forecast[:B]
             for k, member_state in enumerate(member_states):
                 new_states[k % B][slots[k // B]] = member_state
-        return self._fuse(logits), forecast, [tuple(state) for state in new_states]
+        return fuse_logits(logits), forecast, [tuple(state) for state in new_states]
 
 
 def mirrored(model: SkeletonModel) -> Ensemble:

@@ -10,7 +10,6 @@ crop), fuse by their averaged class probabilities (:func:`fuse_predictions`, sco
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from skelgraph.data import to_dense
 from skelgraph.io import atomic_write
 from skelgraph.models import Ensemble, registered_name
+from skelgraph.models.ensemble import fuse_logits
 from skelgraph.train.distributed import DistContext, all_reduce_sum, gather_by_index
 from skelgraph.train.metrics import (
     classification_metrics,
@@ -275,12 +275,11 @@ def fuse_predictions(predictions: Sequence[ClipPredictions]) -> ClipPredictions:
                 f"fuse_predictions: predictions[{i}].logits: expected shape "
                 f"{list(first.logits.shape)}, got {list(other.logits.shape)}"
             )
-    logits = torch.stack([torch.from_numpy(p.logits).double() for p in predictions])
-    fused = torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(predictions))
+    fused = fuse_logits([torch.from_numpy(p.logits) for p in predictions])
     return ClipPredictions(
         clip_ids=first.clip_ids,
         labels=first.labels,
-        logits=fused.float().numpy(),
+        logits=fused.numpy(),
         losses={},
         forecast=first.forecast,
     )
