@@ -33,6 +33,10 @@ def test_quick_run_writes_results_and_plots(tmp_path):
         "--quick",
         "--quiet",
         "--tta",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
         "--data",
         str(data),
         "--work-dir",
@@ -54,6 +58,8 @@ def test_quick_run_writes_results_and_plots(tmp_path):
     record = json.loads((out / "penn_action_quick.json").read_text())
     assert record["split"] == "test" and record["quick"] and record["tta"] == "mirror"
     assert {"cpu", "cores", "torch", "devices"} <= set(record["machine"])
+    # four distinct members trained two at a time in worker processes, read back here
+    assert record["jobs"] == 2 and 0 < record["training_wall_s"] < record["total_time_s"]
     results = record["results"]
     assert [r["entry"] for r in results] == [entry, "stgcn", "agcn2s", "infogcn2_small+agcn2s"]
     ensemble, single, fusion = results[0], results[1], results[3]
