@@ -47,7 +47,7 @@ Usage::
     python benchmarks/penn_action.py --split val --configs infogcn2_blog \\
         --overrides optim.lr=0.05                       # compare settings on validation only
     python benchmarks/penn_action.py --quick
-    python benchmarks/penn_action.py --jobs 2 --threads 1 --tta \
+    python benchmarks/penn_action.py --jobs 2 --threads 1 --tta \\
         --configs "penn_action_infogcn2+agcn2s"           # two models trained at once
 """
 
