@@ -9,7 +9,10 @@ split (1258 clips). A stratified 20 % of those clips (by class, by clip; the con
 official test split (1068 clips) is used once per model, for the final figures: top-1, top-5, mean
 class accuracy, macro precision / recall / F1, the confusion matrix, and the early-recognition
 curve (top-1 when only the first 10 %, 20 %, ..., 100 % of every clip's frames are observed, the
-same protocol for every model) with its normalised area.
+same protocol for every model) with its normalised area. With ``--refit`` the final models learn
+from the whole training split, the validation part included, for the configured epochs (chosen
+on validation) and keep their last epoch: a quarter more training clips, nothing selected on
+them (in ``WORK_DIR/models-refit``, apart from the held-out models).
 
 Entries. Each ``--configs`` item is one row of the table: a configuration name (or YAML file), or
 several joined by ``+``, trained one after another. A member may carry its own overrides after
@@ -49,6 +52,7 @@ Usage::
     python benchmarks/penn_action.py --quick
     python benchmarks/penn_action.py --jobs 2 --threads 1 --tta \\
         --configs "penn_action_infogcn2+agcn2s"           # two models trained at once
+    python benchmarks/penn_action.py --refit --configs penn_action_infogcn2   # final model
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
 import re
@@ -216,7 +221,14 @@ def member_config(member: Member, args: argparse.Namespace) -> TrainConfig:
     if args.quick:
         name = load_config(member.config).model.name
         quick = [*QUICK_OVERRIDES, *QUICK_MODEL_OVERRIDES.get(name, ())]
-    return load_config(member.config, [*quick, *args.overrides, *member.overrides])
+    refit = ["data.val_fraction=0"] if args.refit else []
+    return load_config(member.config, [*quick, *args.overrides, *member.overrides, *refit])
+
+
+def stage_dir(args: argparse.Namespace, stage: str) -> Path:
+    """``WORK_DIR/models`` or ``WORK_DIR/eval``; ``models-refit`` and ``eval-refit`` with
+    ``--refit``, so that refitted models never resume or replace held-out ones."""
+    return args.work_dir / (f"{stage}-refit" if args.refit else stage)
 
 
 def train_member(
@@ -225,7 +237,7 @@ def train_member(
     """Trains one member (or continues it with ``--resume`` or ``resume=True``); returns its
     record, configuration and data splits."""
     config = member_config(member, args)
-    work = args.work_dir / "models" / slug(member.spec)
+    work = stage_dir(args, "models") / slug(member.spec)
     work.mkdir(parents=True, exist_ok=True)
     save_config(config, work / "config.yaml")
     trainer, splits = prepare(
@@ -245,7 +257,8 @@ def train_member(
         "checkpoint": str(trainer.best_path),
         "epochs": config.epochs,
         "best_epoch": fit["best_epoch"],
-        f"val_{config.monitor}": fit["best_metric"],
+        # no held-out part with --refit: the last epoch, no validation metric
+        f"val_{config.monitor}": None if math.isnan(fit["best_metric"]) else fit["best_metric"],
         "train_time_s": sum(r["epoch_time"] for r in trainer.history),
         "this_run_s": wall,
         "parameters": sum(p.numel() for p in trainer.module.parameters()),
@@ -339,7 +352,7 @@ def group_predictor(
         checkpoint = paths[0]
     else:
         model, meta = Ensemble.from_checkpoints(paths, mirror=args.tta, map_location=device)
-        out = args.work_dir / "eval" / (slug("+".join(key)) + ("-tta" if args.tta else ""))
+        out = stage_dir(args, "eval") / (slug("+".join(key)) + ("-tta" if args.tta else ""))
         out.mkdir(parents=True, exist_ok=True)
         checkpoint = str(out / "ensemble.pt")
         save_checkpoint(checkpoint, model, meta)
@@ -363,6 +376,16 @@ def group_predictor(
     return predictors[key]
 
 
+def job_threads(args: argparse.Namespace) -> int:
+    """Torch threads of each training job: ``--threads``, or the cores shared out."""
+    return args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+
+
+def evaluation_threads(args: argparse.Namespace) -> int:
+    """Torch threads of the evaluation after a ``--jobs`` training: every job's threads."""
+    return min(os.cpu_count() or 1, job_threads(args) * args.jobs)
+
+
 def _train_alone(member: Member, args: argparse.Namespace, data_root: Path) -> str:
     """:func:`train_member` in a worker process of :func:`train_members`, without progress
     bars; returns the member's spec."""
@@ -378,7 +401,7 @@ def train_members(
     out), then read back here from their finished checkpoints. Returns each member's record,
     configuration and data splits by spec."""
     if args.jobs > 1 and len(members) > 1:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = job_threads(args)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             min(args.jobs, len(members)),
@@ -413,7 +436,7 @@ def run_entry(
         for g in groups
     ]
     classes = trained[members[0].spec][2].base.classes
-    out = args.work_dir / "eval" / (slug(text) + ("-tta" if args.tta else "")) / args.split
+    out = stage_dir(args, "eval") / (slug(text) + ("-tta" if args.tta else "")) / args.split
     metrics, _ = report_split(
         lambda f: fuse_predictions([group.predict_at(f) for group in fused]),
         classes,
@@ -608,6 +631,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="evaluate on the official test split (final figures) or on the held-out validation "
         "part of the training split (model selection)",
     )
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="train the final models on the whole training split, the validation part "
+        "included, for the configured epochs and keep the last epoch (data.val_fraction=0)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from every last.pt")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="results folder")
@@ -630,10 +659,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
+    if args.refit and args.split == "val":
+        parser.error("--refit trains on the validation part: it needs --split test")
     stem = "penn_action_quick" if args.quick else "penn_action"
     args.name = args.name or (f"{stem}_val" if args.split == "val" else stem)
     args.work_dir = args.work_dir or REPO / "work_dirs" / stem
     return args
+
+
+def protocol(args: argparse.Namespace) -> str:
+    """What the models learnt from and what they are evaluated on, in words."""
+    if args.split == "val":
+        return (
+            "trained on the official training split minus a stratified validation part; "
+            "evaluated on that validation part (model selection; the test split is not used)"
+        )
+    if args.refit:
+        return (
+            "trained on the whole official training split for the configured epochs (settings "
+            "chosen on a stratified validation part of it), last epoch; evaluated once on the "
+            "test split"
+        )
+    return (
+        "trained on the official training split minus a stratified validation part (which "
+        "selects the best epoch); evaluated once on the test split"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -652,18 +702,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     members = list(dict.fromkeys(m for ms in entries.values() for m in ms))
     trained = train_members(members, args, data_root)
     training_wall = time.perf_counter() - start
+    if args.jobs > 1:  # the cores the training jobs shared now evaluate
+        pin_threads(evaluation_threads(args))
     predictors: dict[tuple[str, ...], GroupModel] = {}
     results = [run_entry(text, args, data_root, trained, predictors) for text in entries]
     info = {**machine(), **device_description(results)}
     record = {
         "benchmark": "penn_action",
-        "protocol": (
-            "trained on the official training split minus a stratified validation part (which "
-            f"selects the best epoch); evaluated once on the {args.split} split"
-            if args.split == "test"
-            else "trained on the official training split minus a stratified validation part; "
-            "evaluated on that validation part (model selection; the test split is not used)"
-        ),
+        "protocol": protocol(args),
+        "refit": args.refit,
         "split": args.split,
         "data": str(data_root),
         "quick": args.quick,

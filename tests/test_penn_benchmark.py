@@ -23,36 +23,32 @@ def penn_action_data() -> Path:
     pytest.skip(f"Penn Action not found at {CONVERTED} or {PENN_ACTION_ROOT} (needs ../shared)")
 
 
-def test_quick_run_writes_results_and_plots(tmp_path):
-    data = penn_action_data()
-    out = tmp_path / "results"
-    entry = "infogcn2_small+infogcn2_small:model.args.features=[bone]"
+def run_quick(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """The quick benchmark on Penn Action with ``options``, results in ``tmp_path/results``."""
     command = [
         sys.executable,
         str(SCRIPT),
         "--quick",
         "--quiet",
-        "--tta",
-        "--jobs",
-        "2",
-        "--threads",
-        "1",
         "--data",
-        str(data),
+        str(penn_action_data()),
         "--work-dir",
         str(tmp_path / "work"),
         "--output-dir",
-        str(out),
+        str(tmp_path / "results"),
         "--cache-dir",
         str(tmp_path / "cache"),
-        "--configs",
-        entry,
-        "stgcn",
-        "agcn2s",
-        "infogcn2_small+agcn2s",
+        *options,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_quick_run_writes_results_and_plots(tmp_path):
+    out = tmp_path / "results"
+    entry = "infogcn2_small+infogcn2_small:model.args.features=[bone]"
+    configs = [entry, "stgcn", "agcn2s", "infogcn2_small+agcn2s"]
+    done = run_quick(tmp_path, "--tta", "--jobs", "2", "--threads", "1", "--configs", *configs)
     assert done.returncode == 0, done.stderr[-3000:]
 
     record = json.loads((out / "penn_action_quick.json").read_text())
@@ -88,3 +84,19 @@ def test_quick_run_writes_results_and_plots(tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "| InfoGCN++ ×2 ensemble" in done.stdout and "| 2s-AGCN" in done.stdout
     assert "Early recognition" in done.stdout
+
+
+def test_refit_trains_on_the_whole_training_split(tmp_path):
+    done = run_quick(tmp_path, "--refit", "--configs", "infogcn2_small")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "penn_action_quick.json").read_text())
+    assert record["refit"] and record["protocol"].startswith("trained on the whole")
+    (member,) = record["results"][0]["members"]
+    # nothing held out: no validation metric, the last epoch kept, its own folder
+    assert member["resolved_config"]["data"]["val_fraction"] == 0
+    assert member["val_top1"] is None and member["best_epoch"] == member["epochs"]
+    assert Path(member["work_dir"]).parent == tmp_path / "work" / "models-refit"
+    assert not (tmp_path / "work" / "models").exists()
+
+    refused = run_quick(tmp_path, "--refit", "--split", "val", "--configs", "infogcn2_small")
+    assert refused.returncode == 2 and "--refit" in refused.stderr
