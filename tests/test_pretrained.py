@@ -55,7 +55,7 @@ def test_available_pretrained_are_packaged_files():
 @pytest.mark.parametrize(("name", "most_missed"), [("penn-action", 0), ("penn-action-fast", 1)])
 def test_penn_action_checkpoint_recognises_the_example_clips(tmp_path, name, most_missed):
     """The ensemble gets every example clip; the single-stream model (93.4 % on the test split)
-    misses at most one (it takes the golf swing for a tennis serve)."""
+    misses at most one (it takes the bowling clip for a baseball pitch)."""
     model, meta = load_pretrained(name)
     assert not model.training
     assert meta["classes"] == PENN_CLASSES and meta["layout"]["name"] == "penn13"
