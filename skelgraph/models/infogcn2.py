@@ -205,10 +205,15 @@ class _FramePlan:
                     conv.lin.weight.detach().t().contiguous(),
                     conv.topology.detach(),
                     conv.bias.detach(),
+                    conv.lin.out_features,
                 )
                 for conv in convs
             ]
-            self.decoder_out = (out.weight.detach().t().contiguous(), out.bias.detach())
+            self.decoder_out = (
+                out.weight.detach().t().contiguous(),
+                out.bias.detach(),
+                out.out_features,
+            )
             self.head = [SAGCFrame(layer) for layer in model.head]
             self.classifier = (
                 model.classifier.weight.detach().t().contiguous(),
@@ -226,8 +231,16 @@ class _FramePlan:
             )
             device = self.table.device
             self.slots = [torch.tensor([slot], device=device) for slot in range(self.window or 0)]
+            # per slot, every layer's bias as the traced frame takes it (made once: no view
+            # per frame)
+            self.slot_biases = [
+                [biases[slot].view(-1, 1, self.window) for biases in self.ring_biases or ()]
+                for slot in range(self.window or 0)
+            ]
         self.features = model.features
         self.num_joints = V
+        # sizes as Python numbers, so that a trace records no shape arithmetic
+        self.node_shape = (V, self.table.size(1))
         # (streams computed, some left unchanged) -> the traced frame, False when not usable
         self.traced: dict[tuple[int, bool], Any] = {}
 
@@ -241,51 +254,68 @@ class _FramePlan:
             results = [self._grown(features[b : b + 1], s.caches) for b, s in enumerate(states)]
             return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
         if B == 1:  # its own ring (a row of a slab is one too)
-            caches = states[0].caches
-            rings = [(cache.key, cache.value) for cache in caches]
-            rows, size = None, 1
-            claims = [[cache.claim() for cache in caches]]
-        else:
-            slab = _Slab.common(states)
-            if slab is None or slab.size > 2 * B:  # new company: move their rings together
-                slab = _Slab(states)
-            rings, size = slab.layers, slab.size
-            order = [state.row for state in states]
-            rows = None if order == list(range(size)) else torch.tensor(order, device=x_t.device)
-            if rows is not None:  # to the slab's row order (its other streams: zeros, unused)
-                padded = features.new_zeros((size, *features.shape[1:]))
-                features = padded.index_copy_(0, rows, features)
-            stepped = {state.row: state for state in states}
-            idle = [(0, self.window, 0)] * len(self.ring_biases)  # any slot, untouched
-            claims = [
-                [cache.claim() for cache in stepped[row].caches] if row in stepped else idle
-                for row in range(size)
-            ]
-        if size == 1:  # the common case, without making tensors: one slot for all nodes
-            slot = claims[0][0][0]
-            slots = slot_index = self.slots[slot]
-        else:
-            slots = torch.tensor([claim[0][0] for claim in claims], device=x_t.device)
-            slot_index = slots.repeat_interleave(self.num_joints).view(-1, 1, 1, 1)
+            return self._single(features, states[0].caches)
+        return self._batched(features, states)
+
+    def _single(self, features: Tensor, caches: list[KVCache]) -> tuple[Tensor, Tensor]:
+        """One stream's frame with window rings: every node writes the same slot."""
+        claims = [cache.claim() for cache in caches]
+        slot = claims[0][0]
         tensors: list[Tensor] = []
-        for layer, ((key, value), biases) in enumerate(zip(rings, self.ring_biases, strict=True)):
-            bias = biases[slot] if size == 1 else biases.index_select(0, slots)  # [·, V·H, 1, W]
+        for cache, bias, (_, held, _) in zip(caches, self.slot_biases[slot], claims, strict=True):
+            if held < self.window:  # slots not written yet take no attention
+                bias = bias.clone()
+                bias[..., held:] = float("-inf")
+            tensors += (cache.key, cache.value, bias)
+        return self._run((1, False), features, self.slots[slot], tensors)
+
+    def _batched(self, features: Tensor, states: Sequence[InfoGCN2State]) -> tuple[Tensor, Tensor]:
+        r"""The frame of :math:`B \geq 2` streams with window rings, in one pass over the rows
+        of their slab."""
+        B, device = len(states), features.device
+        slab = _Slab.common(states)
+        if slab is None or slab.size > 2 * B:  # new company: move their rings together
+            slab = _Slab(states)
+        size = slab.size
+        order = [state.row for state in states]
+        rows = None if order == list(range(size)) else torch.tensor(order, device=device)
+        if rows is not None:  # to the slab's row order (its other streams: zeros, unused)
+            padded = features.new_zeros((size, *features.shape[1:]))
+            features = padded.index_copy_(0, rows, features)
+        stepped = {state.row: state for state in states}
+        idle = [(0, self.window, 0)] * len(self.ring_biases)  # any slot, untouched
+        claims = [
+            [cache.claim() for cache in stepped[row].caches] if row in stepped else idle
+            for row in range(size)
+        ]
+        slots = torch.tensor([claim[0][0] for claim in claims], device=device)
+        slot_index = slots.repeat_interleave(self.num_joints).view(-1, 1, 1, 1)
+        tensors: list[Tensor] = []
+        for layer, ((key, value), biases) in enumerate(
+            zip(slab.layers, self.ring_biases, strict=True)
+        ):
+            bias = biases.index_select(0, slots)  # [R, V·H, 1, W]
             for row, claim in enumerate(claims):
                 held = claim[layer][1]
                 if held < self.window:  # slots not written yet take no attention
-                    bias = bias.clone() if size == 1 else bias
-                    bias.view(size, -1, 1, self.window)[row, :, :, held:] = float("-inf")
+                    bias[row, :, :, held:] = float("-inf")
             tensors += (key, value, bias.view(-1, 1, self.window))
         if rows is not None and size > B:
-            keep = torch.ones(size, dtype=torch.bool, device=x_t.device).index_fill_(0, rows, False)
+            keep = torch.ones(size, dtype=torch.bool, device=device).index_fill_(0, rows, False)
             tensors.append(keep.repeat_interleave(self.num_joints).view(-1, 1, 1, 1))
-        variant = (size, len(tensors) % 3 == 1)
-        if variant not in self.traced:
-            self.traced[variant] = self._trace(features, slot_index, tensors)
-        logits, forecast = (self.traced[variant] or self._frame)(features, slot_index, *tensors)
+        logits, forecast = self._run((size, len(tensors) % 3 == 1), features, slot_index, tensors)
         if rows is not None:  # back to the order of the states
             logits, forecast = logits.index_select(0, rows), forecast.index_select(0, rows)
         return logits, forecast
+
+    def _run(
+        self, variant: tuple[int, bool], features: Tensor, slot: Tensor, tensors: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`_frame`, traced once per ``variant`` (rows, some kept unchanged)."""
+        traced = self.traced.get(variant)
+        if traced is None:
+            traced = self.traced[variant] = self._trace(features, slot, tensors)
+        return (traced or self._frame)(features, slot, *tensors)
 
     def _grown(self, features: Tensor, caches: list[KVCache]) -> tuple[Tensor, Tensor]:
         """One stream's frame with growing caches (no window), in eager form."""
@@ -302,7 +332,7 @@ class _FramePlan:
         :func:`torch.jit.trace` records them."""
         keep = tensors[-1] if len(tensors) % 3 == 1 else None
         h = torch.matmul(features, self.embedding_t).add_(self.table)  # [R, V, D]
-        V, D = self.table.shape
+        V, D = self.node_shape
         for i, (spatial, temporal) in enumerate(self.encoder):
             key, value, bias = tensors[3 * i : 3 * i + 3]
             h = temporal.ring(spatial(h).view(-1, D), key, value, bias, slot, keep)
@@ -331,18 +361,19 @@ class _FramePlan:
         """Logits :math:`(B, K)` and forecasts :math:`(B, N, V, C - 1)` from the encoder's
         output :math:`(B, V, D)`."""
         future = self.rollout(h)  # [N, B, V, D]
-        N, (V, D) = self.rollout.steps, self.table.shape
+        N, (V, D) = self.rollout.steps, self.node_shape
         y = future.view(-1, D)
-        for weight_t, topology, bias in self.decoder:
-            y = torch.mm(y, weight_t).view(-1, V, weight_t.size(1))
-            y = torch.matmul(topology, y).add_(bias).relu_().view(-1, weight_t.size(1))
-        weight_t, bias = self.decoder_out
-        forecast = torch.addmm(bias, y, weight_t).view(N, -1, V, weight_t.size(1))
+        for weight_t, topology, bias, width in self.decoder:
+            y = torch.mm(y, weight_t).view(-1, V, width)
+            y = torch.matmul(topology, y).add_(bias).relu_().view(-1, width)
+        weight_t, bias, width = self.decoder_out
+        forecast = torch.addmm(bias, y, weight_t).view(N, -1, V, width)
         h = torch.cat([h, *future.unbind(0)], dim=-1)
         for layer in self.head:
             h = layer(h)
         weight_t, bias = self.classifier
-        logits = torch.addmm(bias, h.view(-1, weight_t.size(0)), weight_t, alpha=1 / V)
+        joints = h.view(-1, V * self.head[-1].out_channels)  # mean_v W_v h_v = [h_1 … h_V] W / V
+        logits = torch.addmm(bias, joints, weight_t, alpha=1 / V)
         return logits, forecast.transpose(0, 1)
 
 

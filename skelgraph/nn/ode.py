@@ -293,12 +293,15 @@ class RK4Frame:
                 dtype=torch.float32,
                 device=weight.device,
             )
-            self.embeddings = dynamics.time_embedding(taus).to(weight.dtype)  # [N, 4, D]
+            embeddings = dynamics.time_embedding(taus).to(weight.dtype)  # [N, 4, D]
             self.layers = [SAGCFrame(layer) for layer in dynamics.layers]
             self.node_shape = (self.layers[0].num_nodes, self.layers[-1].out_channels)
             last = self.layers[-1]
             # with a residual the shift also enters the residual: it is added explicitly then
-            self.folded = None if last.residual else last.shifted_bias(self.embeddings)
+            folded = None if last.residual else last.shifted_bias(embeddings)
+            # per step, per stage (lists, so that a trace records no indexing)
+            self.embeddings = [list(step.unbind(0)) for step in embeddings]
+            self.folded = None if folded is None else [list(step.unbind(0)) for step in folded]
             # rows: the input of stages 2, 3, 4, then the step's result, as c^T [k1 k2 k3 k4]
             coefficients = weight.new_tensor(
                 [
@@ -331,14 +334,14 @@ class RK4Frame:
 
     def _derivative(self, z: Tensor, n: int, i: int, out: Tensor) -> None:
         r""":math:`f(z, \tau)` at stage ``i`` of step ``n``, written to ``out``."""
-        embedding = self.embeddings[n, i]
+        embedding = self.embeddings[n][i]
         for layer in self.layers[:-1]:
             z = layer(z + embedding)
         last = self.layers[-1]
         if self.folded is None:
             last(z + embedding, out=out)
         else:
-            last(z, self.folded[n, i], out=out)
+            last(z, self.folded[n][i], out=out)
 
 
 def _check_rollout(name: str, steps: int, step_size: float) -> None:

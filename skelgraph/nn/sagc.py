@@ -451,6 +451,9 @@ class SAGCFrame:
             weight = torch.cat(blocks).detach()
             # the product's column blocks: queries and keys, values, the residual projection
             self.sizes = [2 * H * D, H * C_out] + ([C_out] if self.projection else [])
+            # with one head: queries and keys apart
+            self.head_sizes = [D, D, *self.sizes[1:]]
+            self.width = sum(self.sizes)
             self.weight_t = weight.t().contiguous()  # [C, outputs], as the product reads it
             self.bias = torch.cat(biases).detach()
             topology = layer.topology
@@ -490,10 +493,9 @@ class SAGCFrame:
             self.bias if bias is None else bias, x.reshape(-1, self.in_channels), self.weight_t
         )
         if H == 1:  # the column blocks as views of one [B, V, ·] tensor: fewer operations
-            columns = product.view(-1, V, sum(self.sizes))
-            q, k = columns[..., :D], columns[..., D : 2 * D]
-            values = columns[..., 2 * D : 2 * D + C_out]
-            projected = columns[..., 2 * D + C_out :] if self.projection else None
+            columns = product.view(-1, V, self.width).split(self.head_sizes, dim=-1)
+            q, k, values, *rest = columns
+            projected = rest[0] if rest else None
         else:  # every graph's heads as one batch
             qk, values, *rest = product.split(self.sizes, dim=1)
             qk = qk.view(-1, V, 2, H, D).permute(2, 0, 3, 1, 4).reshape(2, -1, V, D)
