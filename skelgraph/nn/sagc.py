@@ -452,7 +452,7 @@ class SAGCFrame:
             # the product's column blocks: queries and keys, values, the residual projection
             self.sizes = [2 * H * D, H * C_out] + ([C_out] if self.projection else [])
             # with one head: queries and keys apart
-            self.head_sizes = [D, D, *self.sizes[1:]]
+            self.one_head_sizes = [D, D, *self.sizes[1:]]
             self.width = sum(self.sizes)
             self.weight_t = weight.t().contiguous()  # [C, outputs], as the product reads it
             self.bias = torch.cat(biases).detach()
@@ -493,7 +493,7 @@ class SAGCFrame:
             self.bias if bias is None else bias, x.reshape(-1, self.in_channels), self.weight_t
         )
         if H == 1:  # the column blocks as views of one [B, V, ·] tensor: fewer operations
-            columns = product.view(-1, V, self.width).split(self.head_sizes, dim=-1)
+            columns = product.view(-1, V, self.width).split(self.one_head_sizes, dim=-1)
             q, k, values, *rest = columns
             projected = rest[0] if rest else None
         else:  # every graph's heads as one batch
