@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, DistributedSampler
 __all__ = [
     "DistContext",
     "all_reduce_sum",
+    "autocast",
     "autocast_dtype",
     "barrier",
     "broadcast_object",
@@ -105,6 +106,14 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """:func:`torch.autocast` to ``dtype`` on ``device``'s type; a no-op for :obj:`None`
+    (float32)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def init_distributed(device: str = "auto") -> DistContext:
