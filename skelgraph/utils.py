@@ -1,4 +1,5 @@
-"""Small generic helpers shared by the training, evaluation and inference code: seeding."""
+"""Small generic helpers shared by the training, evaluation and inference code: seeding and device
+selection."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["epoch_seed", "seed_everything", "seed_worker"]
+__all__ = ["epoch_seed", "resolve_device", "seed_everything", "seed_worker"]
 
 
 def seed_everything(seed: int) -> None:
@@ -32,3 +33,25 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device a device setting (``--device``, ``config.device``) names.
+
+    :obj:`None` and ``"auto"`` are ``cuda:<local_rank>`` when CUDA is available, else ``cpu``;
+    ``"cuda"`` is ``cuda:<local_rank>``; a bare index ``"N"`` (as ultralytics writes it) is
+    ``cuda:N``; any other name is read by :class:`torch.device` (``"cpu"``, ``"cuda:1"``, ...).
+
+    Raises:
+        ValueError: When a CUDA device is named but CUDA is not available.
+    """
+    if name is None or name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif name == "cuda":
+        name = f"cuda:{local_rank}"
+    elif name.isdigit():
+        name = f"cuda:{name}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but CUDA is not available")
+    return device

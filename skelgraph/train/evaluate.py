@@ -33,10 +33,10 @@ from skelgraph.train.distributed import (
     gather_by_index,
     main_first,
     make_sampler,
-    resolve_device,
 )
 from skelgraph.train.metrics import classification_metrics, curve_auc, forecast_errors
 from skelgraph.train.report import write_report
+from skelgraph.utils import resolve_device
 
 __all__ = [
     "EARLY_FRACTIONS",

@@ -15,10 +15,10 @@ from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.checkpoint import load_weights, make_meta, read_checkpoint
 from skelgraph.train.config import TrainConfig, save_config
 from skelgraph.train.data import DataSplits, inference_settings, split_data
-from skelgraph.train.distributed import DistContext, init_distributed, main_first, resolve_device
+from skelgraph.train.distributed import DistContext, init_distributed, main_first
 from skelgraph.train.evaluate import evaluate_split
 from skelgraph.train.trainer import Trainer
-from skelgraph.utils import seed_everything
+from skelgraph.utils import resolve_device, seed_everything
 
 __all__ = ["prepare", "train"]
 

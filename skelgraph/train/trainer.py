@@ -32,13 +32,12 @@ from skelgraph.train.distributed import (
     autocast_dtype,
     barrier,
     make_sampler,
-    resolve_device,
     wrap_model,
 )
 from skelgraph.train.evaluate import evaluate
 from skelgraph.train.optim import build_optimizer, build_scheduler
 from skelgraph.train.plots import plot_history
-from skelgraph.utils import epoch_seed, seed_everything, seed_worker
+from skelgraph.utils import epoch_seed, resolve_device, seed_everything, seed_worker
 
 __all__ = ["Trainer"]
 
