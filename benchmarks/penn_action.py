@@ -85,19 +85,15 @@ from skelgraph.io import atomic_write
 from skelgraph.models import Ensemble
 from skelgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
+from skelgraph.train.data import DataSplits, is_penn_action
 from skelgraph.train.evaluate import (
     ClipPredictions,
-    describe_models,
     fuse_predictions,
-    update_report,
-)
-from skelgraph.train.trainer import (
-    DataSplits,
-    is_penn_action,
-    prepare,
     report_split,
     split_predictor,
 )
+from skelgraph.train.report import describe_models, update_report
+from skelgraph.train.run import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

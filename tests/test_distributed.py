@@ -22,7 +22,7 @@ from skelgraph.train.distributed import (
     make_sampler,
     wrap_model,
 )
-from skelgraph.train.trainer import prepare
+from skelgraph.train.run import prepare
 
 WORLD_SIZE = 2
 #: one epoch of a tiny InfoGCN++ on 10 random clips

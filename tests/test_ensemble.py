@@ -17,9 +17,9 @@ from skelgraph.models import Ensemble, InfoGCN2, create, registered_name
 from skelgraph.models.ensemble import StreamingEnsemble, fuse_checkpoints, mirrored
 from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.checkpoint import load_checkpoint, make_meta, save_checkpoint
-from skelgraph.train.evaluate import ClipPredictions, describe_model, fuse_predictions
+from skelgraph.train.evaluate import ClipPredictions, fuse_predictions, split_predictor
 from skelgraph.train.metrics import classification_metrics
-from skelgraph.train.trainer import split_predictor
+from skelgraph.train.report import describe_model
 
 K, V = 4, 13
 SMALL = {"channels": 16, "depth": 1, "head_channels": 16, "decoder_channels": 8}

@@ -21,7 +21,7 @@ from skelgraph.train.config import (
 )
 from skelgraph.train.evaluate import evaluate
 from skelgraph.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
-from skelgraph.train.trainer import prepare
+from skelgraph.train.run import prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

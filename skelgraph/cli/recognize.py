@@ -298,15 +298,6 @@ def pose_estimator(args: argparse.Namespace) -> PoseEstimator:
 # recogniser
 
 
-def torch_device(device: str | None) -> str:
-    """The torch device of ``--device`` (``"0"`` is ``cuda:0``; default: cuda when available)."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return f"cuda:{device}" if device.isdigit() else device
-
-
 def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognizer:
     """The recogniser of ``--checkpoint`` for the source's keypoints.
 
@@ -315,8 +306,9 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
             the model's joints can be mapped from the source layout.
     """
     from skelgraph.online import OnlineRecognizer
+    from skelgraph.utils import resolve_device
 
-    device = torch_device(args.device)
+    device = resolve_device(args.device)
     # first in the model's own layout, so that the source can be checked against it
     recognizer = OnlineRecognizer.from_checkpoint(args.checkpoint, device=device)
     channels = int(recognizer.meta["in_channels"])

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.warm_up:
         print(f"skelgraph serve: preparing the model for 1 to {args.max_sessions} streams ...")
-        seconds = app.state.recognition.warm_up(args.max_sessions)
+        seconds = app.state.service.recognition.warm_up(args.max_sessions)
         print(f"skelgraph serve: ready in {seconds:.1f} s")
     # messages up to twice the limit reach the app, which closes with the reason; larger ones
     # are refused by the server itself (close code 1009). Per-message compression stays off:

@@ -98,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
     scores) and prints the metric table."""
     from skelgraph.models.ensemble import mirrored
     from skelgraph.train.checkpoint import check_compatible, load_checkpoint
+    from skelgraph.train.data import open_dataset
     from skelgraph.train.distributed import cleanup, init_distributed, main_first
-    from skelgraph.train.evaluate import describe_models, fuse_predictions, update_report
-    from skelgraph.train.trainer import open_dataset, report_split, split_predictor
+    from skelgraph.train.evaluate import fuse_predictions, report_split, split_predictor
+    from skelgraph.train.report import describe_models, update_report
 
     split = None if args.split == "all" else args.split
     ctx = init_distributed(args.device)

@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Loads the config, trains, evaluates ``best.pt`` and prints the metric table."""
     from skelgraph.train.distributed import cleanup, init_distributed
-    from skelgraph.train.trainer import train
+    from skelgraph.train.run import train
 
     try:
         config = load_config(args.config, args.overrides)

@@ -2,15 +2,21 @@
 
 * :mod:`~skelgraph.train.config` — :class:`TrainConfig` from YAML with ``key=value`` overrides.
 * :mod:`~skelgraph.train.optim` — SGD / AdamW, per-iteration warm-up then multistep decay.
-* :mod:`~skelgraph.train.trainer` — :class:`Trainer` and :func:`train` (a whole run).
-* :mod:`~skelgraph.train.evaluate` — clip-level predictions, metrics, early recognition, reports.
+* :mod:`~skelgraph.train.data` — a data root opened with a config's settings; its train/val/test
+  parts.
+* :mod:`~skelgraph.train.trainer` — :class:`Trainer`: the epochs, checkpoints, resume and log.
+* :mod:`~skelgraph.train.run` — :func:`train`: a whole run (data, model, fit, final evaluation).
+* :mod:`~skelgraph.train.evaluate` — clip-level predictions, metrics, early recognition, the
+  evaluation of a split.
+* :mod:`~skelgraph.train.report` — report files and the printed metric table.
 * :mod:`~skelgraph.train.metrics` — top-k, macro P/R/F1, confusion matrix, AUC, forecast errors.
 * :mod:`~skelgraph.train.checkpoint` — ``weights_only``-loadable checkpoints.
 * :mod:`~skelgraph.train.distributed` — ``torchrun`` / DDP support.
 * :mod:`~skelgraph.train.plots` — training curves, confusion matrix and early-recognition plots.
 
 Names are imported on first access, so ``import skelgraph.train.config`` (the CLI's parser) does
-not pull in the models and datasets.
+not pull in matplotlib, the models and the datasets: importing them all here would add nearly a
+second to every ``skelgraph`` command, ``--help`` included.
 """
 
 from __future__ import annotations
@@ -27,16 +33,16 @@ _EXPORTS: dict[str, str] = {
     "available_configs": "config",
     "build_optimizer": "optim",
     "build_scheduler": "optim",
+    "open_dataset": "data",
+    "split_data": "data",
     "Trainer": "trainer",
-    "train": "trainer",
-    "prepare": "trainer",
-    "evaluate_split": "trainer",
-    "open_dataset": "trainer",
-    "split_data": "trainer",
+    "train": "run",
+    "prepare": "run",
     "evaluate": "evaluate",
+    "evaluate_split": "evaluate",
     "predict": "evaluate",
     "early_recognition": "evaluate",
-    "write_report": "evaluate",
+    "write_report": "report",
     "classification_metrics": "metrics",
     "forecast_errors": "metrics",
     "curve_auc": "metrics",

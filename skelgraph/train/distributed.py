@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,19 +21,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from skelgraph.utils import resolve_device
+
 __all__ = [
     "DistContext",
     "all_reduce_sum",
+    "autocast",
     "autocast_dtype",
     "barrier",
-    "broadcast_object",
     "cleanup",
     "cpu_supports_bf16",
     "gather_by_index",
     "init_distributed",
     "main_first",
     "make_sampler",
-    "resolve_device",
     "wrap_model",
 ]
 
@@ -63,18 +64,6 @@ class DistContext:
     def is_distributed(self) -> bool:
         """Whether more than one process takes part."""
         return self.world_size > 1
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; others as given."""
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available")
-    return device
 
 
 def cpu_supports_bf16() -> bool:
@@ -107,13 +96,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """:func:`torch.autocast` to ``dtype`` on ``device``'s type; a no-op for :obj:`None`
+    (float32)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Joins the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (idempotent).
 
     Without ``torchrun`` (and no initialised group) the context describes a single process.
 
     Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``cuda`` picks ``LOCAL_RANK``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``cuda`` picks ``LOCAL_RANK``;
+            see :func:`~skelgraph.utils.resolve_device`).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -184,15 +182,6 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     tensor = tensor.to(ctx.device)
     dist.all_reduce(tensor)
     return tensor
-
-
-def broadcast_object(obj: Any, ctx: DistContext) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not ctx.is_distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def gather_by_index(

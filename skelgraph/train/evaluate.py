@@ -1,4 +1,5 @@
-"""Running a model over a loader: clip-level predictions, metrics, early recognition, report files.
+"""Running a model over data: clip-level predictions, metrics, early recognition, and the
+evaluation of a split of a data root with its report (:func:`evaluate_split`).
 
 Every sample of a loader is one window of a clip (``data.clip_id``); a clip's video-level prediction
 is the mean of its windows' video logits (:meth:`ModelOutput.video_logits` with ``reduce``), so
@@ -9,66 +10,49 @@ crop), fuse by their averaged class probabilities (:func:`fuse_predictions`, sco
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from skelgraph.data import to_dense
-from skelgraph.io import atomic_write
-from skelgraph.models import Ensemble, registered_name
+from skelgraph.data import make_loader, to_dense
+from skelgraph.io import PathLike
 from skelgraph.models.ensemble import fuse_logits
-from skelgraph.train.distributed import DistContext, all_reduce_sum, gather_by_index
-from skelgraph.train.metrics import (
-    classification_metrics,
-    curve_auc,
-    forecast_errors,
-    format_table,
-    write_confusion_csv,
-    write_per_class_csv,
+from skelgraph.train.config import TrainConfig
+from skelgraph.train.data import open_dataset, subset_by_clips
+from skelgraph.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    autocast,
+    autocast_dtype,
+    gather_by_index,
+    main_first,
+    make_sampler,
 )
-from skelgraph.train.plots import plot_confusion, plot_curve
+from skelgraph.train.metrics import classification_metrics, curve_auc, forecast_errors
+from skelgraph.train.report import write_report
+from skelgraph.utils import resolve_device
 
 __all__ = [
     "EARLY_FRACTIONS",
-    "REPORT_ROWS",
     "ClipPredictions",
-    "describe_model",
-    "describe_models",
     "early_recognition",
     "evaluate",
+    "evaluate_split",
     "fuse_predictions",
     "predict",
     "prediction_metrics",
-    "update_report",
-    "write_report",
+    "report_split",
+    "split_predictor",
 ]
 
 #: Observed fractions of the early-recognition curve.
 EARLY_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
-
-#: Rows of the printed metric table: metrics.json key -> label (the blog's four first).
-REPORT_ROWS: dict[str, str] = {
-    "macro_precision": "Macro Precision",
-    "macro_recall": "Macro Recall",
-    "macro_f1": "Macro F1",
-    "top1": "Accuracy",
-    "top5": "Top-5 accuracy",
-    "mean_class_acc": "Mean class accuracy",
-    "early_auc": "Early-recognition AUC",
-    "forecast_mse_mean": "Forecast MSE (mean over steps)",
-    "forecast_pck_mean": "Forecast PCK@0.05 (mean over steps)",
-    "num_samples": "Clips",
-}
 
 
 @dataclass
@@ -88,12 +72,6 @@ class ClipPredictions:
     logits: np.ndarray
     losses: dict[str, float]
     forecast: dict[str, np.ndarray] | None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _clip_means(
@@ -147,7 +125,7 @@ def predict(
         for batch in tqdm(loader, desc=desc, leave=False, disable=not (progress and ctx.is_main)):
             batch = batch.to(ctx.device)
             x, mask = to_dense(batch)
-            with _autocast(ctx.device, dtype):
+            with autocast(ctx.device, dtype):
                 out = model(x, mask)
                 losses = model.loss(out, x, batch.y, mask) if with_loss else {}
             logits.append(out.video_logits(reduce, mask).float().cpu())
@@ -314,99 +292,129 @@ def early_recognition(
     }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def write_report(
-    metrics: Mapping[str, Any],
+def split_predictor(
+    model: nn.Module,
+    root: PathLike,
+    config: TrainConfig,
     classes: Sequence[str],
-    out_dir: str | os.PathLike[str],
-    early: Mapping[str, Any] | None = None,
-) -> str:
-    """Writes ``metrics.json``, ``per_class.csv``, ``confusion.csv``/``.png`` and, with ``early``,
-    ``early_recognition.png`` into ``out_dir``; returns the printed metric table.
+    *,
+    split: str | None,
+    clips: np.ndarray | None = None,
+    ctx: DistContext | None = None,
+    cache_dir: PathLike | None = None,
+    progress: bool = True,
+) -> Callable[[float], ClipPredictions]:
+    """The predictions of ``model`` on a split of ``root`` as a function of the observed fraction:
+    ``predict_at(f)`` runs the model over the split's clips cut to their first fraction ``f``
+    (``1.0``: whole clips), sampled with ``config.data`` (evaluation crop, window, sampling,
+    preprocessing) and scored with ``config.reduce`` under ``config.precision``.
 
     Args:
-        metrics: Output of :func:`evaluate`.
+        model: The trained model.
+        root: The data root.
+        config: The model's data settings, ``reduce`` and ``precision``.
         classes: Class names in logit order.
-        out_dir: Destination folder (created).
-        early: Output of :func:`early_recognition`.
+        split: The split to predict.
+        clips: Restrict to these clip ids of the split (a held-out validation part).
+        ctx: Process context.
+        cache_dir: Dataset cache folder.
+        progress: Show progress bars (rank 0).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class")}
-    record["classes"] = list(classes)
-    record["per_class"] = {
-        name: {k: metrics["per_class"][k][i] for k in metrics["per_class"]}
-        for i, name in enumerate(classes)
-    }
-    record["confusion"] = metrics["confusion"]
-    if early is not None:
-        record["early_recognition"] = dict(early)
-        record["early_auc"] = early["auc"]
-        plot_curve(
-            early["fractions"],
-            early["accuracy"],
-            out / "early_recognition.png",
-            xlabel="observed fraction of the clip",
-            ylabel="top-1 accuracy",
-            title=f"early recognition (AUC {early['auc']:.3f})",
+    ctx = ctx or DistContext(device=resolve_device(config.device))
+    dtype = autocast_dtype(config.precision, ctx.device)
+
+    def predict_at(fraction: float) -> ClipPredictions:
+        with main_first(ctx):
+            dataset: Dataset = open_dataset(
+                root,
+                config.data,
+                split=split,
+                classes=classes,
+                observed_fraction=fraction,
+                cache_dir=cache_dir,
+                progress=progress and ctx.is_main,
+            )
+        if clips is not None:
+            dataset = subset_by_clips(dataset, clips)
+        sampler = make_sampler(dataset, ctx, shuffle=False)
+        batch_size = config.eval_batch_size or config.batch_size
+        loader = make_loader(dataset, batch_size, shuffle=False, sampler=sampler)
+        return predict(
+            model,
+            loader,
+            ctx=ctx,
+            reduce=config.reduce,
+            dtype=dtype,
+            desc="test" if fraction == 1.0 else f"{fraction:.0%} observed",
+            progress=progress,
         )
-    with atomic_write(out / "metrics.json", "w") as f:
-        json.dump(_jsonable(record), f, indent=2)
-    write_per_class_csv(metrics["per_class"], classes, out / "per_class.csv")
-    write_confusion_csv(metrics["confusion"], classes, out / "confusion.csv")
-    plot_confusion(metrics["confusion"], classes, out / "confusion.png")
-    return format_table(record, REPORT_ROWS)
+
+    return predict_at
 
 
-def describe_model(model: nn.Module) -> dict[str, Any]:
-    """What a report evaluated: ``{"model", "ensemble", "members", "tta"}`` — the registered
-    model name, whether it fuses several models (:class:`~skelgraph.models.Ensemble`), the
-    members' model names (the model's own name for a single model) and the test-time
-    augmentation (``"mirror"`` or :obj:`None`)."""
-    if isinstance(model, Ensemble):
-        return {
-            "model": "ensemble",
-            "ensemble": len(model.members) > 1,
-            "members": model.member_names,
-            "tta": "mirror" if model.mirror else None,
-        }
-    name = registered_name(model)
-    return {"model": name, "ensemble": False, "members": [name], "tta": None}
+def report_split(
+    predict_at: Callable[[float], ClipPredictions],
+    classes: Sequence[str],
+    out_dir: PathLike,
+    *,
+    ctx: DistContext | None = None,
+    early: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Metrics of the predictions ``predict_at(1.0)`` (:func:`split_predictor`, or several fused
+    with :func:`fuse_predictions`), the early-recognition curve over
+    ``predict_at`` with ``early``, and the report files in ``out_dir`` (rank 0 writes them).
+
+    Returns:
+        ``(metrics, table)``; the table is empty on other ranks.
+    """
+    ctx = ctx or DistContext()
+    whole = predict_at(1.0)
+    metrics = prediction_metrics(whole)
+    curve = None
+    if early:
+        curve = early_recognition(
+            lambda f: whole if f == 1.0 else predict_at(f), progress=progress and ctx.is_main
+        )
+    table = ""
+    if ctx.is_main:
+        table = write_report(metrics, classes, out_dir, curve)
+    if curve is not None:
+        metrics["early_recognition"] = curve
+        metrics["early_auc"] = curve["auc"]
+    return metrics, table
 
 
-def describe_models(models: Sequence[nn.Module]) -> dict[str, Any]:
-    """:func:`describe_model` of one model; for several whose scores are fused
-    (:func:`fuse_predictions`), ``{"model": "score_fusion", "ensemble": True, "members"}`` with
-    every model's members, ``"fused_models"`` (each model's name) and ``"tta"`` (the models'
-    common test-time augmentation, or the list of them when they differ)."""
-    described = [describe_model(m) for m in models]
-    if len(described) == 1:
-        return described[0]
-    tta = [d["tta"] for d in described]
-    return {
-        "model": "score_fusion",
-        "ensemble": True,
-        "members": [name for d in described for name in d["members"]],
-        "fused_models": [d["model"] for d in described],
-        "tta": tta[0] if len(set(tta)) == 1 else tta,
-    }
+def evaluate_split(
+    model: nn.Module,
+    root: PathLike,
+    config: TrainConfig,
+    classes: Sequence[str],
+    out_dir: PathLike,
+    *,
+    split: str | None,
+    clips: np.ndarray | None = None,
+    ctx: DistContext | None = None,
+    cache_dir: PathLike | None = None,
+    early: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Evaluates ``model`` on a split of ``root`` and writes the report files into ``out_dir``:
+    :func:`report_split` of :func:`split_predictor` (arguments as there).
 
-
-def update_report(out_dir: str | os.PathLike[str], fields: Mapping[str, Any]) -> None:
-    """Adds ``fields`` to ``out_dir/metrics.json`` (written by :func:`write_report`), atomically."""
-    path = Path(out_dir) / "metrics.json"
-    record = json.loads(path.read_text())
-    record.update(_jsonable(fields))
-    with atomic_write(path, "w") as f:
-        json.dump(record, f, indent=2)
+    Returns:
+        ``(metrics, table)``; files and the table are written/printed by rank 0 only.
+    """
+    ctx = ctx or DistContext(device=resolve_device(config.device))
+    predict_at = split_predictor(
+        model,
+        root,
+        config,
+        classes,
+        split=split,
+        clips=clips,
+        ctx=ctx,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    return report_split(predict_at, classes, out_dir, ctx=ctx, early=early, progress=progress)

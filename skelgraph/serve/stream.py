@@ -1,0 +1,211 @@
+"""The protocol of one WebSocket stream (``/v1/stream``; see :mod:`skelgraph.serve.app` for the
+messages and the close codes).
+
+A :class:`StreamConnection` reads the stream's messages and queues a reply for each, in order,
+without waiting for the replies before it, so that a stream that sends faster than it is answered
+has its next frame in every batch of its :class:`~skelgraph.serve.batching.FrameBatcher`; it sends
+the replies in the order of the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from skelgraph.layouts import Layout, get_layout
+from skelgraph.serve.batching import FrameBatcher
+from skelgraph.serve.inputs import InputError, parse_keypoints, resolve_layout_name
+from skelgraph.serve.pose import PoseUnavailable
+from skelgraph.serve.state import ServiceState, run_in
+
+__all__ = [
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_BIG",
+    "CLOSE_TRY_LATER",
+    "CLOSE_UNSUPPORTED",
+    "StreamConnection",
+    "close_stream",
+    "send_message",
+]
+
+#: WebSocket close codes
+CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = (
+    1000,
+    1003,
+    1008,
+    1009,
+    1013,
+)
+
+#: What the reader queues for the sender: a message's reply to come, ``(close code, reason)`` to
+#: end the stream, or :obj:`None` when the client left.
+Queued = asyncio.Future[Any] | tuple[int, str] | None
+
+
+class StreamConnection:
+    """One accepted WebSocket stream: its hello, then a reply per message, within the service's
+    limits (message size, malformed messages in a row, idle time).
+
+    Args:
+        websocket (WebSocket): The accepted connection.
+        service (ServiceState): The service's model, limits and workers.
+        lane (FrameBatcher): The stream worker that runs this stream's frames.
+        layout (Layout, optional): Layout of the keypoints the stream sends first; :obj:`None`
+            for the service's input layout.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        service: ServiceState,
+        lane: FrameBatcher,
+        layout: Layout | None = None,
+    ) -> None:
+        self.websocket = websocket
+        self.service = service
+        self.lane = lane
+        self.session = service.recognition.stream(layout)
+        self.replies: asyncio.Queue[Queued] = asyncio.Queue()
+        self.last: asyncio.Future[Any] | None = None  # the newest frame's reply
+
+    async def run(self, number: int) -> None:
+        """Sends the hello (the stream's ``number``, the model, its classes, the stream's layout,
+        whether JPEG frames are accepted, the limits), then serves the stream until the client
+        leaves or the stream is closed."""
+        recognition, limits = self.service.recognition, self.service.limits
+        hello = {
+            "type": "hello",
+            "session": number,
+            "model": recognition.name,
+            "classes": recognition.classes,
+            "layout": self.session.layout.name,
+            "pose": self.service.pose_state()["available"],
+            "limits": {
+                "max_message_bytes": limits.max_message_bytes,
+                "idle_timeout": limits.idle_timeout,
+            },
+        }
+        await send_message(self.websocket, hello)
+        reader = asyncio.create_task(self._read_messages())
+        try:
+            await self._send_replies()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read_messages(self) -> None:
+        """Queues a reply per message until the client leaves or the stream must be closed."""
+        limits = self.service.limits
+        while True:
+            try:
+                message = await asyncio.wait_for(self.websocket.receive(), limits.idle_timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                idle = f"idle: no message for {limits.idle_timeout:g} s"
+                self.replies.put_nowait((CLOSE_NORMAL, idle))
+                return
+            if message["type"] == "websocket.disconnect":
+                self.replies.put_nowait(None)
+                return
+            text, data = message.get("text"), message.get("bytes")
+            size = len(data) if data is not None else _utf8_size(text or "")
+            if size > limits.max_message_bytes:
+                too_big = f"message too big: {size} bytes, limit {limits.max_message_bytes}"
+                self.replies.put_nowait((CLOSE_TOO_BIG, too_big))
+                return
+            try:
+                if data is not None:
+                    reply = await self._frame(data)
+                else:
+                    reply = await self._text(text or "")
+            except PoseUnavailable as e:
+                self.replies.put_nowait((CLOSE_UNSUPPORTED, e.reason))
+                return
+            except ValueError as e:  # malformed: an error reply, in its place
+                reply = asyncio.get_running_loop().create_future()
+                reply.set_result(e)
+            if not reply.done():
+                self.last = reply
+            self.replies.put_nowait(reply)
+
+    async def _send_replies(self) -> None:
+        """Sends the queued replies in order (a :class:`ValueError` as an error message) until
+        the client leaves or the stream is closed."""
+        errors = 0  # malformed messages in a row
+        while True:
+            item = await self.replies.get()
+            if item is None:
+                return
+            if isinstance(item, tuple):
+                await close_stream(self.websocket, *item)
+                return
+            reply = await item
+            if isinstance(reply, ValueError):  # InputError and the recogniser's shape errors
+                errors += 1
+                if errors >= self.service.limits.max_errors:
+                    last_error = f"{errors} malformed messages in a row; last: {reply}"
+                    await close_stream(self.websocket, CLOSE_POLICY, last_error)
+                    return
+                reply = {"type": "error", "error": str(reply)}
+            else:
+                errors = 0
+            await send_message(self.websocket, reply)
+
+    async def _text(self, text: str) -> asyncio.Future[Any]:
+        """The reply to a text message: a frame of keypoints or a reset."""
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"message: expected a JSON object, got invalid JSON ({e})") from e
+        if not isinstance(obj, dict):
+            raise InputError(f"message: expected a JSON object, got {type(obj).__name__}")
+        layout = resolve_layout_name(obj["layout"]) if "layout" in obj else None
+        if obj.get("reset") is True:
+            if self.last is not None:  # the frames before the reset are answered first
+                await asyncio.wait([self.last])
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(self.session.reset(layout))
+            return done
+        if "keypoints" not in obj:
+            raise InputError(
+                f"message: expected 'keypoints' or 'reset': true, got keys {sorted(obj)}"
+            )
+        if layout is not None:
+            self.session.use_layout(layout)
+        channels = self.service.recognition.channels
+        keypoints = parse_keypoints(obj["keypoints"], self.session.layout, channels)
+        return self.lane.submit(self.session, keypoints)
+
+    async def _frame(self, data: bytes) -> asyncio.Future[Any]:
+        """The reply to a binary message: a JPEG frame, through the pose model."""
+        reason = self.service.recognition.pose.unavailable()
+        if reason is not None:
+            raise PoseUnavailable(reason, status=415)
+        self.session.use_layout(get_layout("coco17"))
+        keypoints = await run_in(self.service.pose_worker, self.session.detect, data)
+        return self.lane.submit(self.session, keypoints)
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+async def send_message(websocket: WebSocket, message: dict[str, Any]) -> None:
+    """Sends ``message`` as compact JSON text."""
+    await websocket.send_text(json.dumps(message, separators=(",", ":")))
+
+
+async def close_stream(websocket: WebSocket, code: int, reason: str) -> None:
+    """Sends the reason as an error message, then closes with :obj:`code` (reason cut to the
+    123 bytes a close frame allows)."""
+    if websocket.client_state != WebSocketState.CONNECTED:
+        return
+    try:
+        await send_message(websocket, {"type": "error", "error": reason, "close": code})
+        await websocket.close(code, reason.encode()[:123].decode("utf-8", "ignore"))
+    except (WebSocketDisconnect, RuntimeError):
+        pass
