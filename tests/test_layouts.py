@@ -11,6 +11,7 @@ import torch
 
 from skelgraph.layouts import (
     Layout,
+    check_mappable,
     get_layout,
     keypoint_mapping,
     list_layouts,
@@ -253,6 +254,20 @@ def test_map_ntu_names_and_bad_input():
         map_keypoints(np.zeros((4, 13, 3)), "coco17", "penn13")
     ints = map_keypoints(np.ones((1, 13, 3), dtype=np.int64), "penn13", "penn13")
     assert ints.dtype == np.float32
+
+
+def test_check_mappable_allows_at_most_half_the_joints_missing():
+    for src, dst in [("coco17", "penn13"), ("penn13", "coco17"), ("coco17", "ntu25")]:
+        check_mappable(src, dst)
+    head = Layout.from_names(
+        "head_only", ["nose", "neck"], [("nose", "neck")], ["neck"], (["neck"], ["neck"])
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"layout 'head_only' cannot be mapped to the model's layout 'penn13': 12 of its 13 "
+        r"joints have no source \(left_shoulder, right_shoulder, ",
+    ):
+        check_mappable(head, "penn13", target="the model's layout")
 
 
 # --- graph helpers ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from skelgraph.layouts import Layout, get_layout, keypoint_mapping
+from skelgraph.layouts import Layout, check_mappable, get_layout
 
 if TYPE_CHECKING:
     from skelgraph.online import OnlineRecognizer, Prediction
@@ -311,8 +311,8 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
     """The recogniser of ``--checkpoint`` for the source's keypoints.
 
     Raises:
-        ValueError: When the keypoints' channels differ from the model's, or fewer than half of
-            the model's joints can be mapped from the source layout.
+        ValueError: When the keypoints' channels differ from the model's, or the source layout
+            cannot be mapped to the model's (:func:`~skelgraph.layouts.check_mappable`).
     """
     from skelgraph.online import OnlineRecognizer
 
@@ -325,15 +325,12 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
             f"{source.name}: keypoints: expected {channels} channels (coordinates + confidence) "
             f"for checkpoint {args.checkpoint}, got {source.channels}"
         )
-    mapping = keypoint_mapping(source.layout, recognizer.layout)
-    missing = [j for j, m in zip(recognizer.layout.joints, mapping, strict=True) if not m]
-    if 2 * len(missing) > recognizer.layout.num_joints:
+    try:
+        check_mappable(source.layout, recognizer.layout, target="the model's layout")
+    except ValueError as e:
         raise ValueError(
-            f"{source.name}: layout {source.layout.name!r} cannot be mapped to the model's "
-            f"layout {recognizer.layout.name!r}: {len(missing)} of its "
-            f"{recognizer.layout.num_joints} joints have no source ({', '.join(missing)}); "
-            "pass --input-layout if the clip's layout is mislabelled"
-        )
+            f"{source.name}: {e}; pass --input-layout if the clip's layout is mislabelled"
+        ) from None
     return OnlineRecognizer(
         recognizer.model,
         recognizer.meta,

@@ -11,6 +11,7 @@ from skelgraph.layouts.layout import Layout, mirror_pairs
 from skelgraph.layouts.mapping import (
     DERIVATIONS,
     SYNONYMS,
+    check_mappable,
     keypoint_mapping,
     map_keypoints,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "DERIVATIONS",
     "SYNONYMS",
     "Layout",
+    "check_mappable",
     "get_layout",
     "keypoint_mapping",
     "list_layouts",

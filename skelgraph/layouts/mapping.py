@@ -15,7 +15,7 @@ import numpy as np
 from skelgraph.layouts.layout import Layout, _side
 from skelgraph.layouts.registry import get_layout
 
-__all__ = ["DERIVATIONS", "SYNONYMS", "keypoint_mapping", "map_keypoints"]
+__all__ = ["DERIVATIONS", "SYNONYMS", "check_mappable", "keypoint_mapping", "map_keypoints"]
 
 #: destination canonical name -> source names that stand for the same point
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -69,6 +69,32 @@ def keypoint_mapping(src: str | Layout, dst: str | Layout) -> list[dict[int, flo
     src, dst = get_layout(src), get_layout(dst)
     source = {_canonical(j): i for i, j in enumerate(src.joints)}
     return [_resolve(_canonical(j), source) for j in dst.joints]
+
+
+def check_mappable(src: str | Layout, dst: str | Layout, *, target: str = "layout") -> None:
+    """Checks that keypoints in layout :obj:`src` carry enough of layout :obj:`dst` to stand for it.
+
+    A mapped skeleton whose joints are mostly absent (confidence 0) says little about the pose, so
+    at most half of the destination joints may lack a source in :func:`keypoint_mapping`.
+
+    Args:
+        src (str or Layout): The layout of the keypoints.
+        dst (str or Layout): The layout they are mapped to.
+        target (str, optional): What :obj:`dst` is, for the message, e.g. ``"the model's layout"``.
+            (default: ``"layout"``)
+
+    Raises:
+        ValueError: When more than half of the joints of :obj:`dst` have no source; the message
+            names them.
+    """
+    src, dst = get_layout(src), get_layout(dst)
+    mapping = keypoint_mapping(src, dst)
+    missing = [joint for joint, sources in zip(dst.joints, mapping, strict=True) if not sources]
+    if 2 * len(missing) > dst.num_joints:
+        raise ValueError(
+            f"layout {src.name!r} cannot be mapped to {target} {dst.name!r}: {len(missing)} of "
+            f"its {dst.num_joints} joints have no source ({', '.join(missing)})"
+        )
 
 
 @functools.lru_cache(maxsize=64)
