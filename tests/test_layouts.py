@@ -25,6 +25,7 @@ from skelgraph.layouts.graph import (
     complete_edge_index,
     hop_distance,
     k_hop_adjacency,
+    parents,
     part_graph,
     spatial_partitions,
 )
@@ -334,6 +335,14 @@ def test_hop_distance_unreachable():
     forest = Layout(name="forest", joints=("a", "b", "c"), bones=((1, 0),), center=(0,),
                     torso=((1,), (0,)), pairs=())  # fmt: skip
     assert hop_distance(forest).tolist() == [[0, 1, -1], [1, 0, -1], [-1, -1, 0]]
+
+
+def test_parents_point_towards_the_centre():
+    layout = get_layout("coco17")
+    parent = parents(layout)
+    assert [parent[layout.index(j)] for j in ("left_hip", "right_hip")] == [-1, -1]
+    assert parent[layout.index("left_wrist")] == layout.index("left_elbow")
+    assert parent[layout.index("left_shoulder")] == layout.index("left_hip")
 
 
 def test_k_hop_adjacency():
