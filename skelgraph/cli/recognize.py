@@ -146,12 +146,12 @@ class Source:
 def clip_source(path: Path, *, input_layout: str | None, fps: float | None) -> Source:
     """A skeleton clip, resampled to :obj:`fps` when given; :obj:`input_layout` relabels its
     joints (same joint count)."""
-    from skelgraph.io import load_npz
+    from skelgraph.clip import SkeletonClip
     from skelgraph.pose.base import resample_fps
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected {EXPECTED_SOURCE})")
-    clip = load_npz(path)
+    clip = SkeletonClip.load(path)
     layout = clip.layout
     if input_layout is not None:
         layout = get_layout(input_layout)
