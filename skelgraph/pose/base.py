@@ -97,8 +97,9 @@ class PoseEstimator(ABC):
         """The keypoints of a video file or of a sequence of frames.
 
         Args:
-            source (str, os.PathLike or Iterable[numpy.ndarray]): A video file (read with
-                :class:`skelgraph.video.VideoReader`) or frames of shape :obj:`(H, W, 3)`.
+            source (str, os.PathLike or Iterable[numpy.ndarray]): A video file or stream URL
+                (read with :class:`skelgraph.video.VideoReader`) or frames of shape
+                :obj:`(H, W, 3)`.
             fps (float, optional): Frame rate of :obj:`source` when it is a frame sequence
                 (a video file's own rate is used otherwise). (default: :obj:`None`)
 
@@ -115,7 +116,7 @@ class PoseEstimator(ABC):
             from skelgraph.video import VideoReader
 
             reader = VideoReader(source)
-            source, fps, name = reader, reader.fps, str(reader.path)
+            source, fps, name = reader, reader.fps, reader.name
         keypoints = self(source)
         if keypoints.shape[0] == 0:
             raise ValueError(f"{name}: expected at least one decodable frame, got none")
