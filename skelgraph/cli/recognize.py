@@ -175,21 +175,10 @@ def clip_source(path: Path, *, input_layout: str | None, fps: float | None) -> S
     )
 
 
-def retime(frames: Iterable[Any], fps: float, target_fps: float) -> Iterator[Any]:
-    r"""Resamples a frame stream to :obj:`target_fps` by the nearest frame: output frame
-    :math:`i` is input frame :math:`\mathrm{round}(i \cdot f / f_{target})`, so frames are
-    dropped (lower rate) or repeated (higher rate)."""
-    ratio = fps / target_fps
-    out = 0
-    for index, frame in enumerate(frames):
-        while math.floor(out * ratio + 0.5) <= index:
-            yield frame
-            out += 1
-
-
 def video_source(args: argparse.Namespace) -> tuple[Source, VideoReader]:
     """A video, webcam (all digits) or stream and its reader; the source's :attr:`Source.frames`
     are left empty until the pose model is loaded (see :func:`with_poses`)."""
+    from skelgraph.pose.base import resampled_length
     from skelgraph.video import VideoReader
 
     input_layout = get_layout(args.input_layout or "coco17")
@@ -210,7 +199,7 @@ def video_source(args: argparse.Namespace) -> tuple[Source, VideoReader]:
                 f"{args.source}: cannot resample to {args.fps} fps: the source reports no "
                 "frame rate"
             )
-        length = None if length is None else max(1, round(length * args.fps / fps))
+        length = None if length is None else resampled_length(length, fps, args.fps)
         fps = args.fps
     source = Source(args.source, input_layout, 3, fps, length, iter(()), close=reader.close)
     return source, reader
@@ -469,6 +458,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         recognizer = load_recognizer(args, source)
         if reader is not None:
+            from skelgraph.pose.base import retime
+
             images: Iterable[np.ndarray] = reader
             if args.fps is not None and reader.fps is not None:
                 images = retime(reader, reader.fps, args.fps)
