@@ -1,14 +1,19 @@
-"""A validated skeleton sequence: keypoints, joint layout, label and provenance."""
+"""A validated skeleton sequence (keypoints, joint layout, label and provenance) and its file."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from skelgraph._atomic import atomic_write
 from skelgraph.layouts import Layout, get_layout, list_layouts
 
 __all__ = ["SkeletonClip"]
@@ -90,17 +95,79 @@ class SkeletonClip:
         return self.num_channels == 4
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes the clip to an ``.npz`` file, see :func:`skelgraph.io.save_npz`."""
-        from skelgraph.io import save_npz
+        r"""Writes the clip to an ``.npz`` archive, atomically (a temporary file beside
+        :obj:`path` moved onto it when complete).
 
-        save_npz(self, path)
+        The archive holds ``keypoints`` (:obj:`(T, V, C)` float32), ``layout`` (the layout name),
+        ``layout_json`` (the full layout, so that layouts that are not registered when loading
+        still round-trip), ``meta`` (JSON; numpy arrays are stored as nested lists), and
+        ``label``, ``fps``, ``source`` when they are not :obj:`None`. The file name is used as
+        given (no ``.npz`` suffix is appended).
+
+        Args:
+            path (str or os.PathLike): The destination file.
+        """
+        fields: dict[str, np.ndarray] = {
+            "keypoints": self.keypoints,
+            "layout": np.array(self.layout.name),
+            "layout_json": np.array(json.dumps(self.layout.to_dict())),
+        }
+        for key in ("label", "fps", "source"):
+            value = getattr(self, key)
+            if value is not None:
+                fields[key] = np.array(value)
+        with atomic_write(path) as f:
+            fields["meta"] = np.array(json.dumps(self.meta, default=_json_default))
+            np.savez(f, **fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SkeletonClip:
-        """Reads a clip written by :meth:`save`, see :func:`skelgraph.io.load_npz`."""
-        from skelgraph.io import load_npz
+        r"""Reads a clip written by :meth:`save`.
 
-        return load_npz(path)
+        The layout is rebuilt from ``layout_json`` (:meth:`Layout.from_dict`, equal by value to
+        the registered layout of that name when the definitions agree, and not registered); files
+        without ``layout_json`` name a registered layout.
+
+        Args:
+            path (str or os.PathLike): The ``.npz`` file.
+
+        Raises:
+            FileNotFoundError: When :obj:`path` does not exist.
+            ValueError: When the file is not an ``.npz`` archive, a field is missing or
+                ill-shaped, or the keypoints fail validation; the message names the file and the
+                field.
+        """
+        path = Path(path)
+        try:
+            archive = np.load(path, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("got a single .npy array")
+            with archive:
+                fields = {key: archive[key] for key in archive.files}
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"{path}: expected an .npz archive of a skeleton clip ({e})") from e
+
+        if "keypoints" not in fields:
+            raise ValueError(f"{path}: missing field 'keypoints' (found {sorted(fields)})")
+        label = _npz_scalar(fields, "label", path, "iU", "an int or str")
+        fps = _npz_scalar(fields, "fps", path, "fiu", "a number")
+        source = _npz_scalar(fields, "source", path, "U", "a str")
+        meta_json = _npz_scalar(fields, "meta", path, "U", "a JSON str")
+        try:
+            meta = json.loads(meta_json) if meta_json is not None else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: field 'meta' expected a JSON object ({e})") from e
+        if not isinstance(meta, dict):
+            raise ValueError(
+                f"{path}: field 'meta' expected a JSON object, got {type(meta).__name__}"
+            )
+        layout = _npz_layout(fields, path)
+        try:
+            return cls(fields["keypoints"], layout, label=label, fps=fps, source=source, meta=meta)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.keypoints.shape)
@@ -175,3 +242,41 @@ def _validate_label(label: Any) -> int | str | None:
         f"clip.label: expected an int class index, a str class name or None, "
         f"got {type(label).__name__}"
     )
+
+
+def _npz_scalar(
+    fields: Mapping[str, np.ndarray], key: str, path: Path, kinds: str, expected: str
+) -> Any:
+    """The field :obj:`key` as a Python scalar (:obj:`None` when absent); ``kinds``: dtype kinds."""
+    if key not in fields:
+        return None
+    value = fields[key]
+    if value.ndim != 0 or value.dtype.kind not in kinds:
+        raise ValueError(
+            f"{path}: field {key!r} expected {expected} scalar, "
+            f"got shape {value.shape} and dtype {value.dtype}"
+        )
+    return value.item()
+
+
+def _npz_layout(fields: Mapping[str, np.ndarray], path: Path) -> Layout | str:
+    stored = _npz_scalar(fields, "layout_json", path, "U", "a JSON str")
+    if stored is None:
+        name = _npz_scalar(fields, "layout", path, "U", "a str")
+        if name is None:
+            raise ValueError(f"{path}: missing field 'layout' (and 'layout_json')")
+        return name
+    try:
+        return Layout.from_dict(json.loads(stored))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: field 'layout_json' is not a valid layout ({e})") from e
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    raise TypeError(f"clip.meta: value of type {type(value).__name__} is not JSON-serialisable")

@@ -31,44 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from skelgraph.layouts import Layout, get_layout
-from skelgraph.layouts.graph import hop_distance
+from skelgraph.layouts.graph import parents
 
-__all__ = ["FEATURES", "InputFeatures", "parents"]
+__all__ = ["FEATURES", "InputFeatures"]
 
 #: Feature names accepted by :class:`InputFeatures` (``relative<k>`` for any k >= 2).
 FEATURES = ("joint", "bone", "relative<k>", "velocity", "bone_velocity", "centre")
 
 _RELATIVE = re.compile(r"relative(\d+)$")
-
-
-def parents(layout: Layout | str) -> list[int]:
-    """The parent of every joint, the neighbour one hop closer to the centre joints; ``-1`` for
-    the centre joints themselves (whose parent is the centre point). Ties go to the lower index.
-
-    Raises:
-        ValueError: when a joint cannot reach the centre joints along the bones.
-    """
-    layout = get_layout(layout)
-    hops = hop_distance(layout)
-    V = layout.num_joints
-    to_centre = torch.stack([hops[:, c] for c in layout.center], dim=1)
-    to_centre = torch.where(to_centre < 0, torch.full_like(to_centre, V + 1), to_centre).amin(1)
-    neighbours: list[set[int]] = [set() for _ in range(V)]
-    for child, parent in layout.bones:
-        neighbours[child].add(parent)
-        neighbours[parent].add(child)
-    result = []
-    for v in range(V):
-        if to_centre[v] == 0:
-            result.append(-1)
-            continue
-        if to_centre[v] > V:
-            raise ValueError(
-                f"layout {layout.name!r}: joint {layout.joints[v]!r} is not connected to the "
-                f"centre joints {[layout.joints[c] for c in layout.center]}"
-            )
-        result.append(min(u for u in neighbours[v] if to_centre[u] == to_centre[v] - 1))
-    return result
 
 
 class InputFeatures(nn.Module):

@@ -1,26 +1,25 @@
 """Reading and writing skeleton clips: ``.npz``, mmaction2/pyskl pickles, Penn Action ``.mat``.
 
-Every writer goes through :func:`atomic_write`: the data is written to a temporary file in the
-destination's directory and moved over the destination with :func:`os.replace`, so a failed write
-never leaves a partial file behind.
+The ``.npz`` format is the clip's own (:meth:`SkeletonClip.save <skelgraph.clip.SkeletonClip.save>`
+and :meth:`~skelgraph.clip.SkeletonClip.load`); :func:`save_npz` and :func:`load_npz` are their
+function forms. Every writer goes through :func:`atomic_write`: the data is written to a temporary
+file in the destination's directory and moved over the destination with :func:`os.replace`, so a
+failed write never leaves a partial file behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import uuid
-import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from skelgraph._atomic import atomic_write
 from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout
 
@@ -40,147 +39,18 @@ PathLike = str | os.PathLike[str]
 PENN_ACTION_FPS = 30.0
 
 
-@contextmanager
-def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    r"""Opens a temporary file beside :obj:`path` and moves it onto :obj:`path` on success.
-
-    When the body of the ``with`` block raises, the temporary file is removed and an existing file
-    at :obj:`path` is left untouched.
-
-    Args:
-        path (str or os.PathLike): The destination file.
-        mode (str, optional): ``"wb"`` for bytes or ``"w"`` for text. (default: :obj:`"wb"`)
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, mode.replace("w", "x")) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ------------------------------------------------------------------------------------------------
 # .npz
 
 
 def save_npz(clip: SkeletonClip, path: PathLike) -> None:
-    r"""Writes a clip to an ``.npz`` archive (atomically, see :func:`atomic_write`).
-
-    The archive holds ``keypoints`` (:obj:`(T, V, C)` float32), ``layout`` (the layout name),
-    ``layout_json`` (the full layout, so that layouts that are not registered when loading still
-    round-trip), ``meta`` (JSON; numpy arrays are stored as nested lists), and ``label``, ``fps``,
-    ``source`` when they are not :obj:`None`. The file name is used as given (no ``.npz`` suffix is
-    appended).
-
-    Args:
-        clip (SkeletonClip): The clip to write.
-        path (str or os.PathLike): The destination file.
-    """
-    fields: dict[str, np.ndarray] = {
-        "keypoints": clip.keypoints,
-        "layout": np.array(clip.layout.name),
-        "layout_json": np.array(json.dumps(clip.layout.to_dict())),
-    }
-    for key in ("label", "fps", "source"):
-        value = getattr(clip, key)
-        if value is not None:
-            fields[key] = np.array(value)
-    with atomic_write(path) as f:
-        fields["meta"] = np.array(json.dumps(clip.meta, default=_json_default))
-        np.savez(f, **fields)
+    """Writes a clip to an ``.npz`` archive, atomically; see :meth:`SkeletonClip.save`."""
+    clip.save(path)
 
 
 def load_npz(path: PathLike) -> SkeletonClip:
-    r"""Reads a clip written by :func:`save_npz`.
-
-    The layout is rebuilt from ``layout_json`` (:meth:`Layout.from_dict`, equal by value to the
-    registered layout of that name when the definitions agree, and not registered); files without
-    ``layout_json`` name a registered layout.
-
-    Args:
-        path (str or os.PathLike): The ``.npz`` file.
-
-    Raises:
-        FileNotFoundError: When :obj:`path` does not exist.
-        ValueError: When the file is not an ``.npz`` archive, a field is missing or ill-shaped, or
-            the keypoints fail validation; the message names the file and the field.
-    """
-    path = Path(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("got a single .npy array")
-        with archive:
-            fields = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: expected an .npz archive of a skeleton clip ({e})") from e
-
-    if "keypoints" not in fields:
-        raise ValueError(f"{path}: missing field 'keypoints' (found {sorted(fields)})")
-    label = _npz_scalar(fields, "label", path, "iU", "an int or str")
-    fps = _npz_scalar(fields, "fps", path, "fiu", "a number")
-    source = _npz_scalar(fields, "source", path, "U", "a str")
-    meta_json = _npz_scalar(fields, "meta", path, "U", "a JSON str")
-    try:
-        meta = json.loads(meta_json) if meta_json is not None else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: field 'meta' expected a JSON object ({e})") from e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: field 'meta' expected a JSON object, got {type(meta).__name__}")
-    layout = _npz_layout(fields, path)
-    try:
-        return SkeletonClip(
-            fields["keypoints"], layout, label=label, fps=fps, source=source, meta=meta
-        )
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
-
-
-def _npz_scalar(
-    fields: Mapping[str, np.ndarray], key: str, path: Path, kinds: str, expected: str
-) -> Any:
-    """The field :obj:`key` as a Python scalar (:obj:`None` when absent); ``kinds``: dtype kinds."""
-    if key not in fields:
-        return None
-    value = fields[key]
-    if value.ndim != 0 or value.dtype.kind not in kinds:
-        raise ValueError(
-            f"{path}: field {key!r} expected {expected} scalar, "
-            f"got shape {value.shape} and dtype {value.dtype}"
-        )
-    return value.item()
-
-
-def _npz_layout(fields: Mapping[str, np.ndarray], path: Path) -> Layout | str:
-    stored = _npz_scalar(fields, "layout_json", path, "U", "a JSON str")
-    if stored is None:
-        name = _npz_scalar(fields, "layout", path, "U", "a str")
-        if name is None:
-            raise ValueError(f"{path}: missing field 'layout' (and 'layout_json')")
-        return name
-    try:
-        return Layout.from_dict(json.loads(stored))
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{path}: field 'layout_json' is not a valid layout ({e})") from e
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    raise TypeError(f"clip.meta: value of type {type(value).__name__} is not JSON-serialisable")
+    """Reads a clip written by :func:`save_npz`; see :meth:`SkeletonClip.load`."""
+    return SkeletonClip.load(path)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from skelgraph.layouts import Layout, get_layout, keypoint_mapping, map_keypoints
+from skelgraph.layouts import Layout, check_mappable, get_layout, keypoint_mapping, map_keypoints
 from skelgraph.layouts.graph import hop_distance
 from skelgraph.models.base import SkeletonModel, StreamingModel, step_streams
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig
@@ -93,7 +93,8 @@ class OnlineRecognizer:
         meta (Mapping): its checkpoint ``meta``: ``classes``, ``in_channels``, ``window`` and
             ``preprocess`` are used (the latter made causal).
         input_layout (str or Layout, optional): the layout of the keypoints given to
-            :meth:`update`. (default: the model's layout)
+            :meth:`update`, mappable to the model's (:func:`~skelgraph.layouts.check_mappable`).
+            (default: the model's layout)
         smoothing (float, optional): factor :math:`\alpha \in [0, 1)` of the exponential moving
             average :math:`\bar{p}_t = \alpha \bar{p}_{t-1} + (1 - \alpha) p_t` of the
             probabilities that chooses the displayed label and score; 0 disables it.
@@ -165,11 +166,11 @@ class OnlineRecognizer:
         config = PreprocessConfig(**meta.get("preprocess", {}))
         self.preprocessor = CausalPreprocessor(self.layout, replace(config, causal=True))
         self._same_layout = self.input_layout.joints == self.layout.joints
-        if not self._same_layout and not any(keypoint_mapping(self.input_layout, self.layout)):
-            raise ValueError(
-                f"OnlineRecognizer: input_layout: cannot map {self.input_layout.name!r} to the "
-                f"model's layout {self.layout.name!r}: no joint in common"
-            )
+        if not self._same_layout:
+            try:
+                check_mappable(self.input_layout, self.layout, target="the model's layout")
+            except ValueError as e:
+                raise ValueError(f"OnlineRecognizer: input_layout: {e}") from None
         self._forecast_map, self.forecast_joints = _forecast_mapping(self.layout, self.input_layout)
         self._forecast_identity = bool(
             np.array_equal(self._forecast_map, np.eye(self.layout.num_joints))

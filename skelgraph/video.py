@@ -1,4 +1,5 @@
-r"""Video files with OpenCV, and video-level augmentation before pose estimation.
+r"""Videos (files, webcams, streams) with OpenCV, and video-level augmentation before pose
+estimation.
 
 Frames are :obj:`(H, W, 3)` :obj:`uint8` arrays in BGR order (OpenCV's). The augmentations follow
 the real-time pipeline blog (§2.3): horizontal mirroring, brightness/saturation changes in HSV
@@ -22,6 +23,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError('skelgraph.video needs OpenCV: pip install "skelgraph[pose]"') from e
 
 __all__ = [
+    "STREAM_SCHEMES",
     "VIDEO_AUGMENTATIONS",
     "VIDEO_SUFFIXES",
     "VideoReader",
@@ -32,6 +34,9 @@ __all__ = [
     "sample_augmentation",
     "write_video",
 ]
+
+#: URL prefixes of network streams (compared in lower case)
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 #: file suffixes treated as videos when searching a folder (compared in lower case)
 VIDEO_SUFFIXES = frozenset(
@@ -46,48 +51,68 @@ _FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
 class VideoReader:
-    """A video file whose frames are read with OpenCV on iteration.
+    """A video file, webcam or network stream whose frames are read with OpenCV on iteration.
 
-    Every iteration opens the file anew and yields its frames in order, so the reader can be
-    iterated several times (e.g. once per augmentation).
+    Every iteration opens the file anew and yields its frames in order, so the reader of a file
+    can be iterated several times (e.g. once per augmentation). A webcam or stream is live: the
+    capture opened to read its properties stays open for the first iteration, and later ones
+    reconnect.
 
     Args:
-        path (str or os.PathLike): The video file.
+        source (str, int or os.PathLike): A video file, a webcam index (:obj:`int`) or a stream
+            URL (a :obj:`str` starting with one of :data:`STREAM_SCHEMES`).
 
     Attributes:
+        name (str): The source for messages: the file, ``webcam <index>`` or ``stream <URL>``.
+        path (pathlib.Path or None): The video file, :obj:`None` for a webcam or stream.
         fps (float or None): Frame rate from the container, :obj:`None` when it reports none.
         frame_count (int): Number of frames the container reports (may be approximate, 0 when
-            unknown).
+            unknown, always 0 for a webcam).
         width (int), height (int): Frame size in pixels.
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: When OpenCV cannot open it as a video.
+        ValueError: When OpenCV cannot open the source as a video.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: video file not found")
+    def __init__(self, source: str | int | os.PathLike[str]) -> None:
+        self.path: Path | None = None
+        self._target: str | int
+        if isinstance(source, int):
+            self._target, self.name = source, f"webcam {source}"
+        elif isinstance(source, str) and source.lower().startswith(STREAM_SCHEMES):
+            self._target, self.name = source, f"stream {source}"
+        else:
+            self.path = Path(source)
+            self._target = self.name = str(self.path)
+            if not self.path.is_file():
+                raise FileNotFoundError(f"{self.path}: no such file")
         capture = self._open()
         try:
             fps = capture.get(cv2.CAP_PROP_FPS)
             self.fps = float(fps) if math.isfinite(fps) and fps > 0 else None
-            self.frame_count = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.frame_count = 0 if isinstance(source, int) else max(count, 0)
             self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
             self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         finally:
-            capture.release()
+            if self.path is not None:
+                capture.release()
+        # reopening a live source would reconnect, so its first iteration reads this capture
+        self._held = None if self.path is not None else capture
+        self._reading: list[cv2.VideoCapture] = []
 
     def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(str(self.path))
+        capture = cv2.VideoCapture(self._target)
         if not capture.isOpened():
             capture.release()
-            raise ValueError(f"{self.path}: OpenCV cannot open this file as a video")
+            raise ValueError(f"{self.name}: OpenCV cannot open it as a video")
         return capture
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        capture = self._open()
+        capture = self._open() if self._held is None else self._held
+        self._held = None
+        self._reading.append(capture)
         try:
             while True:
                 ok, frame = capture.read()
@@ -96,10 +121,19 @@ class VideoReader:
                 yield frame
         finally:
             capture.release()
+            self._reading.remove(capture)
+
+    def close(self) -> None:
+        """Releases the open captures: a live source's kept for its first iteration, and those of
+        the running iterations, which then end."""
+        held = [] if self._held is None else [self._held]
+        for capture in [*held, *self._reading]:
+            capture.release()
+        self._held = None
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}({str(self.path)!r}, fps={self.fps}, "
+            f"{type(self).__name__}({self.name!r}, fps={self.fps}, "
             f"frames={self.frame_count}, size={self.width}x{self.height})"
         )
 

@@ -76,6 +76,22 @@ def test_video_reader_errors(tmp_path: Path) -> None:
         VideoReader(bad)
 
 
+def test_video_reader_sources(tmp_path: Path) -> None:
+    from skelgraph.video import VideoReader
+
+    with pytest.raises(ValueError, match="webcam 99: OpenCV cannot open it as a video"):
+        VideoReader(99)
+    video = write_test_video(tmp_path / "v.mp4", num=5, size=32)
+    reader = VideoReader(str(video))
+    assert (reader.name, reader.path) == (str(video), video)
+    pairs = list(zip(reader, reader, strict=True))  # each iteration reads its own capture
+    assert len(pairs) == 5 and all(np.array_equal(a, b) for a, b in pairs)
+    running = iter(reader)
+    next(running)
+    reader.close()  # ends the running iteration
+    assert list(running) == []
+
+
 def test_write_video_errors(tmp_path: Path) -> None:
     from skelgraph.video import write_video
 

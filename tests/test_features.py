@@ -1,16 +1,8 @@
 import pytest
 import torch
 
-from skelgraph.features import InputFeatures, parents
+from skelgraph.features import InputFeatures
 from skelgraph.layouts import get_layout
-
-
-def test_parents_point_towards_the_centre():
-    layout = get_layout("coco17")
-    parent = parents(layout)
-    assert [parent[layout.index(j)] for j in ("left_hip", "right_hip")] == [-1, -1]
-    assert parent[layout.index("left_wrist")] == layout.index("left_elbow")
-    assert parent[layout.index("left_shoulder")] == layout.index("left_hip")
 
 
 def test_each_feature_matches_its_definition():

@@ -11,6 +11,7 @@ import torch
 
 from skelgraph.layouts import (
     Layout,
+    check_mappable,
     get_layout,
     keypoint_mapping,
     list_layouts,
@@ -24,6 +25,7 @@ from skelgraph.layouts.graph import (
     complete_edge_index,
     hop_distance,
     k_hop_adjacency,
+    parents,
     part_graph,
     spatial_partitions,
 )
@@ -255,6 +257,20 @@ def test_map_ntu_names_and_bad_input():
     assert ints.dtype == np.float32
 
 
+def test_check_mappable_allows_at_most_half_the_joints_missing():
+    for src, dst in [("coco17", "penn13"), ("penn13", "coco17"), ("coco17", "ntu25")]:
+        check_mappable(src, dst)
+    head = Layout.from_names(
+        "head_only", ["nose", "neck"], [("nose", "neck")], ["neck"], (["neck"], ["neck"])
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"layout 'head_only' cannot be mapped to the model's layout 'penn13': 12 of its 13 "
+        r"joints have no source \(left_shoulder, right_shoulder, ",
+    ):
+        check_mappable(head, "penn13", target="the model's layout")
+
+
 # --- graph helpers ------------------------------------------------------------------------------
 
 
@@ -319,6 +335,14 @@ def test_hop_distance_unreachable():
     forest = Layout(name="forest", joints=("a", "b", "c"), bones=((1, 0),), center=(0,),
                     torso=((1,), (0,)), pairs=())  # fmt: skip
     assert hop_distance(forest).tolist() == [[0, 1, -1], [1, 0, -1], [-1, -1, 0]]
+
+
+def test_parents_point_towards_the_centre():
+    layout = get_layout("coco17")
+    parent = parents(layout)
+    assert [parent[layout.index(j)] for j in ("left_hip", "right_hip")] == [-1, -1]
+    assert parent[layout.index("left_wrist")] == layout.index("left_elbow")
+    assert parent[layout.index("left_shoulder")] == layout.index("left_hip")
 
 
 def test_k_hop_adjacency():

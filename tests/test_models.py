@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from skelgraph.layouts import get_layout
+from skelgraph.layouts.graph import parents as bone_parents
 from skelgraph.models import (
     AGCN2s,
     InfoGCN2,
@@ -13,7 +14,7 @@ from skelgraph.models import (
     create,
     register_model,
 )
-from skelgraph.models.agcn import bone_features, bone_parents
+from skelgraph.models.agcn import bone_features
 from skelgraph.models.base import StreamingModel
 from skelgraph.models.infogcn2 import parameter_breakdown
 from skelgraph.nn.ode import rollout

@@ -15,7 +15,9 @@ from skelgraph.pose import (
     PoseSequence,
     person_scores,
     resample_fps,
+    resampled_length,
     result_detections,
+    retime,
 )
 
 V = 17
@@ -128,6 +130,46 @@ def test_resample_fps_never_blends_missing_joints() -> None:
     SkeletonClip(out, "coco17")
     with pytest.raises(ValueError, match="target_fps"):
         resample_fps(kp, 10, 0)
+
+
+def test_retime() -> None:
+    ten = list(range(10))
+    assert list(retime(ten, 30, 30)) == ten
+    assert list(retime(ten, 30, 15)) == [0, 2, 4, 6, 8]
+    assert list(retime(ten, 25, 10)) == [0, 3, 5, 8]
+    assert list(retime(ten[:3], 10, 20)) == [0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("fps", "target_fps"),
+    [(30, 15), (25, 10), (10, 20), (30, 25), (25, 30), (29.97, 30), (60, 24), (6, 1), (1, 6)],
+)
+def test_retime_picks_the_frames_resample_fps_copies(fps: float, target_fps: float) -> None:
+    """A frame stream and keypoints are resampled by one rule: the frame count, and where
+    resample_fps copies the nearer frame (missing joints), retime yields that frame."""
+    for num_frames in range(1, 40):
+        kp = np.zeros((num_frames, 1, 3), np.float32)
+        kp[:, 0, 0] = np.arange(num_frames)  # frame index, confidence 0: never blended
+        nearest = resample_fps(kp, fps, target_fps)[:, 0, 0].astype(int).tolist()
+        assert list(retime(range(num_frames), fps, target_fps)) == nearest
+        assert len(nearest) == resampled_length(num_frames, fps, target_fps)
+    assert list(retime([], fps, target_fps)) == []
+    with pytest.raises(ValueError, match="target_fps"):
+        next(retime(range(3), fps, 0))
+
+
+def test_retime_is_lazy() -> None:
+    """Frames come as the stream arrives (after about half an output frame when downsampling)."""
+    seen: list[int] = []
+
+    def stream() -> Iterator[int]:
+        for i in range(100):
+            seen.append(i)
+            yield i
+
+    retimed = retime(stream(), 60, 30)
+    assert [next(retimed) for _ in range(3)] == [0, 2, 4] and len(seen) == 6
+    assert list(retime(stream(), 30, 30))[:1] == [0]
 
 
 def test_detections_validation() -> None:

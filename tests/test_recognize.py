@@ -15,7 +15,7 @@ from helpers import PENN13_POSE, write_infogcn2_checkpoint
 from test_pose import write_test_video
 
 from skelgraph.cli import main
-from skelgraph.cli.recognize import json_record, retime
+from skelgraph.cli.recognize import json_record
 from skelgraph.clip import SkeletonClip
 from skelgraph.io import save_npz
 from skelgraph.layouts import Layout, map_keypoints
@@ -308,14 +308,6 @@ def test_json_record_is_strict_json() -> None:
         "time": 0.2,
     }
     assert json_record(replace(prediction, forecast=None), None)["time"] is None
-
-
-def test_retime() -> None:
-    ten = list(range(10))
-    assert list(retime(ten, 30, 30)) == ten
-    assert list(retime(ten, 30, 15)) == [0, 2, 4, 6, 8]
-    assert list(retime(ten, 25, 10)) == [0, 3, 5, 8]
-    assert list(retime(ten[:3], 10, 20)) == [0, 1, 1, 2, 2]
 
 
 def test_recognize_video_without_ultralytics(

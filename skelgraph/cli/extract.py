@@ -51,7 +51,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from skelgraph.data.folder import LABELS_FILE, SPLITS, read_labels_csv
-from skelgraph.io import save_npz
 
 if TYPE_CHECKING:
     from skelgraph.pose import PoseEstimator
@@ -323,7 +322,7 @@ def extract_video(
         sequence = estimator.estimate(frames, fps=reader.fps)
         clip = sequence.to_clip(estimator.layout, label=video.label, source=video.source, meta=meta)
         (dst / out.path).parent.mkdir(parents=True, exist_ok=True)
-        save_npz(clip, dst / out.path)
+        clip.save(dst / out.path)
         written += 1
     return written
 

@@ -45,15 +45,14 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from skelgraph.layouts import Layout, get_layout, keypoint_mapping
+from skelgraph.layouts import Layout, check_mappable, get_layout
 
 if TYPE_CHECKING:
     from skelgraph.online import OnlineRecognizer, Prediction
     from skelgraph.pose import PoseEstimator
     from skelgraph.render import Canvas, OverlayWriter
+    from skelgraph.video import VideoReader
 
-#: URL prefixes of network streams opened with OpenCV
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 #: frame rate of the overlay video when the source reports none
 FALLBACK_FPS = 30.0
 #: probability bars in the overlay video
@@ -130,7 +129,7 @@ class Source:
         frames (Iterator): ``(image, keypoints)`` per frame: the BGR video frame (:obj:`None`
             for a skeleton clip) and keypoints :obj:`(V, C)`.
         keypoints (numpy.ndarray or None): All keypoints :obj:`(T, V, C)` of a skeleton clip.
-        close (Callable): Releases the video capture.
+        close (Callable): Releases the video reader's capture.
     """
 
     name: str
@@ -146,12 +145,12 @@ class Source:
 def clip_source(path: Path, *, input_layout: str | None, fps: float | None) -> Source:
     """A skeleton clip, resampled to :obj:`fps` when given; :obj:`input_layout` relabels its
     joints (same joint count)."""
-    from skelgraph.io import load_npz
+    from skelgraph.clip import SkeletonClip
     from skelgraph.pose.base import resample_fps
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected {EXPECTED_SOURCE})")
-    clip = load_npz(path)
+    clip = SkeletonClip.load(path)
     layout = clip.layout
     if input_layout is not None:
         layout = get_layout(input_layout)
@@ -176,88 +175,34 @@ def clip_source(path: Path, *, input_layout: str | None, fps: float | None) -> S
     )
 
 
-class Capture:
-    """A video file, webcam or network stream read frame by frame with OpenCV.
+def video_source(args: argparse.Namespace) -> tuple[Source, VideoReader]:
+    """A video, webcam (all digits) or stream and its reader; the source's :attr:`Source.frames`
+    are left empty until the pose model is loaded (see :func:`with_poses`)."""
+    from skelgraph.pose.base import resampled_length
+    from skelgraph.video import VideoReader
 
-    Args:
-        source (str): A webcam index (all digits), a stream URL or a video file.
-
-    Attributes:
-        fps (float or None): Frame rate the capture reports, :obj:`None` when none.
-        length (int or None): Number of frames of a file, :obj:`None` when unknown.
-
-    Raises:
-        FileNotFoundError: When a video file does not exist.
-        ValueError: When OpenCV cannot open the source.
-    """
-
-    def __init__(self, source: str) -> None:
-        import cv2
-
-        if source.isdigit():
-            target, kind = int(source), f"webcam {source}"
-        elif source.lower().startswith(STREAM_SCHEMES):
-            target, kind = source, f"stream {source}"
-        else:
-            if not Path(source).is_file():
-                raise FileNotFoundError(f"{source}: no such file (expected {EXPECTED_SOURCE})")
-            target, kind = source, source
-        self._capture = cv2.VideoCapture(target)
-        if not self._capture.isOpened():
-            self._capture.release()
-            raise ValueError(
-                f"{kind}: OpenCV cannot open it as a video (expected {EXPECTED_SOURCE})"
-            )
-        fps = self._capture.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if math.isfinite(fps) and fps > 0 else None
-        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.length = count if count > 0 and isinstance(target, str) else None
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
-            ok, frame = self._capture.read()
-            if not ok:
-                return
-            yield frame
-
-    def release(self) -> None:
-        self._capture.release()
-
-
-def retime(frames: Iterable[Any], fps: float, target_fps: float) -> Iterator[Any]:
-    r"""Resamples a frame stream to :obj:`target_fps` by the nearest frame: output frame
-    :math:`i` is input frame :math:`\mathrm{round}(i \cdot f / f_{target})`, so frames are
-    dropped (lower rate) or repeated (higher rate)."""
-    ratio = fps / target_fps
-    out = 0
-    for index, frame in enumerate(frames):
-        while math.floor(out * ratio + 0.5) <= index:
-            yield frame
-            out += 1
-
-
-def video_source(args: argparse.Namespace) -> tuple[Source, Capture]:
-    """A video, webcam or stream and its capture; the source's :attr:`Source.frames` are left
-    empty until the pose model is loaded (see :func:`with_poses`)."""
     input_layout = get_layout(args.input_layout or "coco17")
     if input_layout.name != "coco17":
         raise ValueError(
             f"--input-layout: the pose model gives coco17 keypoints for videos, got "
             f"{input_layout.name!r}"
         )
-    capture = Capture(args.source)
-    fps, length = capture.fps, capture.length
+    try:
+        reader = VideoReader(int(args.source) if args.source.isdigit() else args.source)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"{e} (expected {EXPECTED_SOURCE})") from None
+    fps, length = reader.fps, reader.frame_count or None
     if args.fps is not None:
         if fps is None:
-            capture.release()
+            reader.close()
             raise ValueError(
                 f"{args.source}: cannot resample to {args.fps} fps: the source reports no "
                 "frame rate"
             )
-        length = None if length is None else max(1, round(length * args.fps / fps))
+        length = None if length is None else resampled_length(length, fps, args.fps)
         fps = args.fps
-    source = Source(args.source, input_layout, 3, fps, length, iter(()), close=capture.release)
-    return source, capture
+    source = Source(args.source, input_layout, 3, fps, length, iter(()), close=reader.close)
+    return source, reader
 
 
 def with_poses(
@@ -302,8 +247,8 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
     """The recogniser of ``--checkpoint`` for the source's keypoints.
 
     Raises:
-        ValueError: When the keypoints' channels differ from the model's, or fewer than half of
-            the model's joints can be mapped from the source layout.
+        ValueError: When the keypoints' channels differ from the model's, or the source layout
+            cannot be mapped to the model's (:func:`~skelgraph.layouts.check_mappable`).
     """
     from skelgraph.online import OnlineRecognizer
     from skelgraph.utils import resolve_device
@@ -317,15 +262,12 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
             f"{source.name}: keypoints: expected {channels} channels (coordinates + confidence) "
             f"for checkpoint {args.checkpoint}, got {source.channels}"
         )
-    mapping = keypoint_mapping(source.layout, recognizer.layout)
-    missing = [j for j, m in zip(recognizer.layout.joints, mapping, strict=True) if not m]
-    if 2 * len(missing) > recognizer.layout.num_joints:
+    try:
+        check_mappable(source.layout, recognizer.layout, target="the model's layout")
+    except ValueError as e:
         raise ValueError(
-            f"{source.name}: layout {source.layout.name!r} cannot be mapped to the model's "
-            f"layout {recognizer.layout.name!r}: {len(missing)} of its "
-            f"{recognizer.layout.num_joints} joints have no source ({', '.join(missing)}); "
-            "pass --input-layout if the clip's layout is mislabelled"
-        )
+            f"{source.name}: {e}; pass --input-layout if the clip's layout is mislabelled"
+        ) from None
     return OnlineRecognizer(
         recognizer.model,
         recognizer.meta,
@@ -500,17 +442,19 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _check_args(args)
-    capture = None
+    reader = None
     if Path(args.source).suffix.lower() == ".npz":
         source = clip_source(Path(args.source), input_layout=args.input_layout, fps=args.fps)
     else:
-        source, capture = video_source(args)
+        source, reader = video_source(args)
     try:
         recognizer = load_recognizer(args, source)
-        if capture is not None:
-            images: Iterable[np.ndarray] = capture
-            if args.fps is not None and capture.fps is not None:
-                images = retime(capture, capture.fps, args.fps)
+        if reader is not None:
+            from skelgraph.pose.base import retime
+
+            images: Iterable[np.ndarray] = reader
+            if args.fps is not None and reader.fps is not None:
+                images = retime(reader, reader.fps, args.fps)
             source.frames = with_poses(images, pose_estimator(args))
         return _recognize(args, source, recognizer)
     finally:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from skelgraph.augment import RandomTemporalCrop, default_train_transform
 from skelgraph.clip import SkeletonClip
 from skelgraph.io import atomic_write
-from skelgraph.layouts import Layout, get_layout, keypoint_mapping, map_keypoints
+from skelgraph.layouts import Layout, check_mappable, get_layout, map_keypoints
 from skelgraph.layouts.graph import bone_edge_index
 from skelgraph.preprocess import PreprocessConfig, preprocess, sliding_windows
 
@@ -75,8 +75,9 @@ class SkeletonDataset(Dataset):
         split (str, optional): Which clips to use: one of the subclass's :attr:`SPLITS`, or
             :obj:`None` / ``"all"`` for every clip.
         layout (Layout or str, optional): Target layout; clips in another layout are mapped with
-            :func:`~skelgraph.layouts.map_keypoints`. :obj:`None` takes the clips' own layout (they
-            must then all share it). (default: :obj:`None`)
+            :func:`~skelgraph.layouts.map_keypoints` when :func:`~skelgraph.layouts.check_mappable`
+            allows it. :obj:`None` takes the clips' own layout (they must then all share it).
+            (default: :obj:`None`)
         classes (Sequence[str], optional): Class names, in label-index order; every clip's label
             must be one of them. (default: the subclass's :meth:`_default_classes`)
         window (int, optional): Frames per sample ``T``. (default: :obj:`64`)
@@ -249,7 +250,10 @@ class SkeletonDataset(Dataset):
                         f"{clip.layout.name!r} (pass layout= to map every clip to one layout)"
                     )
                 if clip.layout not in checked:
-                    _check_mappable(clip.layout, layout, sources[i])
+                    try:
+                        check_mappable(clip.layout, layout)
+                    except ValueError as e:
+                        raise ValueError(f"{sources[i]}: layout: {e}") from None
                     checked.add(clip.layout)
                 kp = map_keypoints(kp, clip.layout, layout)
             frames.append(preprocess(kp, layout, self.preprocess_config))
@@ -392,13 +396,6 @@ def _window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
     """Start frames of the sliding windows of a clip, as :func:`sliding_windows` places them."""
     placeholder = np.zeros((num_frames, 1, 3), dtype=np.float32)
     return sliding_windows(placeholder, window, stride)[2]
-
-
-def _check_mappable(src: Layout, dst: Layout, path: Path) -> None:
-    if not any(keypoint_mapping(src, dst)):
-        raise ValueError(
-            f"{path}: layout: cannot map {src.name!r} to {dst.name!r}: no joint in common"
-        )
 
 
 def to_dense(batch: Data) -> tuple[Tensor, Tensor]:

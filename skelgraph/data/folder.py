@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 
 from skelgraph.clip import SkeletonClip
 from skelgraph.data.dataset import SkeletonDataset
-from skelgraph.io import save_npz
 
 __all__ = [
     "CLASSES_FILE",
@@ -223,7 +222,7 @@ def write_skeleton_folder(
             name = _unique_name(clip.source or f"clip_{i:06d}", used)
             if clip.label != label:
                 clip = dataclasses.replace(clip, label=label)
-            save_npz(clip, tmp / "clips" / f"{name}.npz")
+            clip.save(tmp / "clips" / f"{name}.npz")
             rows.append((f"clips/{name}.npz", label, split))
         if not rows:
             raise ValueError("items: expected at least one clip, got none")

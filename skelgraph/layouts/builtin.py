@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from skelgraph.layouts import Layout, register_layout
+from skelgraph.layouts.layout import Layout
+from skelgraph.layouts.registry import register_layout
 
 __all__ = ["COCO17", "NTU25", "OPENPOSE18", "PENN13"]
 

@@ -1,4 +1,5 @@
-r"""Graph structures derived from a :class:`~skelgraph.layouts.Layout`, as torch tensors.
+r"""Graph structures derived from a :class:`~skelgraph.layouts.Layout`: torch tensors, and the
+joints' :func:`parents`.
 
 Dense matrices follow the message-passing convention of PyG: ``A[i, j]`` is the weight of the
 message from source joint ``j`` to target joint ``i``, so a graph convolution is ``A @ X``. Results
@@ -22,6 +23,7 @@ __all__ = [
     "hop_distance",
     "k_hop_adjacency",
     "normalize_adjacency",
+    "parents",
     "part_graph",
     "spatial_partitions",
 ]
@@ -145,6 +147,38 @@ def _hop_distance(layout: Layout) -> Tensor:
         dist[new] = d
         reached = grown
     return dist
+
+
+def parents(layout: Layout | str) -> list[int]:
+    """The parent of every joint, the neighbour one hop closer to the centre joints; ``-1`` for
+    the centre joints themselves (whose parent is the centre point). Ties go to the lower index.
+
+    The parents follow the graph, not the order or direction of the pairs in ``layout.bones``.
+
+    Raises:
+        ValueError: when a joint cannot reach the centre joints along the bones.
+    """
+    layout = get_layout(layout)
+    hops = _hop_distance(layout)
+    V = layout.num_joints
+    to_centre = torch.stack([hops[:, c] for c in layout.center], dim=1)
+    to_centre = torch.where(to_centre < 0, torch.full_like(to_centre, V + 1), to_centre).amin(1)
+    neighbours: list[set[int]] = [set() for _ in range(V)]
+    for child, parent in layout.bones:
+        neighbours[child].add(parent)
+        neighbours[parent].add(child)
+    result = []
+    for v in range(V):
+        if to_centre[v] == 0:
+            result.append(-1)
+            continue
+        if to_centre[v] > V:
+            raise ValueError(
+                f"layout {layout.name!r}: joint {layout.joints[v]!r} is not connected to the "
+                f"centre joints {[layout.joints[c] for c in layout.center]}"
+            )
+        result.append(min(u for u in neighbours[v] if to_centre[u] == to_centre[v] - 1))
+    return result
 
 
 def k_hop_adjacency(layout: Layout | str, k: int, *, normalize: Normalization = None) -> Tensor:

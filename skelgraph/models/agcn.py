@@ -4,8 +4,8 @@ graph convolution blocks, on the joints and on the bones, fused by summing their
 Each stream is the ten-block network of ST-GCN's widths and strides built from
 :class:`~skelgraph.nn.agcn.AGCNBlock` (data batch norm, masked global average pooling, a linear
 classifier). The bone of joint :math:`v` is :math:`X_v - X_{p(v)}` over the coordinates, with
-:math:`p(v)` its parent (see :func:`bone_parents`), and keeps the joint's confidence; a joint
-without a parent gets a zero vector (and its confidence).
+:math:`p(v)` its parent (see :func:`~skelgraph.layouts.graph.parents`), and keeps the joint's
+confidence; a joint without a parent gets a zero vector (and its confidence).
 
 **Fusion.** The clip scores are the sum of the two streams' raw scores, as in the authors'
 ensemble of a joint and a bone model (their softmax-ed sum ranks the classes almost the same but
@@ -24,23 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
+from skelgraph.layouts.graph import parents
 from skelgraph.models import register_model
 from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
 from skelgraph.models.losses import classification_loss
 from skelgraph.models.stgcn import STGCN_CHANNELS, STGCN_STRIDES, GraphBackbone
 from skelgraph.nn.agcn import AGCNBlock
 
-__all__ = ["AGCN2s", "bone_features", "bone_parents"]
-
-
-def bone_parents(layout: Layout) -> list[int]:
-    """The parent of every joint: the ``parent`` of the first bone ``(child, parent)`` listing it
-    as the child, ``-1`` for joints that are no bone's child (the roots)."""
-    parents = [-1] * layout.num_joints
-    for child, parent in layout.bones:
-        if parents[child] < 0:
-            parents[child] = parent
-    return parents
+__all__ = ["AGCN2s", "bone_features"]
 
 
 def bone_features(x: Tensor, parents: Sequence[int]) -> Tensor:
@@ -107,7 +98,7 @@ class AGCN2s(SkeletonModel):
         )
         self.layout = layout
         self.in_channels = in_channels
-        self.parents = bone_parents(layout)
+        self.parents = parents(layout)
 
         def make_block(c_in: int, c_out: int, stride: int, first: bool) -> nn.Module:
             return AGCNBlock(

@@ -5,7 +5,7 @@ YOLO pose models and needs the optional extra (``pip install "skelgraph[pose]"``
 else here works without it.
 """
 
-from skelgraph.pose.base import PoseEstimator, PoseSequence, resample_fps
+from skelgraph.pose.base import PoseEstimator, PoseSequence, resample_fps, resampled_length, retime
 from skelgraph.pose.tracking import Detections, PersonFollower, person_scores
 from skelgraph.pose.ultralytics import UltralyticsPoseEstimator, result_detections
 
@@ -17,5 +17,7 @@ __all__ = [
     "UltralyticsPoseEstimator",
     "person_scores",
     "resample_fps",
+    "resampled_length",
     "result_detections",
+    "retime",
 ]

@@ -12,15 +12,18 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
 from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout, get_layout
 
-__all__ = ["PoseEstimator", "PoseSequence", "resample_fps"]
+__all__ = ["PoseEstimator", "PoseSequence", "resample_fps", "resampled_length", "retime"]
+
+T = TypeVar("T")
 
 
 class PoseSequence(NamedTuple):
@@ -97,8 +100,9 @@ class PoseEstimator(ABC):
         """The keypoints of a video file or of a sequence of frames.
 
         Args:
-            source (str, os.PathLike or Iterable[numpy.ndarray]): A video file (read with
-                :class:`skelgraph.video.VideoReader`) or frames of shape :obj:`(H, W, 3)`.
+            source (str, os.PathLike or Iterable[numpy.ndarray]): A video file or stream URL
+                (read with :class:`skelgraph.video.VideoReader`) or frames of shape
+                :obj:`(H, W, 3)`.
             fps (float, optional): Frame rate of :obj:`source` when it is a frame sequence
                 (a video file's own rate is used otherwise). (default: :obj:`None`)
 
@@ -115,7 +119,7 @@ class PoseEstimator(ABC):
             from skelgraph.video import VideoReader
 
             reader = VideoReader(source)
-            source, fps, name = reader, reader.fps, str(reader.path)
+            source, fps, name = reader, reader.fps, reader.name
         keypoints = self(source)
         if keypoints.shape[0] == 0:
             raise ValueError(f"{name}: expected at least one decodable frame, got none")
@@ -129,15 +133,25 @@ class PoseEstimator(ABC):
         return PoseSequence(resample_fps(keypoints, fps, self.target_fps), self.target_fps)
 
 
+def resampled_length(num_frames: int, fps: float, target_fps: float) -> int:
+    r"""The number of frames :math:`T'` of :obj:`num_frames` frames at :obj:`fps` resampled to
+    :obj:`target_fps` with the duration kept: :math:`\mathrm{round}(T f_{target} / f)`, at least 1
+    (0 for no frames). See :func:`resample_fps` and :func:`retime`."""
+    _check_rates(fps, target_fps)
+    return max(1, round(num_frames * target_fps / fps)) if num_frames else 0
+
+
 def resample_fps(keypoints: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
     r"""Resamples keypoints from :obj:`fps` to :obj:`target_fps`, keeping the duration.
 
     Output frame :math:`i` is the pose at time :math:`i / f_{target}`, i.e. at source position
     :math:`s_i = i \, f / f_{target}` (clamped to the last frame), for
-    :math:`i < \mathrm{round}(T f_{target} / f)` (at least 1). A joint is interpolated linearly
-    between source frames :math:`\lfloor s_i \rfloor` and :math:`\lfloor s_i \rfloor + 1` when it
-    has a non-zero confidence in both; otherwise the nearer frame is copied, so a missing joint
-    (confidence 0) is never blended with a detected one.
+    :math:`i < \mathrm{round}(T f_{target} / f)` (at least 1, see :func:`resampled_length`). A
+    joint is interpolated linearly between source frames :math:`\lfloor s_i \rfloor` and
+    :math:`\lfloor s_i \rfloor + 1` when it has a non-zero confidence in both; otherwise the
+    nearer frame is copied (the later one at half-way), so a missing joint (confidence 0) is
+    never blended with a detected one. :func:`retime` resamples frames that cannot be blended
+    (images) by the same rule.
 
     Args:
         keypoints (numpy.ndarray): Array of shape :obj:`(T, V, C)`, confidence last,
@@ -151,17 +165,61 @@ def resample_fps(keypoints: np.ndarray, fps: float, target_fps: float) -> np.nda
     kp = np.asarray(keypoints, dtype=np.float32)
     if kp.ndim != 3 or kp.shape[0] == 0:
         raise ValueError(f"keypoints: expected shape (T >= 1, V, C), got {kp.shape}")
-    for name, value in (("fps", fps), ("target_fps", target_fps)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name}: expected a positive frame rate, got {value!r}")
     num_frames = kp.shape[0]
-    length = max(1, round(num_frames * target_fps / fps))
-    position = np.minimum(np.arange(length) * (fps / target_fps), num_frames - 1)
-    lo = np.floor(position).astype(np.intp)
+    lo, weight = _grid(np.arange(resampled_length(num_frames, fps, target_fps)), fps, target_fps)
+    lo = np.minimum(lo, num_frames - 1)  # past the last frame, both ends are the last frame
     hi = np.minimum(lo + 1, num_frames - 1)
-    weight = (position - lo)[:, None, None].astype(np.float32)
+    weight = weight[:, None, None]
     start, end = kp[lo], kp[hi]
     both = (start[..., -1:] > 0) & (end[..., -1:] > 0)
     nearest = np.where(weight < 0.5, start, end)
     blend = start + weight * (end - start)
     return np.where(both, blend, nearest).astype(np.float32)
+
+
+def retime(frames: Iterable[T], fps: float, target_fps: float) -> Iterator[T]:
+    r"""Resamples a stream of frames from :obj:`fps` to :obj:`target_fps` by the rule of
+    :func:`resample_fps`, taking the nearer source frame where it would blend two: frames are
+    dropped (lower rate) or repeated (higher rate), the duration is kept, and :math:`T` frames
+    give :func:`resampled_length` frames.
+
+    The stream is read lazily. When downsampling, an output frame comes once the stream is known
+    to last long enough to include it, about half an output frame after its source frame; the
+    repeats of the last frame come when the stream ends.
+    """
+    _check_rates(fps, target_fps)
+
+    def source_frame(i: int) -> int:
+        lo, weight = _grid(np.array(i), fps, target_fps)
+        return int(lo) + int(weight >= 0.5)
+
+    chosen: deque[T] = deque()  # the source frames of the outputs not yielded yet
+    num_chosen = num_yielded = num_frames = 0
+    last: T | None = None
+    for index, frame in enumerate(frames):
+        num_frames, last = index + 1, frame
+        while source_frame(num_chosen) == index:
+            chosen.append(frame)
+            num_chosen += 1
+        for _ in range(resampled_length(num_frames, fps, target_fps) - num_yielded):
+            if not chosen:
+                break
+            yield chosen.popleft()
+            num_yielded += 1
+    for _ in range(resampled_length(num_frames, fps, target_fps) - num_yielded):
+        yield chosen.popleft() if chosen else cast(T, last)
+
+
+def _grid(index: np.ndarray, fps: float, target_fps: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""The source frame :math:`\lfloor s_i \rfloor` before each output frame :math:`i` of
+    :obj:`index` and the weight :math:`s_i - \lfloor s_i \rfloor` (:obj:`float32`) of the one
+    after, for :math:`s_i = i f / f_{target}`."""
+    position = index * (fps / target_fps)
+    lo = np.floor(position)
+    return lo.astype(np.intp), (position - lo).astype(np.float32)
+
+
+def _check_rates(fps: float, target_fps: float) -> None:
+    for name, value in (("fps", fps), ("target_fps", target_fps)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}: expected a positive frame rate, got {value!r}")
