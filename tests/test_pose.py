@@ -137,7 +137,14 @@ def test_retime() -> None:
     assert list(retime(ten, 30, 30)) == ten
     assert list(retime(ten, 30, 15)) == [0, 2, 4, 6, 8]
     assert list(retime(ten, 25, 10)) == [0, 3, 5, 8]
-    assert list(retime(ten[:3], 10, 20)) == [0, 1, 1, 2, 2]
+    assert list(retime(ten[:3], 10, 20)) == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]  # the duration is kept: 3 frames at 10 fps, 6 at 20
 
 
 @pytest.mark.parametrize(
