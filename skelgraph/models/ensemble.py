@@ -40,7 +40,6 @@ import torch
 from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
-from skelgraph.models import _REGISTRY, create, register_model, registered_name
 from skelgraph.models.base import (
     ModelOutput,
     SkeletonModel,
@@ -49,6 +48,13 @@ from skelgraph.models.base import (
     step_streams,
 )
 from skelgraph.models.losses import classification_loss
+from skelgraph.models.registry import (
+    CREATE_ARGS,
+    create,
+    model_class,
+    register_model,
+    registered_name,
+)
 
 __all__ = [
     "Ensemble",
@@ -61,8 +67,6 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 
-#: Arguments of :func:`skelgraph.models.create` that the ensemble passes to every member itself.
-_CREATE_ARGS = ("num_classes", "layout", "in_channels")
 #: Checkpoint meta fields that every fused checkpoint must share.
 _SHARED_META = ("classes", "layout", "in_channels", "window", "preprocess")
 #: Fields of ``meta["inference"]`` that every fused checkpoint must share.
@@ -87,8 +91,9 @@ class EnsembleOutput(ModelOutput):
 
 def _streams(name: str, args: Mapping[str, Any]) -> bool:
     """Whether the registered model ``name`` built with ``args`` has ``init_state`` and ``step``."""
-    cls = _REGISTRY.get(name)
-    if cls is None:
+    try:
+        cls = model_class(name)
+    except ValueError:  # Ensemble.__init__ names the unknown member
         return False
     if issubclass(cls, Ensemble):
         members = args.get("members") or []
@@ -109,6 +114,11 @@ def _member_spec(i: int, member: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(args, Mapping):
         raise ValueError(f"Ensemble: members[{i}].args: expected a mapping, got {args!r}")
     return member["name"], dict(args)
+
+
+def _own_args(model: SkeletonModel) -> dict[str, Any]:
+    """``model.config`` without the arguments an ensemble passes to every member itself."""
+    return {k: v for k, v in model.config.items() if k not in CREATE_ARGS}
 
 
 @register_model("ensemble")
@@ -162,7 +172,6 @@ class Ensemble(SkeletonModel):
                 f"got {members!r}"
             )
         shared = {"num_classes": num_classes, "layout": layout, "in_channels": in_channels}
-        specs = []
         modules = []
         for i, member in enumerate(members):
             name, args = _member_spec(i, member)
@@ -177,21 +186,7 @@ class Ensemble(SkeletonModel):
                         f"Ensemble: members[{i}].args.{key}: expected {expected!r} "
                         f"(the ensemble's), got {shown!r}"
                     )
-            module = create(name, **shared, **args)
-            specs.append(
-                {
-                    "name": name,
-                    "args": {k: v for k, v in module.config.items() if k not in _CREATE_ARGS},
-                }
-            )
-            modules.append(module)
-        self._store_config(
-            num_classes=num_classes,
-            layout=layout,
-            in_channels=in_channels,
-            members=specs,
-            mirror=bool(mirror),
-        )
+            modules.append(create(name, **shared, **args))
         self.layout = layout
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -202,6 +197,19 @@ class Ensemble(SkeletonModel):
         flip = torch.as_tensor(layout.flip_permutation(), dtype=torch.long)
         self.register_buffer("flip_index", flip, persistent=False)
         self.register_buffer("flip_sign", sign, persistent=False)
+
+    def _make_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments as recorded by :class:`SkeletonModel`, with every member's as its model
+        recorded them (defaults filled in) and ``mirror`` as a bool."""
+        names = [member["name"] for member in arguments["members"]]
+        return {
+            **super()._make_config(arguments),
+            "members": [
+                {"name": name, "args": _own_args(module)}
+                for name, module in zip(names, self.members, strict=True)
+            ],
+            "mirror": self.mirror,
+        }
 
     @property
     def member_names(self) -> list[str]:
@@ -279,19 +287,13 @@ class Ensemble(SkeletonModel):
             raise ValueError("Ensemble.from_models: models: expected at least one model, got none")
         first = models[0].config
         for i, model in enumerate(models[1:], start=1):
-            for key in _CREATE_ARGS:
+            for key in CREATE_ARGS:
                 if model.config[key] != first[key]:
                     raise ValueError(
                         f"Ensemble.from_models: models[{i}].{key}: expected {first[key]!r} "
                         f"(as models[0]), got {model.config[key]!r}"
                     )
-        members = [
-            {
-                "name": registered_name(m),
-                "args": {k: v for k, v in m.config.items() if k not in _CREATE_ARGS},
-            }
-            for m in models
-        ]
+        members = [{"name": registered_name(m), "args": _own_args(m)} for m in models]
         ensemble = cls(
             num_classes=first["num_classes"],
             layout=first["layout"],
