@@ -23,7 +23,7 @@ import torch
 from skelgraph import SkeletonClip
 from skelgraph.data import example_clips, make_loader, to_dense, write_skeleton_folder
 from skelgraph.models import load_pretrained
-from skelgraph.train.checkpoint import checkpoint_folder
+from skelgraph.train.checkpoint_data import checkpoint_folder
 
 #: The reference logits, written by running this module.
 REFERENCE = Path(__file__).resolve().parent / "data" / "shipped_logits.npz"

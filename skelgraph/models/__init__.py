@@ -1,9 +1,10 @@
 """Skeleton models: the registry (``create("infogcn2", num_classes=14, layout="coco17")``), the
-built-in models and the pretrained models shipped with the package.
+built-in models, checkpoints and the pretrained models shipped with the package.
 
 Every model takes dense joints ``x [B, V, T, C]`` and an optional frame mask ``[B, T]`` and
 returns a :class:`ModelOutput`; see :class:`SkeletonModel`. :class:`Ensemble` (``"ensemble"``)
-averages the probabilities of several models; :func:`load_pretrained` loads a packaged checkpoint.
+averages the probabilities of several models; :func:`load_pretrained` loads a packaged checkpoint
+and :mod:`skelgraph.models.checkpoint` any other.
 
 Importing a model's module registers it (:func:`register_model`); this package imports the
 built-in ones.

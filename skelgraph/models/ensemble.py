@@ -47,6 +47,13 @@ from skelgraph.models.base import (
     resolve_layout,
     step_streams,
 )
+from skelgraph.models.checkpoint import (
+    CheckpointMeta,
+    load_weights,
+    make_meta,
+    read_checkpoint,
+    save_checkpoint,
+)
 from skelgraph.models.losses import classification_loss
 from skelgraph.models.registry import (
     CREATE_ARGS,
@@ -314,7 +321,7 @@ class Ensemble(SkeletonModel):
         mirror: bool = False,
         map_location: str | torch.device = "cpu",
     ) -> tuple[Ensemble, dict[str, Any]]:
-        """Builds an ensemble from trained checkpoints (:mod:`skelgraph.train.checkpoint`) of the
+        """Builds an ensemble from trained checkpoints (:mod:`skelgraph.models.checkpoint`) of the
         same classes, layout, channels, window, preprocessing and inference settings.
 
         Args:
@@ -326,15 +333,13 @@ class Ensemble(SkeletonModel):
             ``(model, meta)``: the ensemble in eval mode and its checkpoint meta (the first
             checkpoint's sample settings, ``model="ensemble"``, ``inference["tta"]`` =
             ``"mirror"`` or :obj:`None`, and ``meta["ensemble"]`` = the member checkpoints and
-            models), ready for :func:`~skelgraph.train.checkpoint.save_checkpoint`.
+            models), ready for :func:`~skelgraph.models.checkpoint.save_checkpoint`.
 
         Raises:
             FileNotFoundError: for a missing file.
             ValueError: naming the checkpoint and the meta field that differs from the first
                 checkpoint's, or a checkpoint whose weights do not fit its model.
         """
-        from skelgraph.train.checkpoint import load_weights, make_meta, read_checkpoint
-
         if isinstance(paths, (str, os.PathLike)) or not paths:
             raise ValueError(
                 f"Ensemble.from_checkpoints: paths: expected a non-empty list of checkpoint "
@@ -342,48 +347,46 @@ class Ensemble(SkeletonModel):
             )
         paths = [Path(p) for p in paths]
         states = [read_checkpoint(p, map_location) for p in paths]
-        metas = [s["meta"] for s in states]
+        metas = [CheckpointMeta.from_dict(s["meta"]) for s in states]
         first = metas[0]
         for path, meta in zip(paths[1:], metas[1:], strict=True):
             for key in _SHARED_META:
-                if meta.get(key) != first.get(key):
+                ours, theirs = getattr(first, key), getattr(meta, key)
+                if theirs != ours:
                     raise ValueError(
-                        f"checkpoint {path}: meta field {key!r}: expected {first.get(key)!r} "
-                        f"(as in {paths[0]}), got {meta.get(key)!r}"
+                        f"checkpoint {path}: meta field {key!r}: expected {ours!r} "
+                        f"(as in {paths[0]}), got {theirs!r}"
                     )
             for key in _SHARED_INFERENCE:
-                theirs = meta.get("inference", {}).get(key)
-                ours = first.get("inference", {}).get(key)
+                ours, theirs = (first.inference or {}).get(key), (meta.inference or {}).get(key)
                 if theirs != ours:
                     raise ValueError(
                         f"checkpoint {path}: meta field 'inference.{key}': expected {ours!r} "
                         f"(as in {paths[0]}), got {theirs!r}"
                     )
         ensemble = cls(
-            num_classes=len(first["classes"]),
-            layout=first["layout"],
-            in_channels=first["in_channels"],
-            members=[{"name": m["model"], "args": m["model_args"]} for m in metas],
+            num_classes=len(first.classes),
+            layout=first.layout,
+            in_channels=first.in_channels,
+            members=[{"name": m.model, "args": m.model_args} for m in metas],
             mirror=mirror,
         )
         for member, path, state in zip(ensemble.members, paths, states, strict=True):
             load_weights(member, state["state_dict"], source=f"checkpoint {path}")
-        inference = dict(first.get("inference", {}))
-        inference["tta"] = "mirror" if mirror else None
         meta = make_meta(
             model="ensemble",
             model_args=ensemble.config,
-            classes=first["classes"],
-            layout=Layout.from_dict(first["layout"]),
-            in_channels=first["in_channels"],
-            window=first["window"],
-            preprocess=first["preprocess"],
-            inference=inference,
+            classes=first.classes,
+            layout=Layout.from_dict(first.layout),
+            in_channels=first.in_channels,
+            window=first.window,
+            preprocess=first.preprocess,
+            inference={**(first.inference or {}), "tta": "mirror" if mirror else None},
+            ensemble={
+                "checkpoints": [str(p) for p in paths],
+                "models": [m.model for m in metas],
+            },
         )
-        meta["ensemble"] = {
-            "checkpoints": [str(p) for p in paths],
-            "models": [m["model"] for m in metas],
-        }
         return ensemble.to(map_location).eval(), meta
 
 
@@ -487,8 +490,6 @@ def fuse_checkpoints(
     Returns:
         ``(model, meta)`` as written.
     """
-    from skelgraph.train.checkpoint import save_checkpoint
-
     model, meta = Ensemble.from_checkpoints(paths, mirror=mirror)
     save_checkpoint(out, model, meta)
     return model, meta

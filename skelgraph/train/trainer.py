@@ -50,13 +50,13 @@ from skelgraph.data import (
 from skelgraph.io import atomic_write
 from skelgraph.layouts import Layout
 from skelgraph.models import create
-from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import (
+from skelgraph.models.checkpoint import (
     load_weights,
     make_meta,
     read_checkpoint,
     save_checkpoint,
 )
+from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.config import DataConfig, TrainConfig, config_to_dict, save_config
 from skelgraph.train.distributed import (
     DistContext,
