@@ -83,7 +83,7 @@ from skelgraph.data.folder import read_labels_csv, write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.io import atomic_write
 from skelgraph.models import Ensemble
-from skelgraph.train.checkpoint import load_checkpoint, save_checkpoint
+from skelgraph.models.checkpoint import load_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
 from skelgraph.train.data import DataSplits, is_penn_action
 from skelgraph.train.evaluate import (

@@ -75,8 +75,8 @@ def untrained_checkpoint(
     import yaml
 
     from skelgraph.models import create
+    from skelgraph.models.checkpoint import make_meta, save_checkpoint
     from skelgraph.preprocess import PreprocessConfig
-    from skelgraph.train.checkpoint import make_meta, save_checkpoint
     from skelgraph.train.config import load_config
 
     config = load_config(config_name)

@@ -52,9 +52,9 @@ from _common import format_table, machine, malloc_settings, paired_ratio, pin_th
 
 from skelgraph.layouts import get_layout
 from skelgraph.models import create
+from skelgraph.models.checkpoint import make_meta
 from skelgraph.online import OnlineRecognizer
 from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import make_meta
 
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
 LAYOUT, CLASSES, WINDOW = "coco17", 14, 64

@@ -25,8 +25,8 @@ from skelgraph import SkeletonClip
 from skelgraph.data import make_loader, write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.io import save_npz
-from skelgraph.models import pretrained_path
-from skelgraph.train.checkpoint import checkpoint_folder, load_checkpoint
+from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
+from skelgraph.train.checkpoint_data import checkpoint_folder
 from skelgraph.train.evaluate import predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def _recognised(source: str, candidates: dict[str, list[SkeletonClip]]) -> dict[str, SkeletonClip]:
     """The first candidate of every class that the model classifies correctly, evaluated as
     ``skelgraph test`` does (the checkpoint's window, sampling and preprocessing)."""
-    path = Path(source) if Path(source).is_file() else pretrained_path(source)
+    path = resolve_checkpoint(source)
     model, meta = load_checkpoint(path)
     chosen = {}
     with tempfile.TemporaryDirectory() as folder:

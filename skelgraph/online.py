@@ -30,7 +30,6 @@ import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +39,8 @@ from torch import Tensor
 from skelgraph.layouts import Layout, check_mappable, get_layout, keypoint_mapping, map_keypoints
 from skelgraph.layouts.graph import hop_distance
 from skelgraph.models.base import SkeletonModel, StreamingModel, step_streams
+from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig
-from skelgraph.train.checkpoint import load_checkpoint
 
 __all__ = ["OnlineRecognizer", "Prediction"]
 
@@ -190,23 +189,14 @@ class OnlineRecognizer:
 
         Args:
             source (str or os.PathLike): a checkpoint written by
-                :func:`~skelgraph.train.checkpoint.save_checkpoint`, or a name of
+                :func:`~skelgraph.models.checkpoint.save_checkpoint`, or a name of
                 :func:`skelgraph.models.pretrained.available_pretrained`.
             input_layout, smoothing, device: as for the constructor.
 
         Raises:
             FileNotFoundError: when ``source`` is neither a file nor a pretrained name.
         """
-        if Path(source).is_file():
-            model, meta = load_checkpoint(source, map_location=device)
-        else:
-            names, load_pretrained = _pretrained()
-            if str(source) not in names:
-                raise FileNotFoundError(
-                    f"{source}: no such checkpoint file, and not a pretrained model name "
-                    f"(available: {names})"
-                )
-            model, meta = load_pretrained(str(source), map_location=device)
+        model, meta = load_checkpoint(resolve_checkpoint(source), map_location=device)
         return cls(model, meta, input_layout=input_layout, smoothing=smoothing, device=device)
 
     def reset(self) -> None:
@@ -385,14 +375,3 @@ def _forecast_mapping(model: Layout, target: Layout) -> tuple[np.ndarray, np.nda
             else:
                 M[u] = np.nan  # no mapped joint in this joint's part of the skeleton
     return M, mapped
-
-
-def _pretrained() -> tuple[list[str], Any]:
-    """The pretrained model names and ``load_pretrained`` (none when that module is absent)."""
-    try:
-        from skelgraph.models.pretrained import available_pretrained, load_pretrained
-    except ModuleNotFoundError as e:
-        if e.name != "skelgraph.models.pretrained":
-            raise
-        return [], None
-    return list(available_pretrained()), load_pretrained

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from skelgraph.models import create
+from skelgraph.models.checkpoint import make_meta, save_checkpoint
 from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import make_meta, save_checkpoint
 
 #: A penn13 person standing, :obj:`(13, 2)` joint offsets in pixels from the middle of the body
 #: (y down): head, shoulders, elbows, wrists, hips, knees, ankles (left before right); 140 tall.

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -7,16 +11,19 @@ from torch import nn
 from skelgraph.data import PennAction
 from skelgraph.layouts import get_layout
 from skelgraph.models import create
-from skelgraph.train.checkpoint import (
-    check_compatible,
+from skelgraph.models.checkpoint import (
+    CheckpointMeta,
     load_checkpoint,
     load_weights,
     make_meta,
+    pretrained_path,
     read_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
     strip_prefixes,
     unwrap_model,
 )
+from skelgraph.train.checkpoint_data import check_compatible
 
 MODEL_ARGS = {"channels": 16, "depth": 1}
 
@@ -110,6 +117,60 @@ def test_read_checkpoint_errors(tmp_path):
     torch.save({"weights": {}}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="expected a dict with 'state_dict' and 'meta'"):
         read_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_meta_round_trip_and_required_fields():
+    _, meta = small_model()
+    described = CheckpointMeta.from_dict(meta)
+    assert described.classes == ["c0", "c1", "c2", "c3"] and described.window == 16
+    assert described.ensemble is None and "ensemble" not in meta
+    assert described.to_dict() == meta and list(described.to_dict()) == list(meta)
+    with pytest.raises(ValueError, match=r"meta lacks \['in_channels', 'model_args'\]"):
+        CheckpointMeta.from_dict(
+            {k: v for k, v in meta.items() if k not in ("in_channels", "model_args")}
+        )
+
+
+def test_read_checkpoint_names_the_fields_the_meta_lacks(tmp_path):
+    model, meta = small_model()
+    del meta["classes"]
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
+    with pytest.raises(ValueError, match=r"checkpoint .*model\.pt: meta lacks \['classes'\]"):
+        read_checkpoint(path)
+
+
+def test_resolve_checkpoint_takes_a_file_or_a_pretrained_name(tmp_path, monkeypatch):
+    path = tmp_path / "penn-action"
+    path.write_bytes(b"")
+    assert resolve_checkpoint(path) == path
+    assert resolve_checkpoint(str(path)) == path
+    assert resolve_checkpoint("penn-action") == pretrained_path("penn-action")
+    monkeypatch.chdir(tmp_path)  # a file of that name comes first
+    assert resolve_checkpoint("penn-action") == path.relative_to(tmp_path)
+    with pytest.raises(
+        FileNotFoundError, match=r"missing\.pt: no such checkpoint file.*penn-action"
+    ):
+        resolve_checkpoint(tmp_path / "missing.pt")
+
+
+def test_models_and_the_online_recogniser_do_not_import_train_serve_or_cli():
+    code = (
+        "import sys\n"
+        "from skelgraph.models import Ensemble, pretrained_path\n"
+        "from skelgraph.online import OnlineRecognizer\n"
+        "import skelgraph.nn\n"
+        "OnlineRecognizer.from_checkpoint('penn-action-fast')\n"
+        "Ensemble.from_checkpoints([pretrained_path(n) for n in ('penn-action-fast', "
+        "'penn-action')])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "(['skelgraph', 'train'], ['skelgraph', 'serve'], ['skelgraph', 'cli'])))\n"
+    )
+    root = Path(__file__).resolve().parents[1]  # this checkout's skelgraph comes first
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_check_compatible_names_layout_joints_and_channels(penn_action_root, tmp_path):

@@ -14,9 +14,9 @@ from skelgraph.cli.test import _eval_config
 from skelgraph.data import example_clips, write_skeleton_folder
 from skelgraph.layouts import get_layout
 from skelgraph.models import Ensemble, InfoGCN2, create, registered_name
+from skelgraph.models.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from skelgraph.models.ensemble import StreamingEnsemble, fuse_checkpoints, mirrored
 from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from skelgraph.train.evaluate import ClipPredictions, fuse_predictions, split_predictor
 from skelgraph.train.metrics import classification_metrics
 from skelgraph.train.report import describe_model

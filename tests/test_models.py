@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
+from model_configs import CASES, REFERENCE, recorded_config
 
 from skelgraph.layouts import get_layout
 from skelgraph.layouts.graph import parents as bone_parents
 from skelgraph.models import (
+    STGCN,
     AGCN2s,
     InfoGCN2,
     ModelOutput,
@@ -78,6 +83,29 @@ def test_custom_layout_is_stored_as_dict():
     model = create("stgcn", num_classes=2, layout=layout, channels=[8], strides=[1])
     assert model.config["layout"] == layout
     assert model.layout.name == "my_penn"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_models_record_their_arguments_as_before(case):
+    """``config`` (stored in checkpoints as ``model_args``) is what the models recorded when the
+    reference was made: the same values, types and order."""
+    reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
+    assert json.dumps(recorded_config(case)) == json.dumps(reference[case])
+
+
+def test_config_is_recorded_by_the_outermost_init():
+    class Wider(STGCN):
+        def __init__(self, num_classes: int, *, width: int = 8, **kwargs) -> None:
+            super().__init__(num_classes, channels=(width, width), strides=[1, 2], **kwargs)
+
+    model = Wider(3, width=np.int64(4), dropout=0.5)
+    assert model.config == {"num_classes": 3, "width": 4, "dropout": 0.5}
+    assert model.backbone.out_channels == 4
+    with pytest.raises(TypeError, match=r"\*args cannot be recorded"):
+
+        class Positional(SkeletonModel):
+            def __init__(self, *sizes: int) -> None:
+                super().__init__()
 
 
 # InfoGCN++ ------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import torch
 
 from skelgraph.layouts import get_layout, map_keypoints
 from skelgraph.models import create
+from skelgraph.models.checkpoint import make_meta, save_checkpoint
 from skelgraph.online import OnlineRecognizer, Prediction
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig, preprocess
-from skelgraph.train.checkpoint import make_meta, save_checkpoint
 
 CLASSES = ["bowl", "clap", "jump", "squat"]
 SMALL = {"channels": 16, "depth": 2, "head_channels": 16, "decoder_channels": 8}
@@ -309,8 +309,8 @@ def test_update_many_equals_update_one_stream_at_a_time(checkpoint: Path, mirror
     """Recognisers sharing a model (an ensemble with mirror TTA too, and one recomputing the
     window) advanced together by update_many, a random subset per call, predict what each one
     alone predicts."""
+    from skelgraph.models.checkpoint import load_checkpoint
     from skelgraph.models.ensemble import Ensemble
-    from skelgraph.train.checkpoint import load_checkpoint
 
     model, meta = (
         Ensemble.from_checkpoints([checkpoint, checkpoint], mirror=True)

@@ -14,7 +14,7 @@ from skelgraph.io import load_penn_action_mat
 from skelgraph.layouts import map_keypoints
 from skelgraph.models import available_pretrained, load_pretrained, pretrained_path
 from skelgraph.online import OnlineRecognizer
-from skelgraph.train.checkpoint import checkpoint_folder
+from skelgraph.train.checkpoint_data import checkpoint_folder
 from skelgraph.train.evaluate import predict
 
 PENN_CLASSES = [

@@ -27,10 +27,10 @@ from skelgraph.clip import SkeletonClip
 from skelgraph.io import save_npz
 from skelgraph.layouts import get_layout
 from skelgraph.models import create
+from skelgraph.models.checkpoint import make_meta, save_checkpoint
 from skelgraph.preprocess import PreprocessConfig
 from skelgraph.serve import create_app
 from skelgraph.serve.inputs import InputError, jpeg_size, parse_keypoints
-from skelgraph.train.checkpoint import make_meta, save_checkpoint
 
 CLASSES = ["baseball_pitch", "jumping_jacks", "squat"]
 NUM_FUTURE = 2

@@ -96,8 +96,9 @@ def _eval_config(meta: dict[str, Any], args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Loads the checkpoints, checks the data against each, evaluates (fusing several checkpoints'
     scores) and prints the metric table."""
+    from skelgraph.models.checkpoint import load_checkpoint
     from skelgraph.models.ensemble import mirrored
-    from skelgraph.train.checkpoint import check_compatible, load_checkpoint
+    from skelgraph.train.checkpoint_data import check_compatible
     from skelgraph.train.data import open_dataset
     from skelgraph.train.distributed import cleanup, init_distributed, main_first
     from skelgraph.train.evaluate import fuse_predictions, report_split, split_predictor

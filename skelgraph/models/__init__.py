@@ -1,17 +1,24 @@
-"""Model registry: ``create("infogcn2", num_classes=14, layout="coco17")``.
+"""Skeleton models: the registry (``create("infogcn2", num_classes=14, layout="coco17")``), the
+built-in models, checkpoints and the pretrained models shipped with the package.
 
 Every model takes dense joints ``x [B, V, T, C]`` and an optional frame mask ``[B, T]`` and
 returns a :class:`ModelOutput`; see :class:`SkeletonModel`. :class:`Ensemble` (``"ensemble"``)
-averages the probabilities of several models; :func:`load_pretrained` loads a packaged checkpoint.
+averages the probabilities of several models; :func:`load_pretrained` loads a packaged checkpoint
+and :mod:`skelgraph.models.checkpoint` any other.
+
+Importing a model's module registers it (:func:`register_model`); this package imports the
+built-in ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
-
-from skelgraph.layouts import Layout
+from skelgraph.models.agcn import AGCN2s
 from skelgraph.models.base import ModelOutput, SkeletonModel
+from skelgraph.models.ensemble import Ensemble
+from skelgraph.models.infogcn2 import InfoGCN2
+from skelgraph.models.pretrained import available_pretrained, load_pretrained, pretrained_path
+from skelgraph.models.registry import available_models, create, register_model, registered_name
+from skelgraph.models.stgcn import STGCN
 
 __all__ = [
     "STGCN",
@@ -28,88 +35,3 @@ __all__ = [
     "register_model",
     "registered_name",
 ]
-
-_REGISTRY: dict[str, type[SkeletonModel]] = {}
-
-M = TypeVar("M", bound=type[SkeletonModel])
-
-
-def register_model(name: str) -> Callable[[M], M]:
-    """Class decorator adding a :class:`SkeletonModel` subclass to the registry as ``name``.
-
-    Raises:
-        ValueError: when ``name`` is taken by another class.
-    """
-
-    def decorator(cls: M) -> M:
-        if not (isinstance(cls, type) and issubclass(cls, SkeletonModel)):
-            raise TypeError(
-                f"register_model({name!r}): expected a SkeletonModel subclass, got {cls}"
-            )
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(
-                f"register_model: name {name!r} is already taken by {existing.__qualname__}"
-            )
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def registered_name(model: SkeletonModel) -> str:
-    """The registry name of ``model``'s class (or of a registered base class).
-
-    Raises:
-        ValueError: when no registered class matches.
-    """
-    for name, cls in _REGISTRY.items():
-        if type(model) is cls:
-            return name
-    for name, cls in _REGISTRY.items():
-        if isinstance(model, cls):
-            return name
-    raise ValueError(
-        f"model: expected an instance of a registered model {available_models()}, "
-        f"got {type(model).__qualname__}"
-    )
-
-
-def available_models() -> list[str]:
-    """The registered model names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def create(
-    name: str,
-    *,
-    num_classes: int,
-    layout: str | Layout | Mapping[str, Any] = "coco17",
-    in_channels: int = 3,
-    **kwargs: Any,
-) -> SkeletonModel:
-    """Builds the registered model ``name``.
-
-    Args:
-        name: One of :func:`available_models`.
-        num_classes: Number of classes ``K``.
-        layout: Joint layout: a registered name, a :class:`Layout` or its ``to_dict()``.
-        in_channels: Channels ``C`` per joint (coordinates, then the confidence).
-        **kwargs: Model-specific options (see each model's class).
-    """
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"model: expected one of {available_models()}, got {name!r}") from None
-    return cls(num_classes=num_classes, layout=layout, in_channels=in_channels, **kwargs)
-
-
-from skelgraph.models.agcn import AGCN2s  # noqa: E402  (registers the built-in models)
-from skelgraph.models.ensemble import Ensemble  # noqa: E402
-from skelgraph.models.infogcn2 import InfoGCN2  # noqa: E402
-from skelgraph.models.pretrained import (  # noqa: E402
-    available_pretrained,
-    load_pretrained,
-    pretrained_path,
-)
-from skelgraph.models.stgcn import STGCN  # noqa: E402

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
 from skelgraph.layouts.graph import parents
-from skelgraph.models import register_model
 from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
 from skelgraph.models.losses import classification_loss
+from skelgraph.models.registry import register_model
 from skelgraph.models.stgcn import STGCN_CHANNELS, STGCN_STRIDES, GraphBackbone
 from skelgraph.nn.agcn import AGCNBlock
 
@@ -85,17 +85,6 @@ class AGCN2s(SkeletonModel):
                 f"AGCN2s: in_channels: expected coordinates and a confidence (>= 2), "
                 f"got {in_channels}"
             )
-        self._store_config(
-            num_classes=num_classes,
-            layout=layout,
-            in_channels=in_channels,
-            channels=[int(c) for c in channels],
-            strides=[int(s) for s in strides],
-            kernel_size=kernel_size,
-            dropout=dropout,
-            causal=causal,
-            label_smoothing=label_smoothing,
-        )
         self.layout = layout
         self.in_channels = in_channels
         self.parents = parents(layout)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -89,8 +92,9 @@ class ModelOutput:
 class SkeletonModel(nn.Module):
     r"""Base class of the models in the registry.
 
-    Subclasses implement :meth:`forward` and :meth:`loss` and record their constructor arguments
-    with :meth:`_store_config`, so that ``create(name, **model.config)`` rebuilds the model.
+    Subclasses implement :meth:`forward` and :meth:`loss`. The arguments a subclass's
+    ``__init__`` is called with are recorded in :attr:`config` once it returns (see
+    :meth:`_make_config`), so that ``create(name, **model.config)`` rebuilds the model.
 
     Shapes:
         - **input:** joints :math:`(B, V, T, C)` (the dense view of a PyG batch, confidence last),
@@ -101,6 +105,11 @@ class SkeletonModel(nn.Module):
     config: dict[str, Any]
     layout: Layout
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_config(cls.__init__)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         raise NotImplementedError
 
@@ -110,11 +119,60 @@ class SkeletonModel(nn.Module):
         """The training objective: a dict with the total under ``"loss"`` and each term."""
         raise NotImplementedError
 
-    def _store_config(self, **config: Any) -> None:
-        layout = config["layout"]
-        known = layout.name in list_layouts() and get_layout(layout.name) == layout
-        config["layout"] = layout.name if known else layout.to_dict()
-        self.config = config
+    def _make_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """:attr:`config` from the arguments of ``__init__`` (by name, defaults filled in), as
+        plain Python values: sequences as lists, NumPy scalars as numbers, the ``layout`` by name
+        when it is the registered layout of that name, else as :meth:`Layout.to_dict`.
+
+        Called when ``__init__`` has returned; a model whose arguments are completed while it is
+        built overrides it.
+        """
+        config = {name: _plain(value) for name, value in arguments.items()}
+        if "layout" in arguments:
+            layout = resolve_layout(arguments["layout"])
+            known = layout.name in list_layouts() and get_layout(layout.name) == layout
+            config["layout"] = layout.name if known else layout.to_dict()
+        return config
+
+
+def _recording_config(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` that records its arguments in ``self.config`` with
+    :meth:`SkeletonModel._make_config` when it returns; the outermost ``__init__`` of a
+    subclass chain records last and so wins."""
+    signature = inspect.signature(init)
+    parameters = list(signature.parameters.values())[1:]  # after self
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        raise TypeError(
+            f"{init.__qualname__}: expected named arguments only (*args cannot be recorded "
+            f"for create(name, **config))"
+        )
+
+    @functools.wraps(init)
+    def recording(self: SkeletonModel, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments: dict[str, Any] = {}
+        for p in parameters:
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(bound.arguments[p.name])
+            else:
+                arguments[p.name] = bound.arguments[p.name]
+        self.config = self._make_config(arguments)
+
+    return recording
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with its lists, tuples and arrays as lists, its mappings as dicts and its NumPy
+    scalars as Python numbers, recursively; other values as they are."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 @runtime_checkable

@@ -40,7 +40,6 @@ import torch
 from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
-from skelgraph.models import _REGISTRY, create, register_model, registered_name
 from skelgraph.models.base import (
     ModelOutput,
     SkeletonModel,
@@ -48,7 +47,21 @@ from skelgraph.models.base import (
     resolve_layout,
     step_streams,
 )
+from skelgraph.models.checkpoint import (
+    CheckpointMeta,
+    load_weights,
+    make_meta,
+    read_checkpoint,
+    save_checkpoint,
+)
 from skelgraph.models.losses import classification_loss
+from skelgraph.models.registry import (
+    CREATE_ARGS,
+    create,
+    model_class,
+    register_model,
+    registered_name,
+)
 
 __all__ = [
     "Ensemble",
@@ -61,8 +74,6 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 
-#: Arguments of :func:`skelgraph.models.create` that the ensemble passes to every member itself.
-_CREATE_ARGS = ("num_classes", "layout", "in_channels")
 #: Checkpoint meta fields that every fused checkpoint must share.
 _SHARED_META = ("classes", "layout", "in_channels", "window", "preprocess")
 #: Fields of ``meta["inference"]`` that every fused checkpoint must share.
@@ -87,8 +98,9 @@ class EnsembleOutput(ModelOutput):
 
 def _streams(name: str, args: Mapping[str, Any]) -> bool:
     """Whether the registered model ``name`` built with ``args`` has ``init_state`` and ``step``."""
-    cls = _REGISTRY.get(name)
-    if cls is None:
+    try:
+        cls = model_class(name)
+    except ValueError:  # Ensemble.__init__ names the unknown member
         return False
     if issubclass(cls, Ensemble):
         members = args.get("members") or []
@@ -109,6 +121,11 @@ def _member_spec(i: int, member: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(args, Mapping):
         raise ValueError(f"Ensemble: members[{i}].args: expected a mapping, got {args!r}")
     return member["name"], dict(args)
+
+
+def _own_args(model: SkeletonModel) -> dict[str, Any]:
+    """``model.config`` without the arguments an ensemble passes to every member itself."""
+    return {k: v for k, v in model.config.items() if k not in CREATE_ARGS}
 
 
 @register_model("ensemble")
@@ -162,7 +179,6 @@ class Ensemble(SkeletonModel):
                 f"got {members!r}"
             )
         shared = {"num_classes": num_classes, "layout": layout, "in_channels": in_channels}
-        specs = []
         modules = []
         for i, member in enumerate(members):
             name, args = _member_spec(i, member)
@@ -177,21 +193,7 @@ class Ensemble(SkeletonModel):
                         f"Ensemble: members[{i}].args.{key}: expected {expected!r} "
                         f"(the ensemble's), got {shown!r}"
                     )
-            module = create(name, **shared, **args)
-            specs.append(
-                {
-                    "name": name,
-                    "args": {k: v for k, v in module.config.items() if k not in _CREATE_ARGS},
-                }
-            )
-            modules.append(module)
-        self._store_config(
-            num_classes=num_classes,
-            layout=layout,
-            in_channels=in_channels,
-            members=specs,
-            mirror=bool(mirror),
-        )
+            modules.append(create(name, **shared, **args))
         self.layout = layout
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -202,6 +204,19 @@ class Ensemble(SkeletonModel):
         flip = torch.as_tensor(layout.flip_permutation(), dtype=torch.long)
         self.register_buffer("flip_index", flip, persistent=False)
         self.register_buffer("flip_sign", sign, persistent=False)
+
+    def _make_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments as recorded by :class:`SkeletonModel`, with every member's as its model
+        recorded them (defaults filled in) and ``mirror`` as a bool."""
+        names = [member["name"] for member in arguments["members"]]
+        return {
+            **super()._make_config(arguments),
+            "members": [
+                {"name": name, "args": _own_args(module)}
+                for name, module in zip(names, self.members, strict=True)
+            ],
+            "mirror": self.mirror,
+        }
 
     @property
     def member_names(self) -> list[str]:
@@ -279,19 +294,13 @@ class Ensemble(SkeletonModel):
             raise ValueError("Ensemble.from_models: models: expected at least one model, got none")
         first = models[0].config
         for i, model in enumerate(models[1:], start=1):
-            for key in _CREATE_ARGS:
+            for key in CREATE_ARGS:
                 if model.config[key] != first[key]:
                     raise ValueError(
                         f"Ensemble.from_models: models[{i}].{key}: expected {first[key]!r} "
                         f"(as models[0]), got {model.config[key]!r}"
                     )
-        members = [
-            {
-                "name": registered_name(m),
-                "args": {k: v for k, v in m.config.items() if k not in _CREATE_ARGS},
-            }
-            for m in models
-        ]
+        members = [{"name": registered_name(m), "args": _own_args(m)} for m in models]
         ensemble = cls(
             num_classes=first["num_classes"],
             layout=first["layout"],
@@ -312,7 +321,7 @@ class Ensemble(SkeletonModel):
         mirror: bool = False,
         map_location: str | torch.device = "cpu",
     ) -> tuple[Ensemble, dict[str, Any]]:
-        """Builds an ensemble from trained checkpoints (:mod:`skelgraph.train.checkpoint`) of the
+        """Builds an ensemble from trained checkpoints (:mod:`skelgraph.models.checkpoint`) of the
         same classes, layout, channels, window, preprocessing and inference settings.
 
         Args:
@@ -324,15 +333,13 @@ class Ensemble(SkeletonModel):
             ``(model, meta)``: the ensemble in eval mode and its checkpoint meta (the first
             checkpoint's sample settings, ``model="ensemble"``, ``inference["tta"]`` =
             ``"mirror"`` or :obj:`None`, and ``meta["ensemble"]`` = the member checkpoints and
-            models), ready for :func:`~skelgraph.train.checkpoint.save_checkpoint`.
+            models), ready for :func:`~skelgraph.models.checkpoint.save_checkpoint`.
 
         Raises:
             FileNotFoundError: for a missing file.
             ValueError: naming the checkpoint and the meta field that differs from the first
                 checkpoint's, or a checkpoint whose weights do not fit its model.
         """
-        from skelgraph.train.checkpoint import load_weights, make_meta, read_checkpoint
-
         if isinstance(paths, (str, os.PathLike)) or not paths:
             raise ValueError(
                 f"Ensemble.from_checkpoints: paths: expected a non-empty list of checkpoint "
@@ -340,48 +347,46 @@ class Ensemble(SkeletonModel):
             )
         paths = [Path(p) for p in paths]
         states = [read_checkpoint(p, map_location) for p in paths]
-        metas = [s["meta"] for s in states]
+        metas = [CheckpointMeta.from_dict(s["meta"]) for s in states]
         first = metas[0]
         for path, meta in zip(paths[1:], metas[1:], strict=True):
             for key in _SHARED_META:
-                if meta.get(key) != first.get(key):
+                ours, theirs = getattr(first, key), getattr(meta, key)
+                if theirs != ours:
                     raise ValueError(
-                        f"checkpoint {path}: meta field {key!r}: expected {first.get(key)!r} "
-                        f"(as in {paths[0]}), got {meta.get(key)!r}"
+                        f"checkpoint {path}: meta field {key!r}: expected {ours!r} "
+                        f"(as in {paths[0]}), got {theirs!r}"
                     )
             for key in _SHARED_INFERENCE:
-                theirs = meta.get("inference", {}).get(key)
-                ours = first.get("inference", {}).get(key)
+                ours, theirs = (first.inference or {}).get(key), (meta.inference or {}).get(key)
                 if theirs != ours:
                     raise ValueError(
                         f"checkpoint {path}: meta field 'inference.{key}': expected {ours!r} "
                         f"(as in {paths[0]}), got {theirs!r}"
                     )
         ensemble = cls(
-            num_classes=len(first["classes"]),
-            layout=first["layout"],
-            in_channels=first["in_channels"],
-            members=[{"name": m["model"], "args": m["model_args"]} for m in metas],
+            num_classes=len(first.classes),
+            layout=first.layout,
+            in_channels=first.in_channels,
+            members=[{"name": m.model, "args": m.model_args} for m in metas],
             mirror=mirror,
         )
         for member, path, state in zip(ensemble.members, paths, states, strict=True):
             load_weights(member, state["state_dict"], source=f"checkpoint {path}")
-        inference = dict(first.get("inference", {}))
-        inference["tta"] = "mirror" if mirror else None
         meta = make_meta(
             model="ensemble",
             model_args=ensemble.config,
-            classes=first["classes"],
-            layout=Layout.from_dict(first["layout"]),
-            in_channels=first["in_channels"],
-            window=first["window"],
-            preprocess=first["preprocess"],
-            inference=inference,
+            classes=first.classes,
+            layout=Layout.from_dict(first.layout),
+            in_channels=first.in_channels,
+            window=first.window,
+            preprocess=first.preprocess,
+            inference={**(first.inference or {}), "tta": "mirror" if mirror else None},
+            ensemble={
+                "checkpoints": [str(p) for p in paths],
+                "models": [m.model for m in metas],
+            },
         )
-        meta["ensemble"] = {
-            "checkpoints": [str(p) for p in paths],
-            "models": [m["model"] for m in metas],
-        }
         return ensemble.to(map_location).eval(), meta
 
 
@@ -485,8 +490,6 @@ def fuse_checkpoints(
     Returns:
         ``(model, meta)`` as written.
     """
-    from skelgraph.train.checkpoint import save_checkpoint
-
     model, meta = Ensemble.from_checkpoints(paths, mirror=mirror)
     save_checkpoint(out, model, meta)
     return model, meta

@@ -89,7 +89,6 @@ from torch import Tensor, nn
 from skelgraph.features import InputFeatures
 from skelgraph.layouts import Layout
 from skelgraph.layouts.graph import adjacency
-from skelgraph.models import register_model
 from skelgraph.models.base import (
     REDUCTIONS,
     ModelOutput,
@@ -99,6 +98,7 @@ from skelgraph.models.base import (
     step_each,
 )
 from skelgraph.models.losses import infogcn2_loss
+from skelgraph.models.registry import register_model
 from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, RK4Frame, rk4_rollout, rollout
 from skelgraph.nn.sagc import SAGC, SAGCFrame
 from skelgraph.nn.stgcn import reset_children
@@ -555,32 +555,6 @@ class InfoGCN2(SkeletonModel):
         solvers = ("fused_rk4", *FIXED_STEP_METHODS)
         if ode_solver not in solvers:
             raise ValueError(f"InfoGCN2: ode_solver: expected one of {solvers}, got {ode_solver!r}")
-        self._store_config(
-            num_classes=num_classes,
-            layout=layout,
-            in_channels=in_channels,
-            features=list(features),
-            channels=channels,
-            depth=depth,
-            sagc_heads=sagc_heads,
-            temporal_heads=temporal_heads,
-            mlp_ratio=mlp_ratio,
-            num_future=num_future,
-            step_size=step_size,
-            ode_depth=ode_depth,
-            ode_heads=ode_heads,
-            ode_solver=ode_solver,
-            head_channels=head_channels,
-            head_heads=head_heads,
-            decoder_channels=decoder_channels,
-            dropout=dropout,
-            attention_window=attention_window,
-            reduce=reduce,
-            lambda_pred=lambda_pred,
-            lambda_feat=lambda_feat,
-            label_smoothing=label_smoothing,
-            detach_feature_target=detach_feature_target,
-        )
         self.layout = layout
         self.num_classes = num_classes
         self.in_channels = in_channels

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from skelgraph.features import InputFeatures
 from skelgraph.layouts import Layout
-from skelgraph.models import register_model
 from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
 from skelgraph.models.losses import classification_loss
+from skelgraph.models.registry import register_model
 from skelgraph.nn.stgcn import STGCNBlock
 
 __all__ = ["STGCN", "GraphBackbone"]
@@ -122,19 +122,6 @@ class STGCN(SkeletonModel):
     ) -> None:
         super().__init__()
         layout = resolve_layout(layout)
-        self._store_config(
-            num_classes=num_classes,
-            layout=layout,
-            in_channels=in_channels,
-            features=list(features),
-            channels=[int(c) for c in channels],
-            strides=[int(s) for s in strides],
-            kernel_size=kernel_size,
-            dropout=dropout,
-            edge_importance=edge_importance,
-            causal=causal,
-            label_smoothing=label_smoothing,
-        )
         self.layout = layout
         self.in_channels = in_channels
 

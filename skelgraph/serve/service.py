@@ -21,6 +21,7 @@ from torch import nn
 
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.models.base import StreamingModel, step_streams
+from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
 from skelgraph.online import OnlineRecognizer, Prediction
 from skelgraph.pose.tracking import PersonFollower
 from skelgraph.serve.inputs import SKELETON_SUFFIXES, InputError, load_skeleton_upload
@@ -35,19 +36,7 @@ def load_model(checkpoint: str | os.PathLike[str], device: str = "cpu") -> tuple
     Raises:
         FileNotFoundError: When :obj:`checkpoint` is neither a file nor a pretrained name.
     """
-    from skelgraph.train.checkpoint import load_checkpoint
-
-    path = Path(checkpoint)
-    if path.is_file() or path.suffix == ".pt" or len(path.parts) > 1:
-        return load_checkpoint(path, map_location=device)
-    try:
-        from skelgraph.models.pretrained import load_pretrained
-    except ImportError as e:
-        raise FileNotFoundError(
-            f"checkpoint {str(checkpoint)!r}: no such file, and this installation ships no "
-            "pretrained models"
-        ) from e
-    return load_pretrained(str(checkpoint), map_location=device)
+    return load_checkpoint(resolve_checkpoint(checkpoint), map_location=device)
 
 
 class Recognition:

@@ -10,7 +10,7 @@
   evaluation of a split.
 * :mod:`~skelgraph.train.report` — report files and the printed metric table.
 * :mod:`~skelgraph.train.metrics` — top-k, macro P/R/F1, confusion matrix, AUC, forecast errors.
-* :mod:`~skelgraph.train.checkpoint` — ``weights_only``-loadable checkpoints.
+* :mod:`~skelgraph.train.checkpoint_data` — the data a checkpoint's model is evaluated on.
 * :mod:`~skelgraph.train.distributed` — ``torchrun`` / DDP support.
 * :mod:`~skelgraph.train.plots` — training curves, confusion matrix and early-recognition plots.
 
@@ -46,10 +46,7 @@ _EXPORTS: dict[str, str] = {
     "classification_metrics": "metrics",
     "forecast_errors": "metrics",
     "curve_auc": "metrics",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "check_compatible": "checkpoint",
-    "make_meta": "checkpoint",
+    "check_compatible": "checkpoint_data",
     "init_distributed": "distributed",
 }
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from skelgraph.io import PathLike
 from skelgraph.models import create
+from skelgraph.models.checkpoint import load_weights, make_meta, read_checkpoint
 from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.checkpoint import load_weights, make_meta, read_checkpoint
 from skelgraph.train.config import TrainConfig, save_config
 from skelgraph.train.data import DataSplits, inference_settings, split_data
 from skelgraph.train.distributed import DistContext, init_distributed, main_first

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from skelgraph.data import make_loader, to_dense
 from skelgraph.io import PathLike, atomic_write
-from skelgraph.train.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from skelgraph.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict
 from skelgraph.train.distributed import (
     DistContext,
@@ -57,7 +57,7 @@ class Trainer:
         train_set: Training samples (``Data`` with ``x``, ``y``, ``frame_mask``, ``clip_id``).
         val_set: Validation samples, or :obj:`None`.
         work_dir: Output folder (created).
-        meta: Checkpoint meta (:func:`~skelgraph.train.checkpoint.make_meta`).
+        meta: Checkpoint meta (:func:`~skelgraph.models.checkpoint.make_meta`).
         ctx: Process context; default: one process on ``config.device``.
         progress: Show tqdm bars and a summary line per epoch (rank 0).
     """

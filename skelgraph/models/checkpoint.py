@@ -3,18 +3,21 @@
 A checkpoint is a dict of plain Python values and tensors::
 
     {"state_dict": {...},                       # parameter/buffer tensors, no wrapper prefixes
-     "meta": {"classes": [...], "layout": Layout.to_dict(), "in_channels": 3, "window": 64,
-              "model": "infogcn2", "model_args": {...}, "preprocess": {...}, "versions": {...},
-              "inference": {"sampling", "stride", "p_interval", "reduce"}},   # optional
+     "meta": CheckpointMeta.to_dict(),          # classes, layout, model and its arguments, ...
      "optimizer": {...} | None, "epoch": int | None,
      ...}                                       # trainer state in last.pt (scheduler, RNG, ...)
+
+A checkpoint is named by its file or, for the checkpoints packaged in ``skelgraph/pretrained``,
+by its name (:func:`resolve_checkpoint`).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import platform
 from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +28,21 @@ from torch import nn
 import skelgraph
 from skelgraph.io import atomic_write
 from skelgraph.layouts import Layout, get_layout
-from skelgraph.models import create
+from skelgraph.models.base import SkeletonModel
+from skelgraph.models.registry import CREATE_ARGS, create
 
 __all__ = [
+    "PRETRAINED_SUFFIX",
+    "CheckpointMeta",
+    "available_pretrained",
     "build_model",
-    "check_compatible",
-    "checkpoint_folder",
     "library_versions",
     "load_checkpoint",
     "load_weights",
     "make_meta",
+    "pretrained_path",
     "read_checkpoint",
+    "resolve_checkpoint",
     "save_checkpoint",
     "strip_prefixes",
     "unwrap_model",
@@ -45,8 +52,8 @@ PathLike = str | os.PathLike[str]
 
 #: Wrapper prefixes added to parameter names by DistributedDataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-#: Arguments of :func:`skelgraph.models.create` that the meta stores in their own fields.
-_CREATE_ARGS = ("num_classes", "layout", "in_channels")
+#: File suffix of a packaged checkpoint.
+PRETRAINED_SUFFIX = ".pt"
 
 
 def library_versions() -> dict[str, str]:
@@ -81,6 +88,65 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
+@dataclass(kw_only=True)
+class CheckpointMeta:
+    """The ``meta`` entry of a checkpoint: everything needed to rebuild the model and to make
+    its input. Stored as :meth:`to_dict`; :meth:`from_dict` reads that back, and also the metas of
+    checkpoints without the optional fields.
+
+    Attributes:
+        classes (list[str]): Class names in logit order.
+        layout (dict): The joint layout, :meth:`Layout.to_dict`.
+        in_channels (int): Input channels ``C``.
+        window (int, optional): Frames per sample ``T``.
+        model (str): Registered model name.
+        model_args (dict): The model's keyword arguments besides ``num_classes``, ``layout`` and
+            ``in_channels``.
+        preprocess (dict, optional): :meth:`PreprocessConfig.to_dict` of the training data.
+        versions (dict, optional): :func:`library_versions` when the checkpoint was made.
+        inference (dict, optional): How evaluation samples are made (``sampling``, ``stride``,
+            ``p_interval``, ``reduce``; ``tta`` for a fused ensemble).
+        ensemble (dict, optional): For a fused ensemble, its ``checkpoints`` and their ``models``.
+    """
+
+    classes: list[str]
+    layout: dict[str, Any]
+    in_channels: int
+    window: int | None = None
+    model: str
+    model_args: dict[str, Any]
+    preprocess: dict[str, Any] | None = None
+    versions: dict[str, str] | None = None
+    inference: dict[str, Any] | None = None
+    ensemble: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any]) -> CheckpointMeta:
+        """The meta of a stored ``meta`` dict; keys that are no field are left out.
+
+        Raises:
+            ValueError: naming the required fields ``meta`` lacks.
+        """
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in meta]
+        if missing:
+            raise ValueError(f"meta lacks {missing}")
+        return cls(**{f.name: meta[f.name] for f in fields(cls) if f.name in meta})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict stored as a checkpoint's ``meta``: the fields in order, those that are
+        :obj:`None` left out.
+
+        Raises:
+            TypeError: When a value is not a plain value or tensor (``weights_only`` would reject
+                it).
+        """
+        meta = {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+        _check_plain(meta, "meta")
+        return meta
+
+
 def make_meta(
     *,
     model: str,
@@ -91,8 +157,10 @@ def make_meta(
     window: int,
     preprocess: Mapping[str, Any],
     inference: Mapping[str, Any] | None = None,
+    ensemble: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``meta`` entry of a checkpoint: everything needed to rebuild the model and its input.
+    """The ``meta`` entry of a checkpoint (:meth:`CheckpointMeta.to_dict`), with the versions of
+    the libraries.
 
     Args:
         model: Registered model name.
@@ -105,21 +173,24 @@ def make_meta(
         preprocess: :meth:`PreprocessConfig.to_dict` of the training data.
         inference: How evaluation samples are made (``sampling``, ``stride``, ``p_interval``,
             ``reduce``); stored as ``meta["inference"]`` when given.
+        ensemble: The member checkpoints and models of a fused ensemble; stored as
+            ``meta["ensemble"]`` when given.
+
+    Raises:
+        TypeError: When a value is not a plain value or tensor.
     """
-    meta = {
-        "classes": [str(c) for c in classes],
-        "layout": get_layout(layout).to_dict(),
-        "in_channels": int(in_channels),
-        "window": int(window),
-        "model": str(model),
-        "model_args": {k: v for k, v in model_args.items() if k not in _CREATE_ARGS},
-        "preprocess": dict(preprocess),
-        "versions": library_versions(),
-    }
-    if inference is not None:
-        meta["inference"] = dict(inference)
-    _check_plain(meta, "meta")
-    return meta
+    return CheckpointMeta(
+        classes=[str(c) for c in classes],
+        layout=get_layout(layout).to_dict(),
+        in_channels=int(in_channels),
+        window=int(window),
+        model=str(model),
+        model_args={k: v for k, v in model_args.items() if k not in CREATE_ARGS},
+        preprocess=dict(preprocess),
+        versions=library_versions(),
+        inference=None if inference is None else dict(inference),
+        ensemble=None if ensemble is None else dict(ensemble),
+    ).to_dict()
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -182,7 +253,8 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Loads a checkpoint dict with ``weights_only=True`` and checks its top-level entries."""
+    """Loads a checkpoint dict with ``weights_only=True`` and checks its top-level entries and
+    that its meta has the fields every checkpoint has (:class:`CheckpointMeta`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
@@ -195,13 +267,10 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         raise ValueError(
             f"checkpoint {path}: expected a dict with 'state_dict' and 'meta', got {found}"
         )
-    missing = [
-        k
-        for k in ("classes", "layout", "in_channels", "model", "model_args")
-        if k not in state["meta"]
-    ]
-    if missing:
-        raise ValueError(f"checkpoint {path}: meta lacks {missing}")
+    try:
+        CheckpointMeta.from_dict(state["meta"])
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path}: {e}") from None
     return state
 
 
@@ -235,20 +304,21 @@ def load_weights(
     unwrap_model(model).load_state_dict(state_dict)
 
 
-def build_model(meta: Mapping[str, Any]) -> nn.Module:
+def build_model(meta: Mapping[str, Any]) -> SkeletonModel:
     """A freshly initialised model as described by a checkpoint ``meta``."""
+    described = CheckpointMeta.from_dict(meta)
     return create(
-        meta["model"],
-        num_classes=len(meta["classes"]),
-        layout=Layout.from_dict(meta["layout"]),
-        in_channels=meta["in_channels"],
-        **meta["model_args"],
+        described.model,
+        num_classes=len(described.classes),
+        layout=Layout.from_dict(described.layout),
+        in_channels=described.in_channels,
+        **described.model_args,
     )
 
 
 def load_checkpoint(
     path: PathLike, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[SkeletonModel, dict[str, Any]]:
     """Rebuilds the model of a checkpoint and loads its weights.
 
     Args:
@@ -265,51 +335,48 @@ def load_checkpoint(
     return model.to(map_location).eval(), meta
 
 
-def checkpoint_folder(
-    root: PathLike, meta: Mapping[str, Any], *, cache_dir: PathLike | None = None
-) -> Any:
-    """A :class:`~skelgraph.data.SkeletonFolder` at ``root`` sampled as the checkpoint's model is
-    evaluated: its classes, window, preprocessing and ``meta["inference"]`` sampling."""
-    from skelgraph.data import SkeletonFolder
-    from skelgraph.preprocess import PreprocessConfig
-
-    inference = meta["inference"]
-    return SkeletonFolder(
-        root,
-        classes=meta["classes"],
-        window=meta["window"],
-        sampling=inference["sampling"],
-        stride=inference["stride"],
-        p_interval=inference["p_interval"],
-        preprocess=PreprocessConfig(**meta["preprocess"]),
-        cache_dir=cache_dir,
-    )
+def _pretrained_dir() -> Path:
+    return Path(str(importlib.resources.files("skelgraph").joinpath("pretrained")))
 
 
-def check_compatible(meta: Mapping[str, Any], dataset: Any) -> None:
-    """Checks that ``dataset`` delivers what a checkpoint's model expects.
+def available_pretrained() -> list[str]:
+    """The names of the packaged checkpoints (file stems in ``skelgraph/pretrained``), sorted."""
+    folder = _pretrained_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob(f"*{PRETRAINED_SUFFIX}") if p.is_file())
 
-    Compares the joint layout (name and joint names), the joint count, the input channels and the
-    class names.
+
+def pretrained_path(name: str) -> Path:
+    """The file of the packaged checkpoint ``name``.
 
     Raises:
-        ValueError: Naming the checkpoint's and the data's layout, joint count, channels or classes.
+        FileNotFoundError: naming the expected file and the known names when there is none.
     """
-    expected = Layout.from_dict(meta["layout"])
-    layout = get_layout(dataset.layout)
-    channels = int(dataset.in_channels)
-    described = f"layout {layout.name!r} ({layout.num_joints} joints, {channels} channels)"
-    wanted = (
-        f"layout {expected.name!r} ({expected.num_joints} joints, {meta['in_channels']} channels)"
-    )
-    if layout.joints != expected.joints or channels != meta["in_channels"]:
-        raise ValueError(f"checkpoint expects {wanted}; the data has {described}")
-    classes = list(dataset.classes)
-    if classes != list(meta["classes"]):
-        extra = sorted(set(classes) - set(meta["classes"]))
-        absent = sorted(set(meta["classes"]) - set(classes))
-        raise ValueError(
-            f"classes differ: checkpoint has {len(meta['classes'])} {list(meta['classes'])}, "
-            f"the data has {len(classes)}; only in the data: {extra}, "
-            f"only in the checkpoint: {absent}"
+    known = available_pretrained()
+    path = _pretrained_dir() / f"{name}{PRETRAINED_SUFFIX}"
+    if name not in known:
+        listed = ", ".join(repr(n) for n in known) or "none (no checkpoint is packaged)"
+        raise FileNotFoundError(
+            f"pretrained model {name!r}: expected the file {path}, not found; known names: {listed}"
         )
+    return path
+
+
+def resolve_checkpoint(name_or_path: PathLike) -> Path:
+    """The checkpoint file named by ``name_or_path``: the file itself when it is one, else the
+    packaged checkpoint of that name (:func:`available_pretrained`).
+
+    Raises:
+        FileNotFoundError: naming the known pretrained models when ``name_or_path`` is neither.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    names = available_pretrained()
+    if str(name_or_path) not in names:
+        raise FileNotFoundError(
+            f"{name_or_path}: no such checkpoint file, and not a pretrained model name "
+            f"(available: {names})"
+        )
+    return pretrained_path(str(name_or_path))
