@@ -6,8 +6,8 @@ synthetic stream of COCO-17 keypoints in pixels (a walking figure with jitter an
 joints). Measured per frame:
 
 * ``online``: :meth:`OnlineRecognizer.update` with the model's caches (one new frame through the
-  temporal key/value caches and the per-step head, plus causal preprocessing and the forecast
-  mapped back to pixels);
+  model's frame plan, :func:`skelgraph.streaming.build_plan`: the temporal key/value caches and
+  the per-step head, plus causal preprocessing and the forecast mapped back to pixels);
 * ``recompute``: the same update recomputing the whole window of 64 frames every frame
   (``streaming=False``), what an online recogniser without caches does;
 * ``packaged``: the online recogniser of the packaged ``penn-action-fast`` (the default model of
@@ -55,6 +55,7 @@ from skelgraph.models import create
 from skelgraph.models.checkpoint import make_meta
 from skelgraph.online import OnlineRecognizer
 from skelgraph.preprocess import PreprocessConfig
+from skelgraph.streaming import build_plan
 
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
 LAYOUT, CLASSES, WINDOW = "coco17", 14, 64
@@ -66,7 +67,8 @@ TARGETS = {"online p50 ms": 3.0, "online p99 ms": 6.0, "speed-up": 5.0}
 
 
 def recognizers(seed: int = 0) -> dict[str, OnlineRecognizer]:
-    """The cached and the recomputing recogniser, sharing one untrained default model."""
+    """The cached recogniser (with the model's frame plan) and the recomputing one, sharing one
+    untrained default model."""
     torch.manual_seed(seed)
     model = create("infogcn2", num_classes=CLASSES, layout=LAYOUT, attention_window=WINDOW)
     meta = make_meta(
@@ -79,7 +81,7 @@ def recognizers(seed: int = 0) -> dict[str, OnlineRecognizer]:
         preprocess=PreprocessConfig().to_dict(),
     )
     return {
-        "online": OnlineRecognizer(model, meta),
+        "online": OnlineRecognizer(model, meta, plan=build_plan(model)),
         "recompute": OnlineRecognizer(model, meta, streaming=False),
     }
 

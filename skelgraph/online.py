@@ -9,9 +9,10 @@ in any layout that maps to the model's) and
    checkpoint's ``meta["preprocess"]`` settings, made causal): the frame equals frame :math:`t`
    of the offline causal preprocessing of the stream so far;
 3. runs the model on it: a :class:`~skelgraph.models.base.StreamingModel` (InfoGCN++, or an
-   ensemble of them) advances its caches by one frame, so the logits equal the offline model's
-   per-step logits on the same clip; any other model is run on the last ``meta["window"]``
-   preprocessed frames each time (the generic fallback);
+   ensemble of them) advances its caches by one frame through its frame plan
+   (:func:`~skelgraph.streaming.build_plan`, made with the recogniser), so the logits equal the
+   offline model's per-step logits on the same clip; any other model is run on the last
+   ``meta["window"]`` preprocessed frames each time (the generic fallback);
 4. returns a :class:`Prediction`: the softmax of the logits, the label (optionally smoothed over
    time) and the model's forecast of the next :math:`N` poses, de-normalised back to the input
    coordinates (pixels for video) and mapped back to the input layout.
@@ -41,6 +42,7 @@ from skelgraph.layouts.graph import hop_distance
 from skelgraph.models.base import SkeletonModel, StreamingModel, step_streams
 from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig
+from skelgraph.streaming import build_plan
 
 __all__ = ["OnlineRecognizer", "Prediction"]
 
@@ -103,6 +105,10 @@ class OnlineRecognizer:
             needs a :class:`~skelgraph.models.base.StreamingModel`) or recompute the last
             ``window`` frames every time (:obj:`False`, e.g. to compare the two).
             (default: :obj:`None`: the caches when the model has them)
+        plan (StreamingModel, optional): the model's frame plan,
+            :func:`~skelgraph.streaming.build_plan` of ``model`` on ``device``: recognisers that
+            share one are advanced together by :meth:`update_many`. (default: :obj:`None`: built
+            from ``model`` when streaming)
 
     A frame is a few hundred operations on small tensors: they run fastest with one intra-op
     thread (``torch.set_num_threads(1)`` or ``OMP_NUM_THREADS=1`` in the serving process; more
@@ -114,6 +120,9 @@ class OnlineRecognizer:
         input_layout (Layout): the layout :meth:`update` receives.
         window (int): frames the generic fallback recomputes (``meta["window"]``).
         streaming (bool): whether the model runs frame by frame with its caches.
+        plan (StreamingModel or None): what steps the model's frames when streaming, made from
+            the model's weights as they were then: after the weights change or the model moves,
+            assign ``build_plan(recognizer.model)``.
         forecast_joints (numpy.ndarray): :obj:`(V_in,)` bool, the input joints the model
             forecasts itself (the others copy their nearest such joint).
         preprocessor (CausalPreprocessor): the causal preprocessing of the stream.
@@ -128,6 +137,7 @@ class OnlineRecognizer:
         smoothing: float = 0.0,
         device: str | torch.device = "cpu",
         streaming: bool | None = None,
+        plan: StreamingModel | None = None,
     ) -> None:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(
@@ -162,6 +172,11 @@ class OnlineRecognizer:
                 f"pass streaming=None or False"
             )
         self.streaming = can_stream if streaming is None else bool(streaming)
+        if plan is not None and plan is not model and getattr(plan, "model", None) is not model:
+            raise ValueError("OnlineRecognizer: plan: expected a plan of the model (build_plan)")
+        self.plan = None
+        if self.streaming:
+            self.plan = build_plan(self.model) if plan is None else plan
         config = PreprocessConfig(**meta.get("preprocess", {}))
         self.preprocessor = CausalPreprocessor(self.layout, replace(config, causal=True))
         self._same_layout = self.input_layout.joints == self.layout.joints
@@ -206,7 +221,7 @@ class OnlineRecognizer:
         self._state = None
         if self.streaming:
             with torch.inference_mode():
-                self._state = self.model.init_state(1)
+                self._state = self.plan.init_state(1)
         self._smoothed: np.ndarray | None = None
         self._frame = 0
 
@@ -232,9 +247,9 @@ class OnlineRecognizer:
         recognizers: Sequence[OnlineRecognizer], keypoints: Sequence[np.ndarray]
     ) -> list[Prediction]:
         r""":meth:`update` of every recogniser on its own next frame, e.g. for the streams of a
-        service. Streaming recognisers that share a model are advanced together in one batched
-        model call (``model.step_streams`` when the model has it, see
-        :meth:`~skelgraph.models.InfoGCN2.step_streams`), which costs little more than one
+        service. Streaming recognisers that share a plan are advanced together in one batched
+        step (the plan's ``step_streams`` when it has one, see
+        :meth:`~skelgraph.streaming.FramePlan.step_streams`), which costs little more than one
         stream; the predictions equal :meth:`update`'s one recogniser at a time.
 
         Args:
@@ -255,17 +270,17 @@ class OnlineRecognizer:
         frames = [r._checked(kp) for r, kp in zip(recognizers, keypoints, strict=True)]
         inputs = [r._preprocessed(kp) for r, kp in zip(recognizers, frames, strict=True)]
         outputs: list[Any] = [None] * len(recognizers)
-        groups: dict[tuple[int, torch.device], list[int]] = {}
+        groups: dict[int, list[int]] = {}
         with torch.inference_mode():
             for i, r in enumerate(recognizers):
                 if r.streaming:
-                    groups.setdefault((id(r.model), r.device), []).append(i)
+                    groups.setdefault(id(r.plan), []).append(i)
                 else:
                     outputs[i] = r._run(inputs[i])
             for members in groups.values():
                 group = [recognizers[i] for i in members]
                 logits, forecast, states = step_streams(
-                    group[0].model,
+                    group[0].plan,
                     torch.stack([inputs[i] for i in members]),
                     [r._state for r in group],
                 )
@@ -289,7 +304,7 @@ class OnlineRecognizer:
         """The model on the new preprocessed frame ``(V, C)``: logits ``(K,)`` and the forecast
         ``(N, V, C - 1)`` (normalised, model layout) or :obj:`None`."""
         if self.streaming:
-            logits, forecast, self._state = self.model.step(x_t.unsqueeze(0), self._state)
+            logits, forecast, self._state = self.plan.step(x_t.unsqueeze(0), self._state)
             return logits[0], None if forecast is None else forecast[0]
         self._frames.append(x_t)
         out = self.model(torch.stack(tuple(self._frames), dim=1).unsqueeze(0))

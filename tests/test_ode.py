@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from skelgraph.layouts.graph import adjacency
-from skelgraph.nn.ode import ODEDynamics, SinusoidalTimeEmbedding, rk4_rollout, rollout
+from skelgraph.nn.ode import (
+    ODEDynamics,
+    SinusoidalTimeEmbedding,
+    rk4_rollout,
+    rk4_stage_times,
+    rk4_step,
+    rollout,
+)
 
 V, D = 17, 16
 
@@ -112,6 +119,25 @@ def test_rk4_stages_see_their_own_times():
     expected = [0, 1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2]
     assert odeint_times == pytest.approx(expected, abs=1e-6)
     assert sorted(set(times)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_rk4_stage_times_and_step():
+    times = rk4_stage_times(2, 0.5)
+    assert times.dtype == torch.float32
+    expected = torch.tensor([[0, 1 / 6, 1 / 3, 0.5], [0.5, 2 / 3, 5 / 6, 1]])
+    torch.testing.assert_close(times, expected)
+    # one step with the combinations written out: z + sum_j a_ij k_j of the 3/8 rule
+    rule = [[1 / 3], [-1 / 3, 1], [1, -1, 1], [1 / 8, 3 / 8, 3 / 8, 1 / 8]]
+    func, z0, h = dynamics(), torch.randn(2, V, D), 0.5
+
+    def combine(z, i, k):
+        return z + h * sum(a * k_j for a, k_j in zip(rule[i], k, strict=True))
+
+    with torch.no_grad():
+        step = rk4_step(func, times[0], z0, combine)
+        torch.testing.assert_close(step, hand_rk4(func, z0, 1, h)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="steps"):
+        rk4_stage_times(0)
 
 
 def test_rk4_rollout_backward_matches_odeint():

@@ -12,6 +12,7 @@ from skelgraph.models import create
 from skelgraph.models.checkpoint import make_meta, save_checkpoint
 from skelgraph.online import OnlineRecognizer, Prediction
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig, preprocess
+from skelgraph.streaming import build_plan
 
 CLASSES = ["bowl", "clap", "jump", "squat"]
 SMALL = {"channels": 16, "depth": 2, "head_channels": 16, "decoder_channels": 8}
@@ -191,119 +192,6 @@ def test_prediction_to_dict_is_json() -> None:
     assert prediction.to_dict()["forecast"] is None
 
 
-@pytest.mark.parametrize("window", [8, None])
-def test_inference_step_equals_the_reference_step(window: int | None) -> None:
-    """InfoGCN2.step at inference (frozen single-stream form, traced with a window) gives the
-    reference step's logits and forecasts, across the window boundary; a weight change is seen."""
-    torch.manual_seed(0)
-    model = create(
-        "infogcn2",
-        num_classes=4,
-        features=["joint", "bone", "velocity"],
-        attention_window=window,
-        sagc_heads=2,
-        **SMALL,
-    ).eval()
-    x = torch.randn(1, 17, 20, 3)
-    fast, reference = model.init_state(1), model.init_state(1)
-    with torch.inference_mode():
-        for t in range(20):
-            if t == 12:  # in place, as an optimiser step or load_state_dict does
-                model.head[1].lin.weight.mul_(0.5)
-            logits, forecast, fast = model.step(x[:, :, t], fast)
-            with torch.enable_grad():
-                expected_logits, expected_forecast, reference = model.step(x[:, :, t], reference)
-            torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-5)
-            torch.testing.assert_close(forecast, expected_forecast, rtol=0, atol=1e-5)
-    assert fast.frames == reference.frames == 20
-    traced = model._frame_plan().traced
-    assert list(traced) == ([(1, False)] if window is not None else []) and all(traced.values())
-
-
-@pytest.mark.parametrize(
-    ("window", "features", "heads"),
-    [(8, ["joint", "bone", "velocity"], 2), (8, ["joint"], 1), (None, ["joint", "velocity"], 3)],
-)
-def test_step_streams_equals_each_stream_alone(
-    window: int | None, features: list[str], heads: int
-) -> None:
-    """InfoGCN2.step_streams advances streams at different frames (across the window boundary)
-    together, any subset of them per call, as each one's own reference step would."""
-    torch.manual_seed(0)
-    model = create(
-        "infogcn2",
-        num_classes=4,
-        features=features,
-        attention_window=window,
-        sagc_heads=heads,
-        head_heads=heads,
-        **SMALL,
-    ).eval()
-    x = torch.randn(3, 17, 30, 3)
-    starts = [0, 5, 11]  # frames each stream saw alone before
-    fast, reference = (
-        [model.init_state(1) for _ in range(3)],
-        [model.init_state(1) for _ in range(3)],
-    )
-    with torch.inference_mode():
-        for b, start in enumerate(starts):
-            for t in range(start):
-                model.step(x[b : b + 1, :, t], fast[b])
-                with torch.enable_grad():
-                    model.step(x[b : b + 1, :, t], reference[b])
-        seen = list(starts)
-        for t in range(14):
-            streams = [2, 0] if t % 3 == 0 else [0, 1, 2]
-            frames = torch.stack([x[b, :, seen[b]] for b in streams])
-            logits, forecast, states = model.step_streams(frames, [fast[b] for b in streams])
-            assert states == [fast[b] for b in streams]
-            for j, b in enumerate(streams):
-                with torch.enable_grad():
-                    expected_logits, expected_forecast, _ = model.step(
-                        frames[j : j + 1], reference[b]
-                    )
-                torch.testing.assert_close(logits[j : j + 1], expected_logits, rtol=0, atol=1e-5)
-                torch.testing.assert_close(
-                    forecast[j : j + 1], expected_forecast, rtol=0, atol=1e-5
-                )
-                seen[b] += 1
-    assert [s.frames for s in fast] == seen == [r.frames for r in reference]
-    assert max(seen) > 8  # past the window
-    with pytest.raises(ValueError, match=r"x_t: expected shape \[2, 17, 3\]"):
-        model.step_streams(torch.zeros(3, 17, 3), fast[:2])
-    with pytest.raises(ValueError, match=r"expected one-stream states .* got batch sizes \[2\]"):
-        model.step_streams(torch.zeros(1, 17, 3), [model.init_state(2)])
-
-
-def test_step_streams_any_company_of_streams() -> None:
-    """Random companies of four streams (any subset, in any order, streams restarting) stepped
-    together give each stream's reference step: the rings move into shared slabs and back, and
-    rows of a slab not stepped keep their rings."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = create(
-        "infogcn2", num_classes=4, features=["joint", "velocity"], attention_window=8, **SMALL
-    ).eval()
-    fast = [model.init_state(1) for _ in range(4)]
-    reference = [model.init_state(1) for _ in range(4)]
-    with torch.inference_mode():
-        for _ in range(300):
-            if rng.random() < 0.05:  # a stream starts over
-                i = int(rng.integers(4))
-                fast[i], reference[i] = model.init_state(1), model.init_state(1)
-            chosen = rng.permutation(4)[: rng.integers(1, 5)].tolist()
-            x = torch.randn(len(chosen), 17, 3)
-            logits, forecast, _ = model.step_streams(x, [fast[i] for i in chosen])
-            for j, i in enumerate(chosen):
-                with torch.enable_grad():
-                    expected_logits, expected_forecast, _ = model.step(x[j : j + 1], reference[i])
-                torch.testing.assert_close(logits[j : j + 1], expected_logits, rtol=0, atol=1e-5)
-                torch.testing.assert_close(
-                    forecast[j : j + 1], expected_forecast, rtol=0, atol=1e-5
-                )
-    assert any(variant[1] for variant in model._frame_plan().traced)  # rows left unchanged
-
-
 @pytest.mark.parametrize("mirror", [False, True])
 def test_update_many_equals_update_one_stream_at_a_time(checkpoint: Path, mirror: bool) -> None:
     """Recognisers sharing a model (an ensemble with mirror TTA too, and one recomputing the
@@ -317,7 +205,8 @@ def test_update_many_equals_update_one_stream_at_a_time(checkpoint: Path, mirror
         if mirror
         else load_checkpoint(checkpoint)
     )
-    together = [OnlineRecognizer(model, meta, input_layout="coco17") for _ in range(3)]
+    plan = build_plan(model)
+    together = [OnlineRecognizer(model, meta, input_layout="coco17", plan=plan) for _ in range(3)]
     together.append(OnlineRecognizer(model, meta, input_layout="coco17", streaming=False))
     alone = [OnlineRecognizer(model, meta, input_layout="coco17") for _ in range(3)]
     alone.append(OnlineRecognizer(model, meta, input_layout="coco17", streaming=False))

@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalConv, alibi_slopes
+from skelgraph.nn.temporal import (
+    CausalTemporalAttention,
+    KVCache,
+    alibi_ring_bias,
+    alibi_slopes,
+)
 
 V = 17
 
@@ -67,6 +72,26 @@ def test_relative_position_bias(attention: CausalTemporalAttention) -> None:
     with torch.no_grad():
         late = windowed(torch.cat([torch.randn(V, 4, 16), x], dim=1))[:, 4 + 2 :]
         torch.testing.assert_close(late, windowed(x)[:, 2:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_cache_bias_is_the_full_pass_bias(window: int | None) -> None:
+    """The bias a cache gives the held frames is the full pass's bias of the new frame for the
+    frames in those slots (a ring's slot j holds frame t - ((s - j) mod W))."""
+    layer = CausalTemporalAttention(16, heads=4, window=window)
+    full = layer.position_bias(10)[0]  # [H, t, s]
+    cache = layer.init_cache(1, max_len=4)
+    for t in range(10):
+        slot, held = cache.claim()
+        if window is None:
+            frames = list(range(held))
+        else:
+            frames = [t - (slot - j) % window for j in range(held)]
+        torch.testing.assert_close(cache.bias(slot, held), full[:, t, frames], rtol=0, atol=0)
+    if window is not None:
+        ring = alibi_ring_bias(layer.slopes, window)
+        assert ring.shape == (window, 4, window)
+        torch.testing.assert_close(ring[1, :, 2], -2 * layer.slopes)  # slot 2 is 2 frames back
 
 
 def test_window_limits_what_a_frame_sees() -> None:
@@ -164,20 +189,3 @@ def test_reset_parameters(attention: CausalTemporalAttention) -> None:
         attention.norm1.weight.fill_(3.0)
     attention.reset_parameters()
     assert torch.equal(attention.norm1.weight, torch.ones(16))
-
-
-def test_temporal_conv_causal_with_stride() -> None:
-    torch.manual_seed(0)
-    conv = TemporalConv(4, 6, 5, stride=2, causal=True).eval()
-    x = torch.randn(2, 4, 11, V)
-    out = conv(x)
-    assert out.shape == (2, 6, 6, V)
-    for j in range(6):  # output j ends at input frame 2 j
-        changed = x.clone()
-        changed[:, :, 2 * j + 1 :] = torch.randn_like(changed[:, :, 2 * j + 1 :])
-        torch.testing.assert_close(conv(changed)[:, :, : j + 1], out[:, :, : j + 1])
-    centred = TemporalConv(4, 6, 5, stride=2).eval()
-    assert centred(x).shape == (2, 6, 6, V)
-    assert str(centred) == "TemporalConv(4, 6, kernel_size=5, stride=2, causal=False)"
-    with pytest.raises(ValueError, match="must be odd"):
-        TemporalConv(4, 6, 4)

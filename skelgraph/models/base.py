@@ -202,11 +202,12 @@ def step_streams(
     its own frame: ``states[b]`` is stream :math:`b`'s state from ``model.init_state(1)``.
 
     Uses the model's own ``step_streams`` when it has one (one batched computation, e.g.
-    :meth:`~skelgraph.models.InfoGCN2.step_streams`), else :meth:`StreamingModel.step` stream
-    by stream.
+    :meth:`~skelgraph.streaming.FramePlan.step_streams` of a model's frame plan), else
+    :meth:`StreamingModel.step` stream by stream.
 
     Args:
-        model (StreamingModel): the model.
+        model (StreamingModel): the model, or its frame plan
+            (:func:`skelgraph.streaming.build_plan`).
         x_t (Tensor): the streams' new frames :math:`(B, V, C)`.
         states (sequence): :math:`B` one-stream states.
 

@@ -43,6 +43,7 @@ from skelgraph.layouts import Layout
 from skelgraph.models.base import (
     ModelOutput,
     SkeletonModel,
+    StreamingModel,
     check_input,
     resolve_layout,
     step_streams,
@@ -401,9 +402,14 @@ class StreamingEnsemble(Ensemble):
         return tuple(m.init_state(batch_size) for m in self.members for _ in range(views))
 
     def step(
-        self, x_t: Tensor, state: Sequence[Any]
+        self,
+        x_t: Tensor,
+        state: Sequence[Any],
+        *,
+        members: Sequence[StreamingModel] | None = None,
     ) -> tuple[Tensor, Tensor | None, tuple[Any, ...]]:
-        r"""One frame ``x_t`` :math:`(B, V, C)` through every member.
+        r"""One frame ``x_t`` :math:`(B, V, C)` through every member (or what steps for it in
+        ``members``, e.g. its frame plan, see :func:`skelgraph.streaming.build_plan`).
 
         Returns:
             ``(logits, forecast, state)``: the fused log-probabilities :math:`(B, K)`, the first
@@ -422,7 +428,7 @@ class StreamingEnsemble(Ensemble):
             )
         logits, new_state = [], []
         forecast = None
-        for i, member in enumerate(self.members):
+        for i, member in enumerate(self.members if members is None else members):
             for v, view in enumerate(views):
                 step_logits, step_forecast, member_state = member.step(
                     view, state[i * len(views) + v]
@@ -434,13 +440,17 @@ class StreamingEnsemble(Ensemble):
         return fuse_logits(logits), forecast, tuple(new_state)
 
     def step_streams(
-        self, x_t: Tensor, states: Sequence[Sequence[Any]]
+        self,
+        x_t: Tensor,
+        states: Sequence[Sequence[Any]],
+        *,
+        members: Sequence[StreamingModel] | None = None,
     ) -> tuple[Tensor, Tensor | None, list[tuple[Any, ...]]]:
         r"""One frame of each of :math:`B` independent streams (``states[b]`` from
-        :meth:`init_state` ``(1)``, every stream at its own frame) through every member: each
-        member advances all streams and their mirror images in one
-        :func:`~skelgraph.models.base.step_streams` call. Equal to :meth:`step` on each stream
-        alone.
+        :meth:`init_state` ``(1)``, every stream at its own frame) through every member (or
+        ``members``, as in :meth:`step`): each member advances all streams and their mirror
+        images in one :func:`~skelgraph.models.base.step_streams` call. Equal to :meth:`step` on
+        each stream alone.
 
         Returns:
             ``(logits, forecast, states)`` as :meth:`step`, for the :math:`B` streams.
@@ -456,7 +466,7 @@ class StreamingEnsemble(Ensemble):
         frames = torch.cat(views)  # view by view: [x_1..x_B, mirror(x_1)..mirror(x_B)]
         logits, new_states = [], [list(state) for state in states]
         forecast = None
-        for i, member in enumerate(self.members):
+        for i, member in enumerate(self.members if members is None else members):
             slots = [i * len(views) + v for v in range(len(views))]
             member_logits, member_forecast, member_states = step_streams(
                 member, frames, [state[slot] for slot in slots for state in states]

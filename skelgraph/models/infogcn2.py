@@ -49,7 +49,9 @@ state made by :meth:`InfoGCN2.init_state`: the previous frame (for velocity feat
 temporal layer's key/value cache. With ``attention_window`` :math:`W` each cache is a ring of
 :math:`W` frames, so a frame costs the same however long the stream; stacked layers still reach
 further back (up to ``depth`` :math:`(W - 1)` frames) exactly as the full pass does. Training on
-windows of at most :math:`W` frames is unaffected by the window.
+windows of at most :math:`W` frames is unaffected by the window. For serving, a frame plan
+(:class:`skelgraph.streaming.FramePlan`, built from the trained model) steps the same states with
+every layer frozen, and many streams together.
 
 Parameters at the default configuration (``coco17``, :math:`C = 3`, 14 classes): 520,305, 3 %
 below the reference implementation's 535 k, split as
@@ -76,10 +78,8 @@ absolute-time model does not load. See :func:`parameter_breakdown`.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import torch
@@ -95,18 +95,15 @@ from skelgraph.models.base import (
     SkeletonModel,
     check_input,
     resolve_layout,
-    step_each,
 )
 from skelgraph.models.losses import infogcn2_loss
 from skelgraph.models.registry import register_model
-from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, RK4Frame, rk4_rollout, rollout
-from skelgraph.nn.sagc import SAGC, SAGCFrame
+from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, rk4_rollout, rollout
+from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import reset_children
-from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalFrame
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
 
 __all__ = ["GraphConv", "InfoGCN2", "InfoGCN2State", "parameter_breakdown"]
-
-_VERSION = attrgetter("_version")  # a tensor's in-place modification counter
 
 
 class GraphConv(nn.Module):
@@ -175,264 +172,6 @@ class EncoderBlock(nn.Module):
         return self.temporal.step(h.view(B * V, D), cache)[0].view(B, V, D)
 
 
-class _FramePlan:
-    """:class:`InfoGCN2` frozen for :meth:`InfoGCN2.step` at inference: every layer's constants
-    made once (see :class:`~skelgraph.nn.sagc.SAGCFrame`,
-    :class:`~skelgraph.nn.temporal.TemporalFrame`, :class:`~skelgraph.nn.ode.RK4Frame`), the
-    embedding's joint table and the transposed weights of the decoder and the classifier.
-
-    It advances :math:`B` independent streams by one frame together, each with its own
-    one-stream state (so each at its own frame): with an attention window their ring buffers
-    are stacked along the nodes for one batched computation and each stream's new key and value
-    written back to its own ring. The whole frame (embedding to logits) is traced once per
-    :math:`B` with :func:`torch.jit.trace`, which runs the same operations without Python in
-    between; a trace is used when it gives the eager result to 1e-5 on its first frame, and the
-    eager form otherwise (or when tracing fails). Without a window the streams run one by one
-    in eager form."""
-
-    def __init__(self, model: InfoGCN2) -> None:
-        with torch.no_grad():
-            self.joint_features = tuple(model.features.features) == ("joint",)
-            self.embedding_t = model.embedding.weight.detach().t().contiguous()
-            self.table = model._table().detach().squeeze(1)  # [V, D]
-            self.encoder = [
-                (SAGCFrame(block.spatial), TemporalFrame(block.temporal)) for block in model.encoder
-            ]
-            self.rollout = RK4Frame(model.dynamics, model.num_future, model.step_size)
-            *convs, out = model.decoder
-            self.decoder = [
-                (
-                    conv.lin.weight.detach().t().contiguous(),
-                    conv.topology.detach(),
-                    conv.bias.detach(),
-                    conv.lin.out_features,
-                )
-                for conv in convs
-            ]
-            self.decoder_out = (
-                out.weight.detach().t().contiguous(),
-                out.bias.detach(),
-                out.out_features,
-            )
-            self.head = [SAGCFrame(layer) for layer in model.head]
-            self.classifier = (
-                model.classifier.weight.detach().t().contiguous(),
-                model.classifier.bias.detach(),
-            )
-            windows = {block.temporal.window for block in model.encoder}
-            self.window = windows.pop() if len(windows) == 1 else None
-            V = model.layout.num_joints
-            self.ring_biases = (
-                None
-                if self.window is None
-                else [
-                    _ring_biases(block.temporal.slopes, V, self.window) for block in model.encoder
-                ]
-            )
-            device = self.table.device
-            self.slots = [torch.tensor([slot], device=device) for slot in range(self.window or 0)]
-            # per slot, every layer's bias as the traced frame takes it (made once: no view
-            # per frame)
-            self.slot_biases = [
-                [biases[slot].view(-1, 1, self.window) for biases in self.ring_biases or ()]
-                for slot in range(self.window or 0)
-            ]
-        self.features = model.features
-        self.num_joints = V
-        # sizes as Python numbers, so that a trace records no shape arithmetic
-        self.node_shape = (V, self.table.size(1))
-        # (streams computed, some left unchanged) -> the traced frame, False when not usable
-        self.traced: dict[tuple[int, bool], Any] = {}
-
-    def __call__(self, x_t: Tensor, states: Sequence[InfoGCN2State]) -> tuple[Tensor, Tensor]:
-        """Logits :math:`(B, K)` and forecasts :math:`(B, N, V, C - 1)` of the frame ``x_t``
-        :math:`(B, V, C)` of :math:`B` streams with one-stream ``states``; advances their
-        caches."""
-        B = len(states)
-        features = x_t if self.joint_features else self.features.step(x_t, _previous(x_t, states))
-        if self.ring_biases is None:
-            results = [self._grown(features[b : b + 1], s.caches) for b, s in enumerate(states)]
-            return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
-        if B == 1:  # its own ring (a row of a slab is one too)
-            return self._single(features, states[0].caches)
-        return self._batched(features, states)
-
-    def _single(self, features: Tensor, caches: list[KVCache]) -> tuple[Tensor, Tensor]:
-        """One stream's frame with window rings: every node writes the same slot."""
-        claims = [cache.claim() for cache in caches]
-        slot = claims[0][0]
-        tensors: list[Tensor] = []
-        for cache, bias, (_, held, _) in zip(caches, self.slot_biases[slot], claims, strict=True):
-            if held < self.window:  # slots not written yet take no attention
-                bias = bias.clone()
-                bias[..., held:] = float("-inf")
-            tensors += (cache.key, cache.value, bias)
-        return self._run((1, False), features, self.slots[slot], tensors)
-
-    def _batched(self, features: Tensor, states: Sequence[InfoGCN2State]) -> tuple[Tensor, Tensor]:
-        r"""The frame of :math:`B \geq 2` streams with window rings, in one pass over the rows
-        of their slab."""
-        B, device = len(states), features.device
-        slab = _Slab.common(states)
-        if slab is None or slab.size > 2 * B:  # new company: move their rings together
-            slab = _Slab(states)
-        size = slab.size
-        order = [state.row for state in states]
-        rows = None if order == list(range(size)) else torch.tensor(order, device=device)
-        if rows is not None:  # to the slab's row order (its other streams: zeros, unused)
-            padded = features.new_zeros((size, *features.shape[1:]))
-            features = padded.index_copy_(0, rows, features)
-        stepped = {state.row: state for state in states}
-        idle = [(0, self.window, 0)] * len(self.ring_biases)  # any slot, untouched
-        claims = [
-            [cache.claim() for cache in stepped[row].caches] if row in stepped else idle
-            for row in range(size)
-        ]
-        slots = torch.tensor([claim[0][0] for claim in claims], device=device)
-        slot_index = slots.repeat_interleave(self.num_joints).view(-1, 1, 1, 1)
-        tensors: list[Tensor] = []
-        for layer, ((key, value), biases) in enumerate(
-            zip(slab.layers, self.ring_biases, strict=True)
-        ):
-            bias = biases.index_select(0, slots)  # [R, V·H, 1, W]
-            for row, claim in enumerate(claims):
-                held = claim[layer][1]
-                if held < self.window:  # slots not written yet take no attention
-                    bias[row, :, :, held:] = float("-inf")
-            tensors += (key, value, bias.view(-1, 1, self.window))
-        if rows is not None and size > B:
-            keep = torch.ones(size, dtype=torch.bool, device=device).index_fill_(0, rows, False)
-            tensors.append(keep.repeat_interleave(self.num_joints).view(-1, 1, 1, 1))
-        logits, forecast = self._run((size, len(tensors) % 3 == 1), features, slot_index, tensors)
-        if rows is not None:  # back to the order of the states
-            logits, forecast = logits.index_select(0, rows), forecast.index_select(0, rows)
-        return logits, forecast
-
-    def _run(
-        self, variant: tuple[int, bool], features: Tensor, slot: Tensor, tensors: list[Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`_frame`, traced once per ``variant`` (rows, some kept unchanged)."""
-        traced = self.traced.get(variant)
-        if traced is None:
-            traced = self.traced[variant] = self._trace(features, slot, tensors)
-        return (traced or self._frame)(features, slot, *tensors)
-
-    def _grown(self, features: Tensor, caches: list[KVCache]) -> tuple[Tensor, Tensor]:
-        """One stream's frame with growing caches (no window), in eager form."""
-        h = torch.matmul(features, self.embedding_t).add_(self.table)  # [1, V, D]
-        for (spatial, temporal), cache in zip(self.encoder, caches, strict=True):
-            h = temporal(spatial(h[0]), cache).unsqueeze(0)
-        return self._readout(h)
-
-    def _frame(self, features: Tensor, slot: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
-        """The frame of :math:`R` streams with every layer's rings (key, value, each
-        :math:`(R V, H, W, D)`, then the bias :math:`(R V H, 1, W)`), the ring slots (one,
-        :math:`(1,)`, or every node's, :math:`(R V, 1, 1, 1)`) and, last, optionally the nodes
-        whose rings stay unchanged (:math:`(R V, 1, 1, 1)`) given: only tensor operations, as
-        :func:`torch.jit.trace` records them."""
-        keep = tensors[-1] if len(tensors) % 3 == 1 else None
-        h = torch.matmul(features, self.embedding_t).add_(self.table)  # [R, V, D]
-        V, D = self.node_shape
-        for i, (spatial, temporal) in enumerate(self.encoder):
-            key, value, bias = tensors[3 * i : 3 * i + 3]
-            h = temporal.ring(spatial(h).view(-1, D), key, value, bias, slot, keep)
-            h = h.view(-1, V, D)
-        return self._readout(h)
-
-    def _trace(self, features: Tensor, slot: Tensor, tensors: list[Tensor]) -> Any:
-        """:meth:`_frame` traced on this frame (on copies of the buffers), or :obj:`False` when
-        tracing fails or the trace differs from the eager result by more than 1e-5."""
-        copies = [t.clone() for t in tensors]
-        expected = self._frame(features, slot, *[t.clone() for t in tensors])
-        try:
-            with warnings.catch_warnings():  # torch.jit is deprecated, not gone
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated")
-                traced = torch.jit.trace(self._frame, (features, slot, *copies), check_trace=False)
-            for _ in range(3):  # the executor optimises the graph during the first runs
-                result = traced(features, slot, *[t.clone() for t in tensors])
-        except (RuntimeError, TypeError, ValueError):
-            return False
-        close = all(
-            torch.allclose(a, b, rtol=0.0, atol=1e-5) for a, b in zip(result, expected, strict=True)
-        )
-        return traced if close else False
-
-    def _readout(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits :math:`(B, K)` and forecasts :math:`(B, N, V, C - 1)` from the encoder's
-        output :math:`(B, V, D)`."""
-        future = self.rollout(h)  # [N, B, V, D]
-        N, (V, D) = self.rollout.steps, self.node_shape
-        y = future.view(-1, D)
-        for weight_t, topology, bias, width in self.decoder:
-            y = torch.mm(y, weight_t).view(-1, V, width)
-            y = torch.matmul(topology, y).add_(bias).relu_().view(-1, width)
-        weight_t, bias, width = self.decoder_out
-        forecast = torch.addmm(bias, y, weight_t).view(N, -1, V, width)
-        h = torch.cat([h, *future.unbind(0)], dim=-1)
-        for layer in self.head:
-            h = layer(h)
-        weight_t, bias = self.classifier
-        joints = h.view(-1, V * self.head[-1].out_channels)  # mean_v W_v h_v = [h_1 … h_V] W / V
-        logits = torch.addmm(bias, joints, weight_t, alpha=1 / V)
-        return logits, forecast.transpose(0, 1)
-
-
-class _Slab:
-    r"""The window rings of :math:`R` streams stacked along the nodes: per encoder layer one key
-    and one value tensor :math:`(R V, H, W, D)`, whose row :math:`r` (nodes
-    :math:`r V \dots (r + 1) V - 1`) is the :class:`~skelgraph.nn.temporal.KVCache` of the
-    stream in row :math:`r`. A batched step over exactly these streams then attends with one
-    product per layer, reading every ring in place.
-
-    Making one moves the given streams' rings into it (each state's caches become views of its
-    row). A later step of some of its streams computes all rows and leaves the others' rings
-    unchanged (cheaper than moving rings around while streams come and go); a stream stepped
-    alone uses its row directly."""
-
-    def __init__(self, states: Sequence[InfoGCN2State]) -> None:
-        self.layers = []
-        for layer in range(len(states[0].caches)):
-            caches = [state.caches[layer] for state in states]
-            key = torch.cat([cache.key for cache in caches])
-            value = torch.cat([cache.value for cache in caches])
-            self.layers.append((key, value))
-            rows = zip(key.chunk(len(states)), value.chunk(len(states)), strict=True)
-            for cache, (row_key, row_value) in zip(caches, rows, strict=True):
-                cache.key, cache.value = row_key, row_value
-        for row, state in enumerate(states):
-            state.slab, state.row = self, row
-        self.size = len(states)
-
-    @staticmethod
-    def common(states: Sequence[InfoGCN2State]) -> _Slab | None:
-        """The slab holding all of ``states``, else :obj:`None`."""
-        slab = states[0].slab
-        return slab if slab is not None and all(s.slab is slab for s in states) else None
-
-
-def _previous(x_t: Tensor, states: Sequence[InfoGCN2State]) -> Tensor | None:
-    """The streams' previous frames :math:`(B, V, C)` (a stream's first frame stands in for its
-    missing previous one, so that its velocities are zero), :obj:`None` when no stream has
-    one."""
-    if all(state.previous is None for state in states):
-        return None
-    return torch.cat(
-        [
-            x_t[b : b + 1] if state.previous is None else state.previous
-            for b, state in enumerate(states)
-        ]
-    )
-
-
-def _ring_biases(slopes: Tensor, num_nodes: int, window: int) -> Tensor:
-    r"""The position bias :math:`(W, N H, 1, W)` of a ring of :math:`W` slots for every slot of
-    the new frame: entry ``[s, n·H + h, 0, j]`` is :math:`-m_h ((s - j) \bmod W)`."""
-    slots = torch.arange(window, device=slopes.device)
-    distance = (slots[:, None] - slots[None, :]).remainder(window).float()  # [slot, j]
-    bias = -(slopes[None, :, None] * distance[:, None, :])  # [W, H, W]
-    return bias.repeat(1, num_nodes, 1).unsqueeze(2).contiguous()
-
-
 @dataclass
 class InfoGCN2State:
     r"""What :meth:`InfoGCN2.step` carries from one frame to the next.
@@ -444,13 +183,15 @@ class InfoGCN2State:
         previous (Tensor, optional): the joints of the last frame :math:`(B, V, C)`
             (:obj:`None` before the first frame), for the velocity features.
         frames (int): frames processed so far.
+        slab, row: where a frame plan that batches one-stream states keeps this stream's caches
+            (:class:`~skelgraph.streaming.slab.Slab`), :obj:`None` and 0 until one does.
     """
 
     batch_size: int
     caches: list[KVCache]
     previous: Tensor | None = None
     frames: int = 0
-    slab: _Slab | None = field(default=None, repr=False, compare=False)
+    slab: Any = field(default=None, repr=False, compare=False)
     row: int = field(default=0, repr=False, compare=False)
 
 
@@ -616,7 +357,6 @@ class InfoGCN2(SkeletonModel):
         # the concatenated joint features [V·C_head] -> K.
         self.classifier = nn.Linear(V * head_channels, num_classes)
         self.reset_parameters()
-        self.register_load_state_dict_post_hook(_drop_frame_plan)
 
     def reset_parameters(self) -> None:
         """Re-initialises every layer; the joint embedding is drawn from
@@ -634,7 +374,7 @@ class InfoGCN2(SkeletonModel):
             node_mask = mask.unsqueeze(1).expand(B, V, T).reshape(B * V, T)
 
         # (the explicit leading dimension keeps the broadcast add on torch's fast path)
-        h = F.linear(self.features(x), self.embedding.weight) + self._table().unsqueeze(0)
+        h = F.linear(self.features(x), self.embedding.weight) + self.embedding_table().unsqueeze(0)
         for block in self.encoder:
             h = block(h, node_mask)
         latents = h  # [B, V, T, D]
@@ -666,7 +406,9 @@ class InfoGCN2(SkeletonModel):
         Frame by frame from :meth:`init_state`, the outputs equal :meth:`forward`'s per-step
         logits and forecasts of the whole clip (to float rounding), also beyond
         ``attention_window`` frames. Meant for inference (e.g. under
-        :func:`torch.inference_mode`); ``state`` is updated in place and returned.
+        :func:`torch.inference_mode`); ``state`` is updated in place and returned. This runs the
+        modules themselves; a frame plan (:func:`skelgraph.streaming.build_plan`) steps the same
+        states to the same outputs (to float rounding) at a fraction of the cost.
 
         Args:
             x_t (Tensor): the new frame's joints :math:`(B, V, C)`, confidence last.
@@ -681,13 +423,8 @@ class InfoGCN2(SkeletonModel):
             raise ValueError(
                 f"InfoGCN2.step: x_t: expected shape {list(shape)}, got {list(x_t.shape)}"
             )
-        if state.batch_size == 1 and self._frozen_inference():
-            logits, forecast = self._frame_plan()(x_t, [state])
-            state.previous = x_t.clone()
-            state.frames += 1
-            return logits, forecast, state
         features = self.features.step(x_t, state.previous)
-        h = F.linear(features, self.embedding.weight) + self._table().squeeze(1)
+        h = F.linear(features, self.embedding.weight) + self.embedding_table().squeeze(1)
         for block, cache in zip(self.encoder, state.caches, strict=True):
             h = block.step(h, cache)
         future = self._rollout(h)  # [N, B, V, D]
@@ -697,77 +434,7 @@ class InfoGCN2(SkeletonModel):
         state.frames += 1
         return logits.squeeze(1), forecast, state
 
-    def step_streams(
-        self, x_t: Tensor, states: Sequence[InfoGCN2State]
-    ) -> tuple[Tensor, Tensor, list[InfoGCN2State]]:
-        r"""Advances :math:`B` independent streams by one frame each, every stream at its own
-        frame (e.g. the clients of a service): ``states[b]`` is stream :math:`b`'s one-stream
-        state from :meth:`init_state` ``(1)``, updated in place.
-
-        The outputs equal :meth:`step` on each stream alone (to float rounding). At inference
-        with an attention window and an rk4 solver the streams are computed together in one
-        batched pass, which costs little more than one stream; otherwise one after the other.
-
-        Args:
-            x_t (Tensor): the streams' new frames :math:`(B, V, C)`, confidence last.
-            states (sequence of InfoGCN2State): :math:`B` one-stream states.
-
-        Returns:
-            (Tensor, Tensor, list[InfoGCN2State]): logits :math:`(B, K)`, forecasts
-            :math:`(B, N, V, C - 1)` and the states.
-        """
-        shape = (len(states), self.layout.num_joints, self.in_channels)
-        if x_t.shape != shape:
-            raise ValueError(
-                f"InfoGCN2.step_streams: x_t: expected shape {list(shape)} (one frame per "
-                f"state), got {list(x_t.shape)}"
-            )
-        sizes = [state.batch_size for state in states]
-        if any(size != 1 for size in sizes):
-            raise ValueError(
-                f"InfoGCN2.step_streams: states: expected one-stream states (init_state(1)), "
-                f"got batch sizes {sizes}"
-            )
-        if not self._frozen_inference():
-            return step_each(self, x_t, states)
-        logits, forecast = self._frame_plan()(x_t, states)
-        frames = x_t.clone()
-        for b, state in enumerate(states):
-            state.previous = frames[b : b + 1]
-            state.frames += 1
-        return logits, forecast, list(states)
-
-    def _frozen_inference(self) -> bool:
-        """Whether :meth:`step` may use the frozen inference form (:class:`_FramePlan`)."""
-        return not (self.training or torch.is_grad_enabled()) and self.ode_solver in (
-            "fused_rk4",
-            "rk4",
-        )
-
-    def _frame_plan(self) -> _FramePlan:
-        """The frozen inference form of the model (:class:`_FramePlan`), rebuilt when a
-        parameter or buffer changed in place (their version counters), was moved or was
-        loaded."""
-        tensors = self.__dict__.get("_plan_tensors")
-        if tensors is None:
-            tensors = [*self.parameters(), *self.buffers()]
-            self.__dict__["_plan_tensors"] = tensors
-        version = sum(map(_VERSION, tensors))
-        cached = self.__dict__.get("_plan")
-        if cached is None or cached[0] != version:
-            cached = self.__dict__["_plan"] = (version, _FramePlan(self))
-        return cached[1]
-
-    def _apply(self, fn: Any, recurse: bool = True) -> InfoGCN2:
-        # .to(), .float(), ... : the plan (and its traces) stays when no tensor was replaced,
-        # e.g. a move to the device the model is on
-        before = [t.data_ptr() for t in self.__dict__.get("_plan_tensors", ())]
-        super()._apply(fn, recurse)
-        if before != [t.data_ptr() for t in (*self.parameters(), *self.buffers())]:
-            _drop_frame_plan(self)
-        return self
-
-    def _table(self) -> Tensor:
+    def embedding_table(self) -> Tensor:
         """Joint embedding plus the embedding bias, :math:`(V, 1, D)`."""
         return self.joint_embedding + self.embedding.bias
 
@@ -809,12 +476,6 @@ class InfoGCN2(SkeletonModel):
             label_smoothing=self.config["label_smoothing"],
             detach_feature_target=self.config["detach_feature_target"],
         )
-
-
-def _drop_frame_plan(model: nn.Module, incompatible_keys: Any = None) -> None:
-    """Forgets the cached :class:`_FramePlan` of ``model`` (its tensors were replaced)."""
-    model.__dict__.pop("_plan", None)
-    model.__dict__.pop("_plan_tensors", None)
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:

@@ -4,7 +4,8 @@ from skelgraph.nn.agcn import AdaptiveGraphConv, AGCNBlock
 from skelgraph.nn.ode import ODEDynamics, SinusoidalTimeEmbedding, rk4_rollout, rollout
 from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import STGCNBlock, STGCNConv, graph_partitions
-from skelgraph.nn.temporal import CausalTemporalAttention, KVCache, TemporalConv
+from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
+from skelgraph.nn.temporal_conv import TemporalConv
 
 __all__ = [
     "SAGC",

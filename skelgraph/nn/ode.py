@@ -20,20 +20,24 @@ frames); :class:`SinusoidalTimeEmbedding` is a continuous function of :math:`\ta
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
-from skelgraph.nn.sagc import SAGC, SAGCFrame
+from skelgraph.nn.sagc import SAGC
 
 __all__ = [
     "FIXED_STEP_METHODS",
+    "RK4_STAGES",
     "ODEDynamics",
-    "RK4Frame",
     "SinusoidalTimeEmbedding",
     "rk4_rollout",
+    "rk4_stage_times",
+    "rk4_step",
     "rollout",
 ]
 
@@ -48,6 +52,10 @@ FIXED_STEP_METHODS = (
     "implicit_adams",
     "fixed_adams",
 )
+
+#: Where the stages of an rk4 step from :math:`\tau` fall, in steps :math:`h`: stage :math:`i` is
+#: evaluated at :math:`\tau + c_i h` (Kutta's 3/8 rule, see the module description).
+RK4_STAGES = (0.0, 1 / 3, 2 / 3, 1.0)
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -228,6 +236,65 @@ def rollout(
     return states[1:]
 
 
+def rk4_stage_times(
+    steps: int, step_size: float = 1.0, device: torch.device | str | None = None
+) -> Tensor:
+    r"""The times of every stage of ``steps`` rk4 steps of :math:`h` from :math:`\tau = 0`:
+    :math:`(N, 4)` float32, entry ``[n, i]`` :math:`(n + c_i) h` (:data:`RK4_STAGES`)."""
+    _check_rollout("rk4_stage_times", steps, step_size)
+    h = step_size
+    times = [[(n + c) * h for c in RK4_STAGES] for n in range(steps)]
+    return torch.tensor(times, dtype=torch.float32, device=device)
+
+
+def rk4_step(
+    func: Callable[[Any, Tensor], Tensor],
+    times: Sequence[Any],
+    z: Tensor,
+    combine: Callable[[Tensor, int, list[Tensor]], Tensor],
+) -> Tensor:
+    r"""One step of Kutta's 3/8 rule from :math:`Z_n`: the stage derivatives
+    :math:`k_i = f(\tau_n + c_i h, Z^{(i)})` with :math:`Z^{(1)} = Z_n`, every later stage input
+    :math:`Z^{(i + 1)} = Z_n + \sum_{j \le i} a_{ij} k_j` and the result
+    :math:`Z_{n+1} = Z_n + \sum_j b_j k_j` (coefficients in the module description).
+
+    How the linear combinations are computed is the caller's: :func:`rk4_rollout` sums
+    elementwise in the fewest passes over the state (and stays differentiable), the frozen
+    one-frame form of :mod:`skelgraph.streaming` takes one small matrix product into
+    preallocated rows (fewer operations on a frame's small tensors).
+
+    Args:
+        func (callable): the derivative, ``func(time, z)``.
+        times (sequence): the four stage times as ``func`` takes them (e.g. a row of
+            :func:`rk4_stage_times`, or constants the caller made for each stage time).
+        z (Tensor): :math:`Z_n`.
+        combine (callable): ``combine(z, i, k)`` with :math:`Z_n` and the derivatives
+            ``k`` :math:`[k_1 \dots k_{i+1}]` computed so far (``i`` from 0): the input of the
+            next stage for ``i < 3``, :math:`Z_{n+1}` for ``i = 3``.
+
+    Returns:
+        Tensor: :math:`Z_{n+1}`.
+    """
+    k: list[Tensor] = []
+    stage = z
+    for i, time in enumerate(times):
+        k.append(func(time, stage))
+        stage = combine(z, i, k)
+    return stage
+
+
+def _combine_elementwise(h: float, z: Tensor, i: int, k: list[Tensor]) -> Tensor:
+    """:func:`rk4_step`'s combinations of the 3/8 rule with step ``h``, in fused in-place
+    updates: 10 passes over the state per step."""
+    if i == 0:
+        return torch.add(z, k[0], alpha=h / 3)
+    if i == 1:
+        return torch.add(z, k[1], alpha=h).add_(k[0], alpha=-h / 3)
+    if i == 2:
+        return torch.add(z, torch.sub(k[0], k[1]).add_(k[2]), alpha=h)
+    return torch.add(z, torch.add(k[0], torch.add(k[1], k[2]), alpha=3).add_(k[3]), alpha=h / 8)
+
+
 def rk4_rollout(
     func: Callable[[Tensor, Tensor], Tensor], z0: Tensor, steps: int, step_size: float = 1.0
 ) -> Tensor:
@@ -238,110 +305,18 @@ def rk4_rollout(
     :func:`torchdiffeq.odeint` spends about 20 passes over the state per step on its own
     arithmetic and bookkeeping (a separate kernel for every scalar product and sum, plus an
     ``abs()`` of the whole state in every function evaluation to find its dtype); here a step
-    takes 10, and the stage times are made once, so no value is read back from the device.
-    The results agree with torchdiffeq's to float rounding. Arguments and result as in
-    :func:`rollout`.
+    (:func:`rk4_step`) takes 10, and the stage times are made once
+    (:func:`rk4_stage_times`), so no value is read back from the device. The results agree with
+    torchdiffeq's to float rounding. Arguments and result as in :func:`rollout`.
     """
     _check_rollout("rk4_rollout", steps, step_size)
-    h = step_size
-    taus = torch.tensor(
-        [[n * h, (n + 1 / 3) * h, (n + 2 / 3) * h, (n + 1) * h] for n in range(steps)],
-        dtype=torch.float32,
-        device=z0.device,
-    )
+    combine = partial(_combine_elementwise, step_size)
     states = []
     z = z0
-    for tau in taus:
-        k1 = func(tau[0], z)
-        k2 = func(tau[1], torch.add(z, k1, alpha=h / 3))
-        k3 = func(tau[2], torch.add(z, k2, alpha=h).add_(k1, alpha=-h / 3))
-        k4 = func(tau[3], torch.add(z, torch.sub(k1, k2).add_(k3), alpha=h))
-        z = torch.add(z, torch.add(k1, torch.add(k2, k3), alpha=3).add_(k4), alpha=h / 8)
+    for times in rk4_stage_times(steps, step_size, z0.device):
+        z = rk4_step(func, times, z, combine)
         states.append(z)
     return torch.stack(states)
-
-
-class RK4Frame:
-    r""":func:`rk4_rollout` of an :class:`ODEDynamics` (start time 0) frozen for inference on one
-    frame :math:`(V, D)`, or on one frame of :math:`B` graphs :math:`(B, V, D)`.
-
-    The rk4 stage times are the same for every frame, so their time embeddings are constants:
-    each layer is an :class:`~skelgraph.nn.sagc.SAGCFrame`, and for a layer without residual
-    (the dynamics' last one) the embedding enters its product as a precomputed per-stage bias
-    instead of an addition. The four stage derivatives of a step go to the rows of one matrix
-    :math:`K`, and every combination of the 3/8 rule (a stage's input, the step's result) is one
-    product :math:`z + c^\top K`. Equal to :func:`rk4_rollout` to float rounding. The constants
-    are detached: build a new one after the weights change.
-
-    Args:
-        dynamics (ODEDynamics): the dynamics.
-        steps (int): number of future states :math:`N`.
-        step_size (float, optional): :math:`h`. (default: :obj:`1.0`)
-
-    Shapes:
-        - **input:** :math:`([B,] V, D)`
-        - **output:** :math:`(N, [B,] V, D)`
-    """
-
-    def __init__(self, dynamics: ODEDynamics, steps: int, step_size: float = 1.0) -> None:
-        _check_rollout("RK4Frame", steps, step_size)
-        h = step_size
-        with torch.no_grad():
-            weight = dynamics.time_embedding.phase
-            taus = torch.tensor(
-                [[n * h, (n + 1 / 3) * h, (n + 2 / 3) * h, (n + 1) * h] for n in range(steps)],
-                dtype=torch.float32,
-                device=weight.device,
-            )
-            embeddings = dynamics.time_embedding(taus).to(weight.dtype)  # [N, 4, D]
-            self.layers = [SAGCFrame(layer) for layer in dynamics.layers]
-            self.node_shape = (self.layers[0].num_nodes, self.layers[-1].out_channels)
-            last = self.layers[-1]
-            # with a residual the shift also enters the residual: it is added explicitly then
-            folded = None if last.residual else last.shifted_bias(embeddings)
-            # per step, per stage (lists, so that a trace records no indexing)
-            self.embeddings = [list(step.unbind(0)) for step in embeddings]
-            self.folded = None if folded is None else [list(step.unbind(0)) for step in folded]
-            # rows: the input of stages 2, 3, 4, then the step's result, as c^T [k1 k2 k3 k4]
-            coefficients = weight.new_tensor(
-                [
-                    [h / 3, 0.0, 0.0, 0.0],
-                    [-h / 3, h, 0.0, 0.0],
-                    [h, -h, h, 0.0],
-                    [h / 8, 3 * h / 8, 3 * h / 8, h / 8],
-                ]
-            )
-            # row i uses the i + 1 derivatives computed so far (the others are not written yet)
-            self.coefficients = [row[: i + 1].unsqueeze(0) for i, row in enumerate(coefficients)]
-        self.steps = steps
-
-    def __call__(self, z0: Tensor) -> Tensor:
-        # the 3/8 rule combines every entry alike: all graphs' states are one row of B·V·D
-        # (sizes left to the views and *_like allocations, so that a trace records no arithmetic)
-        z = z0.reshape(1, -1)
-        states = torch.empty_like(z.expand(self.steps, -1))
-        batch = (-1,) if z0.dim() == 3 else ()
-        for n in range(self.steps):
-            k = torch.empty_like(z.expand(4, -1))
-            derivatives = k.view((4, *batch, *self.node_shape)).unbind(0)  # the rows of k
-            stage_input = z
-            for i in range(4):
-                self._derivative(stage_input.view_as(z0), n, i, derivatives[i])
-                out = states[n : n + 1] if i == 3 else None
-                stage_input = torch.addmm(z, self.coefficients[i], k[: i + 1], out=out)
-            z = stage_input
-        return states.view((self.steps, *batch, *self.node_shape))
-
-    def _derivative(self, z: Tensor, n: int, i: int, out: Tensor) -> None:
-        r""":math:`f(z, \tau)` at stage ``i`` of step ``n``, written to ``out``."""
-        embedding = self.embeddings[n][i]
-        for layer in self.layers[:-1]:
-            z = layer(z + embedding)
-        last = self.layers[-1]
-        if self.folded is None:
-            last(z + embedding, out=out)
-        else:
-            last(z, self.folded[n][i], out=out)
 
 
 def _check_rollout(name: str, steps: int, step_size: float) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.layouts.graph import spatial_partitions
-from skelgraph.nn.temporal import TemporalConv
+from skelgraph.nn.temporal_conv import TemporalConv
 
 PARTITION_STRATEGIES = ("uniform", "distance", "spatial")
 
@@ -257,7 +257,7 @@ class GraphTemporalBlock(DenseGraphModule):
         + \mathcal{R}(\mathbf{X})\big)
 
     :math:`\mathcal{S}` is :meth:`spatial` (the spatial layer ``gcn``), :math:`\mathrm{TCN}` a
-    :class:`~skelgraph.nn.temporal.TemporalConv` and :math:`\mathcal{R}` the identity (same
+    :class:`~skelgraph.nn.temporal_conv.TemporalConv` and :math:`\mathcal{R}` the identity (same
     channels, stride 1), a strided :math:`1 \times 1` convolution with batch norm, or zero
     (``residual=False``). With ``causal=True`` output frame :math:`t` depends on input frames
     :math:`\le s t` only, provided :math:`\mathcal{S}` acts on each frame separately or causally

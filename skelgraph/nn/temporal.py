@@ -1,4 +1,5 @@
-"""Temporal layers: causal self-attention along time (with streaming) and a temporal convolution."""
+"""Causal self-attention along time with a relative position bias (ALiBi) and its key/value cache
+for frame-by-frame inference."""
 
 from __future__ import annotations
 
@@ -7,6 +8,56 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+__all__ = ["CausalTemporalAttention", "KVCache", "alibi_bias", "alibi_ring_bias", "alibi_slopes"]
+
+
+def alibi_slopes(heads: int) -> Tensor:
+    r"""The fixed per-head slopes :math:`m_h` of ALiBi (`Press et al., 2022
+    <https://arxiv.org/abs/2108.12409>`_): for :math:`H` a power of two the geometric sequence
+    :math:`m_h = 2^{-8 h / H}`, :math:`h = 1 \dots H`; otherwise the sequence of the next
+    lower power of two :math:`P`, followed by every other slope of the sequence of :math:`2P`.
+
+    Returns:
+        Tensor: :math:`(H,)` float32, from the steepest (most local head) to the flattest.
+    """
+    if heads < 1:
+        raise ValueError(f"alibi_slopes: heads: expected an integer >= 1, got {heads}")
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    power = 1 << (heads.bit_length() - 1)
+    slopes = geometric(power) + geometric(2 * power)[0::2][: heads - power]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(slopes: Tensor, distance: Tensor) -> Tensor:
+    r"""The ALiBi position bias :math:`-m_h d` of every head for frame distances :math:`d = t - s`
+    (query frame :math:`t`, key frame :math:`s`).
+
+    Args:
+        slopes (Tensor): :math:`m_h`, :math:`(H,)` (:func:`alibi_slopes`).
+        distance (Tensor): distances of any shape :math:`(*)` (integer or float).
+
+    Returns:
+        Tensor: :math:`(H, *)`, in the dtype of ``slopes``.
+    """
+    return -(slopes.view(-1, *(1,) * distance.dim()) * distance.float())
+
+
+def alibi_ring_bias(slopes: Tensor, window: int) -> Tensor:
+    r"""The ALiBi bias of a ring of :math:`W` slots, frame :math:`t` stored in slot
+    :math:`t \bmod W`: entry ``[s, h, j]`` is the bias :math:`-m_h ((s - j) \bmod W)` of slot
+    :math:`j` for a new frame in slot :math:`s` (slot :math:`j` holds frame
+    :math:`t - ((s - j) \bmod W)`).
+
+    Returns:
+        Tensor: :math:`(W, H, W)`.
+    """
+    slots = torch.arange(window, device=slopes.device)
+    distance = (slots[:, None] - slots[None, :]).remainder(window)  # [s, j]
+    return alibi_bias(slopes, distance).transpose(0, 1)
 
 
 @dataclass
@@ -35,7 +86,6 @@ class KVCache:
 
     def __post_init__(self) -> None:
         self._bias = self._bias_table()
-        self._node_bias: Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -51,38 +101,23 @@ class KVCache:
             position bias :math:`-m_h (t - s)` of each held frame :math:`s` for the new frame
             :math:`t`, of shape :math:`(H, L)`, all in slot order.
         """
-        held, start = self._store(key.select(2, 0), value.select(2, 0))
-        return self.key[:, :, :held], self.value[:, :, :held], self._bias[:, start : start + held]
+        slot, held = self.write(key.select(2, 0), value.select(2, 0))
+        return self.key[:, :, :held], self.value[:, :, :held], self.bias(slot, held)
 
-    def append_flat(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        r""":meth:`append` for ``key``, ``value`` of shape :math:`(N, H \cdot D)`, returning the
-        held keys and values as :math:`(N H, L, D)` and the bias as :math:`(N H, 1, L)`: the
-        layout of one batched product over all nodes and heads."""
-        N, H, _, D = self.key.shape
-        held, start = self._store(key.view(N, H, D), value.view(N, H, D))
-        if self._node_bias is None:
-            self._node_bias = self._bias.repeat(N, 1).unsqueeze(1)  # row n·H + h: head h
-        return (
-            self.key[:, :, :held].view(N * H, held, D),
-            self.value[:, :, :held].view(N * H, held, D),
-            self._node_bias[:, :, start : start + held],
-        )
-
-    def _store(self, key: Tensor, value: Tensor) -> tuple[int, int]:
-        """Writes one frame (:math:`(N, H, D)` each) to its slot; returns the frames held and
-        the start of their biases in the bias table."""
-        slot, held, start = self.claim()
+    def write(self, key: Tensor, value: Tensor) -> tuple[int, int]:
+        """Stores one frame (:math:`(N, H, D)` each) in its slot; returns :meth:`claim`'s slot
+        and frames held."""
+        slot, held = self.claim()
         self.key.select(2, slot).copy_(key)
         self.value.select(2, slot).copy_(value)
-        return held, start
+        return slot, held
 
-    def claim(self) -> tuple[int, int, int]:
+    def claim(self) -> tuple[int, int]:
         """Counts one more frame without writing it (the caller writes slot ``slot`` of
         :attr:`key` and :attr:`value`); grows the buffers when full, without a window.
 
         Returns:
-            (int, int, int): the frame's slot, the frames held and the start of their biases
-            in the bias table.
+            (int, int): the frame's slot and the frames held (slots ``0 … held - 1``).
         """
         t = self.length
         if self.window is None:
@@ -90,25 +125,27 @@ class KVCache:
                 self.key = _grown(self.key, t)
                 self.value = _grown(self.value, t)
                 self._bias = self._bias_table()
-                self._node_bias = None
-            slot, held, start = t, t + 1, self.capacity - 1 - t
+            slot, held = t, t + 1
         else:
             slot, held = t % self.window, min(t + 1, self.window)
-            start = self.window - 1 - slot
         self.length = t + 1
-        return slot, held, start
+        return slot, held
+
+    def bias(self, slot: int, held: int) -> Tensor:
+        r"""The position bias :math:`(H, L)` of the ``held`` slots for the new frame in
+        ``slot`` (from :meth:`claim`)."""
+        if self.window is None:
+            return self._bias[:, self.capacity - held :]
+        return self._bias[slot, :, :held]
 
     def _bias_table(self) -> Tensor:
-        r"""Biases :math:`(H, \cdot)` whose slice from ``start`` gives every slot's bias: entry
-        :math:`i` is :math:`-m_h (L_{max} - 1 - i)` without a window, and
-        :math:`-m_h ((W - 1 - i) \bmod W)` for :math:`i < 2W - 1` with one (slot :math:`j` of
-        the ring holds frame :math:`s` with :math:`t - s = (t - j) \bmod W`)."""
+        r"""Without a window :math:`(H, L_{max})`, entry :math:`i` the bias of distance
+        :math:`L_{max} - 1 - i` (its last :math:`L` entries: the frames held, in order); with one
+        :func:`alibi_ring_bias` :math:`(W, H, W)`."""
         if self.window is None:
             distance = torch.arange(self.capacity - 1, -1, -1, device=self.key.device)
-        else:
-            index = torch.arange(2 * self.window - 1, device=self.key.device)
-            distance = (self.window - 1 - index).remainder(self.window)
-        return -(self.slopes[:, None] * distance.float())
+            return alibi_bias(self.slopes, distance)
+        return alibi_ring_bias(self.slopes, self.window)
 
 
 def _grown(buffer: Tensor, length: int) -> Tensor:
@@ -118,26 +155,6 @@ def _grown(buffer: Tensor, length: int) -> Tensor:
     grown = buffer.new_empty(shape)
     grown[:, :, :length] = buffer[:, :, :length]
     return grown
-
-
-def alibi_slopes(heads: int) -> Tensor:
-    r"""The fixed per-head slopes :math:`m_h` of ALiBi (`Press et al., 2022
-    <https://arxiv.org/abs/2108.12409>`_): for :math:`H` a power of two the geometric sequence
-    :math:`m_h = 2^{-8 h / H}`, :math:`h = 1 \dots H`; otherwise the sequence of the next
-    lower power of two :math:`P`, followed by every other slope of the sequence of :math:`2P`.
-
-    Returns:
-        Tensor: :math:`(H,)` float32, from the steepest (most local head) to the flattest.
-    """
-    if heads < 1:
-        raise ValueError(f"alibi_slopes: heads: expected an integer >= 1, got {heads}")
-
-    def geometric(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
-
-    power = 1 << (heads.bit_length() - 1)
-    slopes = geometric(power) + geometric(2 * power)[0::2][: heads - power]
-    return torch.tensor(slopes, dtype=torch.float32)
 
 
 class CausalTemporalAttention(nn.Module):
@@ -162,10 +179,10 @@ class CausalTemporalAttention(nn.Module):
     where :math:`W` is the attention window (:math:`\infty` without one), :math:`m_s` the frame
     mask (all frames when no mask is given) and the MLP is
     :math:`\mathrm{Linear} \to \mathrm{GELU} \to \mathrm{Linear}`. The only time information is
-    the relative position bias :math:`-m_h (t - s)` of ALiBi with the fixed slopes
-    :func:`alibi_slopes`: the layer sees how far back a frame is, never the absolute frame index,
-    so its output does not depend on where a clip starts, and a model trained on windows of
-    :math:`W` frames runs on a stream of any length. Distances count frame positions, padded
+    the relative position bias :math:`-m_h (t - s)` of ALiBi (:func:`alibi_bias`) with the fixed
+    slopes :func:`alibi_slopes`: the layer sees how far back a frame is, never the absolute frame
+    index, so its output does not depend on where a clip starts, and a model trained on windows
+    of :math:`W` frames runs on a stream of any length. Distances count frame positions, padded
     frames included. A query at a padded frame whose window holds no real frame attends to itself
     only, so it never yields NaN.
 
@@ -271,7 +288,7 @@ class CausalTemporalAttention(nn.Module):
             allowed = distance >= 0
             if self.window is not None:
                 allowed &= distance < self.window
-            bias = -(self.slopes[:, None, None] * distance.float())
+            bias = alibi_bias(self.slopes, distance)
             bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(0)
             if not torch.is_inference_mode_enabled():  # inference tensors cannot be reused
                 self._bias_cache = (num_frames, device, bias)
@@ -395,200 +412,4 @@ class CausalTemporalAttention(nn.Module):
         return (
             f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
             f"mlp_ratio={self.mlp_ratio}, dropout={self.dropout}, window={self.window})"
-        )
-
-
-class TemporalFrame:
-    r"""A :class:`CausalTemporalAttention` layer frozen for :meth:`~CausalTemporalAttention.step`
-    at inference: the query scale folded into the query weights, the transposed weights made
-    once and the attention of every node and head one batched product with the cache. Equal to
-    :meth:`~CausalTemporalAttention.step` in evaluation mode to float rounding. The constants
-    are detached: build a new one after the weights change.
-
-    Args:
-        layer (CausalTemporalAttention): the layer.
-
-    Shapes:
-        - **input:** :math:`(N, C)` and the layer's :class:`KVCache` over :math:`N` nodes
-        - **output:** :math:`(N, C)`
-    """
-
-    def __init__(self, layer: CausalTemporalAttention) -> None:
-        C = layer.channels
-        scale = layer.head_channels**-0.5
-        with torch.no_grad():
-            weight, bias = layer.qkv.weight.detach(), layer.qkv.bias
-            self.query_t = (weight[:C] * scale).t().contiguous()
-            self.key_value_t = weight[C:].t().contiguous()
-            zeros = weight.new_zeros(3 * C)
-            bias = zeros if bias is None else bias.detach()
-            self.query_bias, self.key_value_bias = bias[:C] * scale, bias[C:]
-            # GELU(a) = (a / √2)(1 + erf(a / √2)): fc1 makes u = a / √2 and fc2 takes the last
-            # 1 / √2, so that the MLP's activation is u + u·erf(u) (the exact GELU; the fused
-            # GELU kernel costs several times more on a frame's few thousand elements)
-            root_half = 0.5**0.5
-            self.linears = [
-                _transposed(layer.proj, zeros),
-                _transposed(layer.fc1, zeros, out_scale=root_half),
-                _transposed(layer.fc2, zeros, in_scale=root_half),
-            ]
-        self.norms = [
-            (norm.normalized_shape, _detached(norm.weight), _detached(norm.bias), norm.eps)
-            for norm in (layer.norm1, layer.norm2)
-        ]
-        self.channels = C
-        self.heads, self.head_channels = layer.heads, layer.head_channels
-        self.window = layer.window
-
-    def __call__(self, x: Tensor, cache: KVCache) -> Tensor:
-        q, k, v = self._project(x)
-        keys, values, bias = cache.append_flat(k, v)
-        return self._attend(x, q, keys, values, bias)
-
-    def ring(
-        self,
-        x: Tensor,
-        key: Tensor,
-        value: Tensor,
-        bias: Tensor,
-        slot: Tensor,
-        keep: Tensor | None = None,
-    ) -> Tensor:
-        r"""The step with window ring buffers given as tensors, so that it can be traced
-        (:func:`torch.jit.trace`): writes every node's new key and value to its slot of
-        ``key`` and ``value``
-        :math:`(N, H, W, D)` in place (a cache's :attr:`~KVCache.key` and
-        :attr:`~KVCache.value` after :meth:`~KVCache.claim`, or the rings of several streams,
-        each at its own frame, stacked along the nodes) and attends over all :math:`W` slots
-        with ``bias`` :math:`(N H, 1, W)` (:math:`-\infty` for the slots not written yet).
-        ``slot`` (long) is the slot of every node, :math:`(1,)`, or each node's own,
-        :math:`(N, 1, 1, 1)`.
-
-        ``keep`` :math:`(N, 1, 1, 1)` (bool) marks nodes whose ring must not change (streams
-        not stepped this time): their slot keeps its content, and their output is meaningless.
-        """
-        H, W, D = self.heads, self.window, self.head_channels
-        q, k, v = self._project(x)
-        k, v = k.view(-1, H, 1, D), v.view(-1, H, 1, D)
-        if slot.dim() == 1:  # one slot: a copy, several times cheaper than a scatter
-            key.index_copy_(2, slot, k)
-            value.index_copy_(2, slot, v)
-        else:
-            index = slot.expand(-1, H, 1, D)
-            if keep is not None:
-                k = torch.where(keep, key.gather(2, index), k)
-                v = torch.where(keep, value.gather(2, index), v)
-            key.scatter_(2, index, k)
-            value.scatter_(2, index, v)
-        return self._attend(x, q, key.view(-1, W, D), value.view(-1, W, D), bias)
-
-    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Scaled queries, keys and values :math:`(N, C)` of the normalised frame."""
-        C = self.channels
-        h = F.layer_norm(x, *self.norms[0])
-        q = torch.addmm(self.query_bias, h, self.query_t)
-        kv = torch.addmm(self.key_value_bias, h, self.key_value_t)
-        return q, kv[:, :C], kv[:, C:]
-
-    def _attend(self, x: Tensor, q: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
-        """Attention over ``keys``, ``values`` :math:`(N H, L, D)` with ``bias``
-        :math:`(N H, 1, L)`, then the residual and the MLP."""
-        (proj_t, proj_b), (fc1_t, fc1_b), (fc2_t, fc2_b) = self.linears
-        scores = torch.baddbmm(bias, q.view(-1, 1, self.head_channels), keys.transpose(1, 2))
-        attended = torch.bmm(torch.softmax(scores, dim=-1), values).view(-1, self.channels)
-        x = torch.addmm(proj_b, attended, proj_t).add_(x)
-        u = torch.addmm(fc1_b, F.layer_norm(x, *self.norms[1]), fc1_t)
-        return torch.addmm(fc2_b, torch.addcmul(u, u, torch.erf(u)), fc2_t).add_(x)
-
-
-def _transposed(
-    linear: nn.Linear, zeros: Tensor, out_scale: float = 1.0, in_scale: float = 1.0
-) -> tuple[Tensor, Tensor]:
-    """``(W^T, b)`` of ``linear`` as :func:`torch.addmm` reads them, for inputs multiplied by
-    ``in_scale`` and outputs by ``out_scale`` (a missing bias taken from ``zeros``)."""
-    weight = (linear.weight.detach() * (out_scale * in_scale)).t().contiguous()
-    bias = zeros[: linear.out_features] if linear.bias is None else linear.bias.detach()
-    return weight, bias * out_scale
-
-
-def _detached(tensor: Tensor | None) -> Tensor | None:
-    return None if tensor is None else tensor.detach()
-
-
-class TemporalConv(nn.Module):
-    r"""Temporal convolution unit of ST-GCN-style blocks: a :math:`(k \times 1)` convolution along
-    time, batch normalisation and dropout, on dense skeleton tensors.
-
-    .. math::
-        \mathbf{X}'_{:, t} = \mathrm{Dropout}\Big(\mathrm{BN}\Big(\sum_{i=0}^{k-1}
-        \mathbf{W}_i \, \mathbf{X}_{:, s t + i - p}\Big)\Big)
-
-    with stride :math:`s`. Centred (``causal=False``): :math:`p = (k - 1) / 2` frames of zero
-    padding on both sides, so output frame :math:`t` is centred on input frame :math:`s t`.
-    Causal: :math:`p = k - 1` frames on the past side only, so output frame :math:`t` ends at
-    input frame :math:`s t` and never depends on later frames. Either way there are
-    :math:`\lceil T / s \rceil` output frames, aligned with a stride-:math:`s` residual.
-
-    Args:
-        in_channels (int): input channels.
-        out_channels (int): output channels.
-        kernel_size (int, optional): temporal extent :math:`k` (odd unless ``causal``).
-            (default: :obj:`9`)
-        stride (int, optional): temporal stride :math:`s`. (default: :obj:`1`)
-        dropout (float, optional): dropout probability. (default: :obj:`0.0`)
-        causal (bool, optional): pad the past only. (default: :obj:`False`)
-
-    Shapes:
-        - **input:** :math:`(B, C_{in}, T, V)`
-        - **output:** :math:`(B, C_{out}, \lceil T / s \rceil, V)`
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 9,
-        *,
-        stride: int = 1,
-        dropout: float = 0.0,
-        causal: bool = False,
-    ) -> None:
-        super().__init__()
-        if kernel_size < 1 or stride < 1:
-            raise ValueError(
-                f"TemporalConv: kernel_size and stride must be positive, got {kernel_size} "
-                f"and {stride}"
-            )
-        if not causal and kernel_size % 2 == 0:
-            raise ValueError(
-                f"TemporalConv: kernel_size must be odd for centred padding, got {kernel_size}"
-            )
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.causal = causal
-        self.conv = nn.Conv2d(
-            in_channels,
-            out_channels,
-            (kernel_size, 1),
-            stride=(stride, 1),
-            padding=(0 if causal else (kernel_size - 1) // 2, 0),
-        )
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.dropout = nn.Dropout(dropout)
-
-    def reset_parameters(self) -> None:
-        """Re-initialises the convolution and the batch norm."""
-        self.conv.reset_parameters()
-        self.bn.reset_parameters()
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Applies the unit to ``x`` of shape :math:`(B, C_{in}, T, V)`."""
-        if self.causal:
-            x = F.pad(x, (0, 0, self.kernel_size - 1, 0))
-        return self.dropout(self.bn(self.conv(x)))
-
-    def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}({self.conv.in_channels}, {self.conv.out_channels}, "
-            f"kernel_size={self.kernel_size}, stride={self.stride}, causal={self.causal})"
         )

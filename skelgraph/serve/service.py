@@ -1,9 +1,10 @@
 r"""What the web service does, without the web framework: the shared model, one recogniser per
 stream, uploaded clips and videos to predictions.
 
-The model is loaded once (:func:`load_model`); every stream gets its own
-:class:`~skelgraph.online.OnlineRecognizer` sharing it (:meth:`Recognition.stream`), so streams
-never see each other's state. Replies are plain JSON-able dicts.
+The model is loaded once (:func:`load_model`) and its frame plan built once
+(:func:`~skelgraph.streaming.build_plan`); every stream gets its own
+:class:`~skelgraph.online.OnlineRecognizer` sharing them (:meth:`Recognition.stream`), so streams
+never see each other's state and are batched together. Replies are plain JSON-able dicts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from skelgraph.online import OnlineRecognizer, Prediction
 from skelgraph.pose.tracking import PersonFollower
 from skelgraph.serve.inputs import SKELETON_SUFFIXES, InputError, load_skeleton_upload
 from skelgraph.serve.pose import PoseService
+from skelgraph.streaming import build_plan
 
 __all__ = ["Recognition", "StreamSession", "load_model"]
 
@@ -54,6 +56,10 @@ class Recognition:
             (default: :obj:`0.0`)
         max_frames (int, optional): Most frames of an uploaded clip or video.
             (default: :obj:`3600`)
+
+    Attributes:
+        plan (StreamingModel or None): The model's frame plan, shared by every recogniser
+            (:obj:`None` for a model that does not stream).
     """
 
     def __init__(
@@ -79,35 +85,38 @@ class Recognition:
         self.classes = [str(c) for c in meta["classes"]]
         self.layout = Layout.from_dict(meta["layout"])
         self.channels = int(meta["in_channels"])
+        self.plan = build_plan(model) if isinstance(model, StreamingModel) else None
 
     def recognizer(self, input_layout: str | Layout | None = None) -> OnlineRecognizer:
-        """A fresh :class:`~skelgraph.online.OnlineRecognizer` on the shared model."""
+        """A fresh :class:`~skelgraph.online.OnlineRecognizer` on the shared model and plan."""
         return OnlineRecognizer(
             self.model,
             self.meta,
             input_layout=self.input_layout if input_layout is None else input_layout,
             smoothing=self.smoothing,
             device=self.device,
+            plan=self.plan,
         )
 
     def warm_up(self, streams: int) -> float:
         """Runs the model once for every number of streams from 1 to ``streams`` (all of them,
         then all but one), so that the first busy moments of a service cost what later ones do
         (a batched step of InfoGCN++ prepares itself once per number of streams, see
-        :meth:`~skelgraph.models.InfoGCN2.step_streams`). Models that do not stream need none.
+        :meth:`~skelgraph.streaming.FramePlan.step_streams`). Models that do not stream need
+        none.
 
         Returns:
             float: The seconds it took.
         """
         start = time.perf_counter()
-        if isinstance(self.model, StreamingModel):
+        if self.plan is not None:
             frame = torch.zeros(self.layout.num_joints, self.channels, device=self.device)
             with torch.inference_mode():
                 for count in range(1, streams + 1):
-                    states = [self.model.init_state(1) for _ in range(count)]
-                    states = step_streams(self.model, frame.expand(count, -1, -1), states)[2]
+                    states = [self.plan.init_state(1) for _ in range(count)]
+                    states = step_streams(self.plan, frame.expand(count, -1, -1), states)[2]
                     if count > 1:  # all but one of them, as when one stream is late
-                        step_streams(self.model, frame.expand(count - 1, -1, -1), states[1:])
+                        step_streams(self.plan, frame.expand(count - 1, -1, -1), states[1:])
         return time.perf_counter() - start
 
     def describe(self) -> dict[str, Any]:
