@@ -81,7 +81,6 @@ from tqdm.auto import tqdm
 from skelgraph.clip import SkeletonClip
 from skelgraph.data.folder import read_labels_csv, write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
-from skelgraph.io import atomic_write
 from skelgraph.models import Ensemble
 from skelgraph.models.checkpoint import load_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
@@ -94,6 +93,7 @@ from skelgraph.train.evaluate import (
 )
 from skelgraph.train.report import describe_models, update_report
 from skelgraph.train.run import prepare
+from skelgraph.utils import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

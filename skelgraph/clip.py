@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from skelgraph._atomic import atomic_write
 from skelgraph.layouts import Layout, get_layout, list_layouts
+from skelgraph.utils import atomic_write
 
 __all__ = ["SkeletonClip"]
 

@@ -9,7 +9,6 @@ failed write never leaves a partial file behind.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,13 +18,12 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from skelgraph._atomic import atomic_write
 from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout
+from skelgraph.utils import PathLike, atomic_write
 
 __all__ = [
     "PENN_ACTION_FPS",
-    "atomic_write",
     "load_npz",
     "load_penn_action_mat",
     "load_pyskl",
@@ -33,7 +31,6 @@ __all__ = [
     "save_pyskl",
 ]
 
-PathLike = str | os.PathLike[str]
 
 #: Frame rate of the Penn Action videos.
 PENN_ACTION_FPS = 30.0

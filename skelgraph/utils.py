@@ -1,14 +1,32 @@
-"""Small generic helpers shared by the training, evaluation and inference code: seeding and device
-selection."""
+"""Small generic helpers shared by every layer: atomic file writes, seeding and device selection.
+
+The lowest layer of the package: it imports nothing from it.
+"""
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
 
-__all__ = ["epoch_seed", "resolve_device", "seed_everything", "seed_worker"]
+__all__ = [
+    "PathLike",
+    "atomic_write",
+    "epoch_seed",
+    "resolve_device",
+    "seed_everything",
+    "seed_worker",
+]
+
+#: a file system path as the public functions accept it
+PathLike = str | os.PathLike[str]
 
 
 def seed_everything(seed: int) -> None:
@@ -55,3 +73,29 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but CUDA is not available")
     return device
+
+
+@contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    r"""Opens a temporary file beside :obj:`path` and moves it onto :obj:`path` on success.
+
+    When the body of the ``with`` block raises, the temporary file is removed and an existing file
+    at :obj:`path` is left untouched.
+
+    Args:
+        path (str or os.PathLike): The destination file.
+        mode (str, optional): ``"wb"`` for bytes or ``"w"`` for text. (default: :obj:`"wb"`)
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x")) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

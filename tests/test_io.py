@@ -8,7 +8,6 @@ import scipy.io
 
 from skelgraph.clip import SkeletonClip
 from skelgraph.io import (
-    atomic_write,
     load_npz,
     load_penn_action_mat,
     load_pyskl,
@@ -16,6 +15,7 @@ from skelgraph.io import (
     save_pyskl,
 )
 from skelgraph.layouts import Layout, list_layouts
+from skelgraph.utils import atomic_write
 
 
 def make_keypoints(

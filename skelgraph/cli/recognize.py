@@ -462,7 +462,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _recognize(args: argparse.Namespace, source: Source, recognizer: OnlineRecognizer) -> int:
-    from skelgraph.io import atomic_write
+    from skelgraph.utils import atomic_write
 
     classes = list(recognizer.classes)
     table_file = sys.stderr if args.jsonl == "-" else sys.stdout

@@ -41,10 +41,10 @@ from tqdm.auto import tqdm
 
 from skelgraph.augment import RandomTemporalCrop, default_train_transform
 from skelgraph.clip import SkeletonClip
-from skelgraph.io import atomic_write
 from skelgraph.layouts import Layout, check_mappable, get_layout, map_keypoints
 from skelgraph.layouts.graph import bone_edge_index
 from skelgraph.preprocess import PreprocessConfig, preprocess, sliding_windows
+from skelgraph.utils import atomic_write
 
 __all__ = ["SkeletonDataset", "make_loader", "to_dense"]
 

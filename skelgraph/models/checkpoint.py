@@ -14,7 +14,6 @@ by its name (:func:`resolve_checkpoint`).
 from __future__ import annotations
 
 import importlib.resources
-import os
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
@@ -26,10 +25,10 @@ import torch
 from torch import nn
 
 import skelgraph
-from skelgraph.io import atomic_write
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.models.base import SkeletonModel
 from skelgraph.models.registry import CREATE_ARGS, create
+from skelgraph.utils import PathLike, atomic_write
 
 __all__ = [
     "PRETRAINED_SUFFIX",
@@ -48,7 +47,6 @@ __all__ = [
     "unwrap_model",
 ]
 
-PathLike = str | os.PathLike[str]
 
 #: Wrapper prefixes added to parameter names by DistributedDataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")

@@ -63,6 +63,7 @@ from skelgraph.models.registry import (
     register_model,
     registered_name,
 )
+from skelgraph.utils import PathLike
 
 __all__ = [
     "Ensemble",
@@ -73,7 +74,6 @@ __all__ = [
     "mirrored",
 ]
 
-PathLike = str | os.PathLike[str]
 
 #: Checkpoint meta fields that every fused checkpoint must share.
 _SHARED_META = ("classes", "layout", "in_channels", "window", "preprocess")

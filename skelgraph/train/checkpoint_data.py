@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from skelgraph.data import SkeletonFolder
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.preprocess import PreprocessConfig
+from skelgraph.utils import PathLike
 
 __all__ = ["check_compatible", "checkpoint_folder"]
-
-PathLike = str | os.PathLike[str]
 
 
 def checkpoint_folder(

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from skelgraph.io import atomic_write
+from skelgraph.utils import atomic_write
 
 __all__ = [
     "DataConfig",

@@ -25,10 +25,10 @@ from skelgraph.augment import (
     RandomTranslation,
 )
 from skelgraph.data import PennAction, SkeletonDataset, SkeletonFolder, stratified_split
-from skelgraph.io import PathLike
 from skelgraph.layouts import Layout
 from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.config import DataConfig, TrainConfig
+from skelgraph.utils import PathLike
 
 __all__ = [
     "DataSplits",

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from skelgraph.data import make_loader, to_dense
-from skelgraph.io import PathLike
 from skelgraph.models.ensemble import fuse_logits
 from skelgraph.train.config import TrainConfig
 from skelgraph.train.data import open_dataset, subset_by_clips
@@ -36,7 +35,7 @@ from skelgraph.train.distributed import (
 )
 from skelgraph.train.metrics import classification_metrics, curve_auc, forecast_errors
 from skelgraph.train.report import write_report
-from skelgraph.utils import resolve_device
+from skelgraph.utils import PathLike, resolve_device
 
 __all__ = [
     "EARLY_FRACTIONS",

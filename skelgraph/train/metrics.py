@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skelgraph.io import atomic_write
+from skelgraph.utils import atomic_write
 
 __all__ = [
     "PCK_THRESHOLD",

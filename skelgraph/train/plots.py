@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from skelgraph.io import atomic_write
+from skelgraph.utils import atomic_write
 
 __all__ = ["plot_confusion", "plot_curve", "plot_history"]
 

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from skelgraph.io import PathLike, atomic_write
 from skelgraph.models import Ensemble, registered_name
 from skelgraph.train.metrics import (
     format_table,
@@ -19,6 +18,7 @@ from skelgraph.train.metrics import (
     write_per_class_csv,
 )
 from skelgraph.train.plots import plot_confusion, plot_curve
+from skelgraph.utils import PathLike, atomic_write
 
 __all__ = ["REPORT_ROWS", "describe_model", "describe_models", "update_report", "write_report"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from skelgraph.io import PathLike
 from skelgraph.models import create
 from skelgraph.models.checkpoint import load_weights, make_meta, read_checkpoint
 from skelgraph.preprocess import PreprocessConfig
@@ -18,7 +17,7 @@ from skelgraph.train.data import DataSplits, inference_settings, split_data
 from skelgraph.train.distributed import DistContext, init_distributed, main_first
 from skelgraph.train.evaluate import evaluate_split
 from skelgraph.train.trainer import Trainer
-from skelgraph.utils import resolve_device, seed_everything
+from skelgraph.utils import PathLike, resolve_device, seed_everything
 
 __all__ = ["prepare", "train"]
 

@@ -22,7 +22,6 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from skelgraph.data import make_loader, to_dense
-from skelgraph.io import PathLike, atomic_write
 from skelgraph.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict
 from skelgraph.train.distributed import (
@@ -37,7 +36,14 @@ from skelgraph.train.distributed import (
 from skelgraph.train.evaluate import evaluate
 from skelgraph.train.optim import build_optimizer, build_scheduler
 from skelgraph.train.plots import plot_history
-from skelgraph.utils import epoch_seed, resolve_device, seed_everything, seed_worker
+from skelgraph.utils import (
+    PathLike,
+    atomic_write,
+    epoch_seed,
+    resolve_device,
+    seed_everything,
+    seed_worker,
+)
 
 __all__ = ["Trainer"]
 
