@@ -29,6 +29,8 @@ from _common import format_table, machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the fields that name a row of a results list (the others are its measurements)
+ROW_NAMES = ("model", "layer", "stage", "precision", "case")
 
 
 def export_commit(commit: str, dst: Path) -> None:
@@ -45,8 +47,9 @@ def export_commit(commit: str, dst: Path) -> None:
 def timings(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
     """Yields ``(path, value)`` for every number under a key that names milliseconds.
 
-    A row of a list of results is named by its string fields (e.g. ``model/precision/case``), so
-    the same row is found in both trees' results whatever its position.
+    A row of a list of results is named by its identifying fields (:data:`ROW_NAMES`, e.g.
+    ``model/precision/case``), so the same row is found in both trees' results whatever its
+    position.
     """
     if isinstance(data, Mapping):
         for key, value in data.items():
@@ -59,7 +62,8 @@ def timings(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
     elif isinstance(data, list):
         for index, row in enumerate(data):
             if isinstance(row, Mapping):
-                label = "/".join(str(v) for v in row.values() if isinstance(v, str)) or index
+                names = [str(row[k]) for k in ROW_NAMES if isinstance(row.get(k), str)]
+                label = "/".join(names) or index
                 yield from timings(row, f"{prefix}[{label}]")
 
 
