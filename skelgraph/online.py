@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skelgraph.explain.plots import top_edges
 from skelgraph.layouts import Layout, check_mappable, get_layout, keypoint_mapping, map_keypoints
 from skelgraph.layouts.graph import hop_distance
 from skelgraph.models.base import SkeletonModel, StreamingModel, step_streams
@@ -218,6 +219,7 @@ class OnlineRecognizer:
         """Starts a new stream: forgets every frame, cache and the smoothed probabilities."""
         self.preprocessor.reset()
         self._frames: deque[Tensor] = deque(maxlen=self.window)
+        self._recent: list[Tensor] = []  # the last two frames, for attention_edges
         self._state = None
         if self.streaming:
             with torch.inference_mode():
@@ -274,6 +276,7 @@ class OnlineRecognizer:
         with torch.inference_mode():
             for i, r in enumerate(recognizers):
                 if r.streaming:
+                    r._remember(inputs[i])
                     groups.setdefault(id(r.plan), []).append(i)
                 else:
                     outputs[i] = r._run(inputs[i])
@@ -300,16 +303,48 @@ class OnlineRecognizer:
             )
         return [self.update(frame) for frame in kp]
 
+    def attention_edges(self, top_k: int) -> list[list[float]]:
+        r"""The ``top_k`` strongest edges of the graph the model applied to the last frame, as
+        ``[x_j, y_j, x_i, y_i, weight]`` in input coordinates (message ``j → i``; self-loops
+        and the weaker direction of a pair left out).
+
+        The graph is the mean over heads (and ensemble members) of the first spatial layers'
+        effective adjacency (``"encoder.0.spatial"`` of InfoGCN++, which depends on the last
+        two frames only, so it is recomputed from them exactly and cheaply, apart from the
+        frame plan), or for other models the mean of every layer's graph at the last frame of
+        the window. Costs nothing unless called.
+        """
+        frames = list(self._frames) if not self.streaming else self._recent
+        if not frames:
+            return []
+        with torch.inference_mode():
+            maps = self.model.attention(torch.stack(frames, dim=1).unsqueeze(0))
+        first = [g for name, g in maps.graphs.items() if name.endswith("encoder.0.spatial")]
+        graphs = first or list(maps.graphs.values())
+        graph = torch.stack([g[0, -1].mean(dim=0) for g in graphs]).mean(dim=0).float().numpy()
+        coords = frames[-1][:, :2].float().cpu().numpy().astype(np.float64)
+        coords = coords * self.preprocessor.scale + self.preprocessor.origin[:2]
+        return [
+            [*np.round(coords[j], 2).tolist(), *np.round(coords[i], 2).tolist(), round(w, 4)]
+            for j, i, w in top_edges(graph, top_k)
+        ]
+
     def _run(self, x_t: Tensor) -> tuple[Tensor, Tensor | None]:
         """The model on the new preprocessed frame ``(V, C)``: logits ``(K,)`` and the forecast
         ``(N, V, C - 1)`` (normalised, model layout) or :obj:`None`."""
         if self.streaming:
+            self._remember(x_t)
             logits, forecast, self._state = self.plan.step(x_t.unsqueeze(0), self._state)
             return logits[0], None if forecast is None else forecast[0]
         self._frames.append(x_t)
         out = self.model(torch.stack(tuple(self._frames), dim=1).unsqueeze(0))
         forecast = None if out.forecast is None else out.forecast[0, -1]
         return out.logits[0, -1], forecast
+
+    def _remember(self, x_t: Tensor) -> None:
+        """Keeps the streamed frame ``(V, C)`` with the one before it, for
+        :meth:`attention_edges`."""
+        self._recent = [*self._recent[-1:], x_t]
 
     def _checked(self, keypoints: np.ndarray) -> np.ndarray:
         """The frame as float32 :obj:`(V_in, C)`; raises :class:`ValueError` naming the

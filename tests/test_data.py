@@ -114,7 +114,7 @@ def test_folder_samples(folder: Path, tmp_path: Path, pyskl_clips) -> None:
     np.testing.assert_array_equal(ds.labels, [c.label for c in pyskl_clips[:8]])
     np.testing.assert_array_equal(ds.clip_labels, ds.labels)
     data = ds[3]
-    assert set(data.keys()) == {"x", "edge_index", "y", "frame_mask", "clip_id"}
+    assert set(data.keys()) == {"x", "edge_index", "y", "frame_mask", "clip_id", "layout"}
     assert data.x.shape == (17, 16, 3) and data.x.dtype == torch.float32
     assert data.y.dtype == torch.long and data.y.tolist() == [pyskl_clips[3].label]
     assert data.frame_mask.shape == (1, 16) and data.frame_mask.dtype == torch.bool

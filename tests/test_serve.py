@@ -656,3 +656,20 @@ def test_page_camera_with_fake_device(chromium, checkpoint: Path, tmp_path: Path
             assert "without a pose model" in state["error"]
             assert "Skeleton files work without it" in page.text_content("#pose-note")
         page.screenshot(path=str(tmp_path / "camera.png"))
+
+
+def test_page_overlays_attention_edges(chromium, checkpoint: Path, tmp_path: Path) -> None:
+    """With the toggle on, the stream's replies carry the model's strongest edges and the page
+    draws them over the skeleton."""
+    clip = {"keypoints": person(40, "penn13").round(2).tolist(), "layout": "penn13", "fps": 30}
+    path = tmp_path / "clip.json"
+    path.write_text(json.dumps(clip))
+    with running(create_app(checkpoint)) as address:
+        page = chromium.new_page(viewport={"width": 1100, "height": 700})
+        page.goto(f"http://{address}/")
+        page.wait_for_function("document.querySelectorAll('.bar').length === 3")
+        page.check("#attention-toggle")
+        page.set_input_files("#skeleton-file", str(path))
+        page.wait_for_function("state.attentionDrawn > 0", timeout=30_000)
+        edges = page.evaluate("state.lastPrediction.attention")
+    assert 0 < len(edges) <= 6 and all(len(edge) == 5 for edge in edges)

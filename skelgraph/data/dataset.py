@@ -14,6 +14,7 @@ One sample is a :class:`torch_geometric.data.Data`::
     edge_index LongTensor  [2, E]      the layout's bones in both directions
     y          LongTensor  [1]         class index into ``dataset.classes``
     frame_mask BoolTensor  [1, T]      True for real frames, False for padding
+    layout     Layout                  the joint layout (names, bones), a list in a batch
     clip_id    LongTensor  [1]         index of the sample's clip in this dataset
 
 ``torch_geometric.loader.DataLoader`` batches them as ``x [B·V, T, C]``, ``y [B]``,
@@ -321,6 +322,7 @@ class SkeletonDataset(Dataset):
             mask[:, : len(real)] = True
             data = Data(x=x, frame_mask=mask)
         data.edge_index = self._edge_index
+        data.layout = self._layout
         data.y = self._clip_label[clip : clip + 1].clone()
         data.clip_id = torch.tensor([clip], dtype=torch.long)
         if self.transform is not None:

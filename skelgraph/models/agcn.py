@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
 from skelgraph.layouts.graph import parents
-from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
+from skelgraph.models.base import (
+    AttentionMaps,
+    ModelOutput,
+    SkeletonModel,
+    check_input,
+    resolve_layout,
+)
 from skelgraph.models.losses import classification_loss
 from skelgraph.models.registry import register_model
 from skelgraph.models.stgcn import STGCN_CHANNELS, STGCN_STRIDES, GraphBackbone
@@ -117,6 +123,25 @@ class AGCN2s(SkeletonModel):
             mask=mask,
             extras={"joint_logits": joint, "bone_logits": bone},
         )
+
+    def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
+        """:meth:`forward` and every block's adaptive graph :math:`A_k + B_k + C_k(X)` of both
+        streams (``"joint_stream.blocks.<i>.gcn"``, ``"bone_stream.blocks.<i>.gcn"``) as
+        ``graphs``, and :math:`A_k + B_k` as ``topology``."""
+        check_input("AGCN2s", x, mask, self.layout.num_joints, self.in_channels)
+        graphs: dict[str, dict[str, Tensor]] = {"joint": {}, "bone": {}}
+        joint = self.joint_fc(self.joint_stream(x, mask, graphs["joint"])).unsqueeze(1)
+        bones = bone_features(x, self.parents)
+        bone = self.bone_fc(self.bone_stream(bones, mask, graphs["bone"])).unsqueeze(1)
+        output = ModelOutput(
+            logits=joint + bone, mask=mask, extras={"joint_logits": joint, "bone_logits": bone}
+        )
+        maps = AttentionMaps(output)
+        for name, stream in (("joint", self.joint_stream), ("bone", self.bone_stream)):
+            maps.merge(
+                AttentionMaps(output, graphs[name], topology=stream.topology()), f"{name}_stream."
+            )
+        return maps
 
     def loss(
         self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None

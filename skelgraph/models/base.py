@@ -16,10 +16,12 @@ from skelgraph.layouts import Layout, get_layout, list_layouts
 
 __all__ = [
     "REDUCTIONS",
+    "AttentionMaps",
     "ModelOutput",
     "SkeletonModel",
     "StreamingModel",
     "check_input",
+    "frame_graph",
     "resolve_layout",
     "step_each",
     "step_streams",
@@ -89,6 +91,53 @@ class ModelOutput:
         return (logits * weight).sum(dim=1) / weight.sum(dim=1)
 
 
+@dataclass
+class AttentionMaps:
+    r"""The graphs and attention a model used on a batch ``x`` :math:`(B, V, T, C)`, named per
+    layer (the module's name in the model, e.g. ``"encoder.0.spatial"``), from
+    :meth:`SkeletonModel.attention`. A matrix ``[..., i, j]`` weighs the message from joint
+    :math:`j` to joint :math:`i`; the head (or partition) is the dimension before the two joint
+    dimensions.
+
+    Attributes:
+        output (ModelOutput): the model's output on the batch, equal to :meth:`forward`'s.
+        graphs (dict[str, Tensor]): every spatial layer's effective adjacency
+            :math:`(B, T_l, H, V, V)`: InfoGCN++'s :math:`\hat{A} \odot \mathrm{softmax}(QK^\top)`
+            per frame, 2s-AGCN's :math:`A_k + B_k + C_k(X)`, ST-GCN's :math:`A_k \odot M_k`.
+            :math:`T_l = 1` where the graph is the same for every frame, else the layer's frames.
+        attention (dict[str, Tensor]): the self-attention before the product with the topology,
+            :math:`\mathrm{softmax}(QK^\top)` :math:`(B, T, H, V, V)` (rows sum to 1), for the
+            layers that have one (SA-GC).
+        temporal (dict[str, Tensor]): temporal attention per joint :math:`(B, V, H, T, T)`
+            indexed ``[b, v, h, t, s]`` (query frame :math:`t`, key frame :math:`s`).
+        topology (dict[str, Tensor]): the learned (input-independent) graphs :math:`(H, V, V)`.
+    """
+
+    output: ModelOutput
+    graphs: dict[str, Tensor] = field(default_factory=dict)
+    attention: dict[str, Tensor] = field(default_factory=dict)
+    temporal: dict[str, Tensor] = field(default_factory=dict)
+    topology: dict[str, Tensor] = field(default_factory=dict)
+
+    def merge(self, other: AttentionMaps, prefix: str = "") -> None:
+        """Adds the maps of ``other`` (not its output), every layer name prefixed by
+        ``prefix``."""
+        for kind in ("graphs", "attention", "temporal", "topology"):
+            mine = getattr(self, kind)
+            mine.update((prefix + name, value) for name, value in getattr(other, kind).items())
+
+
+def frame_graph(graph: Tensor, batch_size: int) -> Tensor:
+    r"""A spatial layer's graph as :attr:`AttentionMaps.graphs` holds it,
+    :math:`(B, T_l, H, V, V)`: from one graph for all inputs :math:`(H, V, V)`, one per sample
+    :math:`(B, H, V, V)`, or one per sample and frame :math:`(B, H, T, V, V)`."""
+    if graph.dim() == 3:
+        return graph.expand(batch_size, 1, *graph.shape)
+    if graph.dim() == 4:
+        return graph.unsqueeze(1)
+    return graph.transpose(1, 2)
+
+
 class SkeletonModel(nn.Module):
     r"""Base class of the models in the registry.
 
@@ -118,6 +167,12 @@ class SkeletonModel(nn.Module):
     ) -> dict[str, Tensor]:
         """The training objective: a dict with the total under ``"loss"`` and each term."""
         raise NotImplementedError
+
+    def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
+        """The output of :meth:`forward` on ``x`` :math:`(B, V, T, C)` and the graphs and
+        attention the model used for it (see :class:`AttentionMaps`). :meth:`forward` never
+        pays for them."""
+        raise NotImplementedError(f"{type(self).__name__} does not report its attention")
 
     def _make_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """:attr:`config` from the arguments of ``__init__`` (by name, defaults filled in), as

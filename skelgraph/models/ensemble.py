@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from skelgraph.layouts import Layout
 from skelgraph.models.base import (
+    AttentionMaps,
     ModelOutput,
     SkeletonModel,
     StreamingModel,
@@ -235,13 +236,34 @@ class Ensemble(SkeletonModel):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EnsembleOutput:
         """Fused per-step log-probabilities for joints ``x`` :math:`(B, V, T, C)` and an optional
         bool frame mask :math:`(B, T)`."""
+        return self._forward(x, mask)
+
+    def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
+        """:meth:`forward` and every member's maps on the input as given (not its mirror
+        image), named ``"members.<i>.<layer>"`` (see
+        :meth:`SkeletonModel.attention <skelgraph.models.base.SkeletonModel.attention>`)."""
+        members: list[AttentionMaps] = []
+        maps = AttentionMaps(self._forward(x, mask, members))
+        for i, member_maps in enumerate(members):
+            maps.merge(member_maps, f"members.{i}.")
+        return maps
+
+    def _forward(
+        self, x: Tensor, mask: Tensor | None, members: list[AttentionMaps] | None = None
+    ) -> EnsembleOutput:
+        """:meth:`forward`; every member's :meth:`attention` on the unmirrored input is
+        appended to ``members`` when given."""
         check_input("Ensemble", x, mask, self.layout.num_joints, self.in_channels)
         outputs: list[ModelOutput] = []
         logits: list[Tensor] = []
         names = self.member_names
         for i, member in enumerate(self.members):
             for v, view in enumerate(self._views(x)):
-                out = member(view, mask)
+                if v == 0 and members is not None:
+                    members.append(member.attention(view, mask))
+                    out = members[-1].output
+                else:
+                    out = member(view, mask)
                 if logits and out.logits.size(1) != logits[0].size(1):
                     raise ValueError(
                         f"Ensemble: members must agree on the logits' time length: members[0] "

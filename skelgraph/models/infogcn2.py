@@ -91,6 +91,7 @@ from skelgraph.layouts import Layout
 from skelgraph.layouts.graph import adjacency
 from skelgraph.models.base import (
     REDUCTIONS,
+    AttentionMaps,
     ModelOutput,
     SkeletonModel,
     check_input,
@@ -160,10 +161,18 @@ class EncoderBlock(nn.Module):
         self.spatial = spatial
         self.temporal = temporal
 
-    def forward(self, h: Tensor, node_mask: Tensor | None) -> Tensor:
+    def forward(
+        self, h: Tensor, node_mask: Tensor | None, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """With ``return_attention``, also the SA-GC attention :math:`(B, T, H, V, V)` (before
+        the topology) and the temporal attention :math:`(B, V, H', T, T)`."""
         B, V, T, D = h.shape
-        h = self.spatial.forward_dense(h)
-        return self.temporal(h.view(B * V, T, D), node_mask).view(B, V, T, D)
+        if not return_attention:
+            h = self.spatial.forward_dense(h)
+            return self.temporal(h.view(B * V, T, D), node_mask).view(B, V, T, D)
+        h, spatial = self.spatial.forward_dense(h, return_attention=True)
+        h, temporal = self.temporal(h.view(B * V, T, D), node_mask, return_attention=True)
+        return h.view(B, V, T, D), spatial, temporal.view(B, V, *temporal.shape[1:])
 
     def step(self, h: Tensor, cache: KVCache) -> Tensor:
         """One frame :math:`(B, V, D) \\to (B, V, D)`, using and updating the temporal cache."""
@@ -367,6 +376,37 @@ class InfoGCN2(SkeletonModel):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         """Per-step logits, forecasts and latents for joints ``x`` :math:`(B, V, T, C)` and an
         optional bool frame mask :math:`(B, T)`."""
+        return self._forward(x, mask, None)
+
+    def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
+        """:meth:`forward` and, per SA-GC layer of the encoder (``"encoder.<l>.spatial"``) and
+        the head (``"head.<l>"``), the effective adjacency and the attention it used per frame;
+        per encoder block the temporal attention per joint (``"encoder.<l>.temporal"``); and
+        the learned topology of every SA-GC layer (the dynamics' included). See
+        :class:`~skelgraph.models.base.AttentionMaps`."""
+        spatial: dict[str, Tensor] = {}
+        temporal: dict[str, Tensor] = {}
+        maps = AttentionMaps(self._forward(x, mask, spatial, temporal))
+        for name, attention in spatial.items():
+            layer = self.get_submodule(name)
+            maps.attention[name] = attention
+            maps.graphs[name] = attention if layer.topology is None else attention * layer.topology
+        maps.temporal.update(temporal)
+        for name, module in self.named_modules():
+            if isinstance(module, SAGC) and module.topology is not None:
+                maps.topology[name] = module.topology.detach()
+        return maps
+
+    def _forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        spatial: dict[str, Tensor] | None = None,
+        temporal: dict[str, Tensor] | None = None,
+    ) -> ModelOutput:
+        """:meth:`forward`; when the dicts are given, the SA-GC attention :math:`(B, T, H, V, V)`
+        and the temporal attention :math:`(B, V, H, T, T)` of every layer are stored in them
+        under the layer's name."""
         check_input("InfoGCN2", x, mask, self.layout.num_joints, self.in_channels)
         B, V, T, _ = x.shape
         node_mask = None
@@ -375,14 +415,19 @@ class InfoGCN2(SkeletonModel):
 
         # (the explicit leading dimension keeps the broadcast add on torch's fast path)
         h = F.linear(self.features(x), self.embedding.weight) + self.embedding_table().unsqueeze(0)
-        for block in self.encoder:
-            h = block(h, node_mask)
+        for i, block in enumerate(self.encoder):
+            if spatial is None or temporal is None:
+                h = block(h, node_mask)
+            else:
+                h, spatial[f"encoder.{i}.spatial"], temporal[f"encoder.{i}.temporal"] = block(
+                    h, node_mask, return_attention=True
+                )
         latents = h  # [B, V, T, D]
 
         z = latents.transpose(1, 2).contiguous()  # [B, T, V, D]: the per-frame layout
         future = self._rollout(z)
         forecast = self.decoder(future).permute(1, 2, 0, 3, 4)
-        logits = self._classify(torch.cat([z, *future.unbind(0)], dim=-1))
+        logits = self._classify(torch.cat([z, *future.unbind(0)], dim=-1), spatial)
         return ModelOutput(
             logits=logits,
             forecast=forecast,
@@ -445,12 +490,17 @@ class InfoGCN2(SkeletonModel):
             return rk4_rollout(self.dynamics, z, self.num_future, self.step_size)
         return rollout(self.dynamics, z, self.num_future, self.step_size, self.ode_solver)
 
-    def _classify(self, h: Tensor) -> Tensor:
-        """Head on the per-frame concatenation :math:`(B, T, V, (N+1) D) \\to (B, T, K)`."""
+    def _classify(self, h: Tensor, spatial: dict[str, Tensor] | None = None) -> Tensor:
+        """Head on the per-frame concatenation :math:`(B, T, V, (N+1) D) \\to (B, T, K)`;
+        the attention of its layers :math:`(B, T, H, V, V)` goes to ``spatial`` when given."""
         B, T, V, C = h.shape
         h = h.view(B * T, V, 1, C)
-        for layer in self.head:
-            h = layer.forward_dense(h)
+        for i, layer in enumerate(self.head):
+            if spatial is None:
+                h = layer.forward_dense(h)
+            else:
+                h, attention = layer.forward_dense(h, return_attention=True)
+                spatial[f"head.{i}"] = attention.view(B, T, *attention.shape[2:])
         # mean_v (W_v h_v + b) = ([h_1 ... h_V] W) / V + b; scaling the small [B·T, K] product
         # (not the features or the weight) costs the least, forward and backward
         logits = torch.add(

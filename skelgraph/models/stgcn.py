@@ -17,7 +17,14 @@ from torch import Tensor, nn
 
 from skelgraph.features import InputFeatures
 from skelgraph.layouts import Layout
-from skelgraph.models.base import ModelOutput, SkeletonModel, check_input, resolve_layout
+from skelgraph.models.base import (
+    AttentionMaps,
+    ModelOutput,
+    SkeletonModel,
+    check_input,
+    frame_graph,
+    resolve_layout,
+)
 from skelgraph.models.losses import classification_loss
 from skelgraph.models.registry import register_model
 from skelgraph.nn.stgcn import STGCNBlock
@@ -68,11 +75,26 @@ class GraphBackbone(nn.Module):
             self.total_stride *= s
         self.out_channels = widths[-1]
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def topology(self) -> dict[str, Tensor]:
+        """Every block's input-independent graph :math:`(K, V, V)` (``gcn.graph(None)``) under
+        ``"blocks.<i>.gcn"``."""
+        return {
+            f"blocks.{i}.gcn": block.gcn.graph(None).detach() for i, block in enumerate(self.blocks)
+        }
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, graphs: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """Pooled features; when ``graphs`` is given, every block's graph ``gcn.graph(h)`` of
+        its input ``h`` (what the block applies; shapes as
+        :func:`~skelgraph.models.base.frame_graph` makes them) is stored in it under
+        ``"blocks.<i>.gcn"``."""
         B, V, T, C = x.shape
         h = self.data_bn(x.transpose(2, 3).reshape(B, V * C, T))
         h = h.view(B, V, C, T).permute(0, 2, 3, 1).contiguous()  # [B, C, T, V]
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if graphs is not None:
+                graphs[f"blocks.{i}.gcn"] = frame_graph(block.gcn.graph(h), B)
             h = block.forward_dense(h)
         if mask is None:
             return h.mean(dim=(2, 3))
@@ -150,6 +172,18 @@ class STGCN(SkeletonModel):
         check_input("STGCN", x, mask, self.layout.num_joints, self.in_channels)
         logits = self.fc(self.backbone(self.features(x), mask))
         return ModelOutput(logits=logits.unsqueeze(1), mask=mask)
+
+    def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
+        """:meth:`forward` and every block's graph :math:`A_k \\odot M_k` (the partitions times
+        the learned edge importance, the same for every input) as ``graphs`` and ``topology``
+        under ``"backbone.blocks.<i>.gcn"``."""
+        check_input("STGCN", x, mask, self.layout.num_joints, self.in_channels)
+        graphs: dict[str, Tensor] = {}
+        logits = self.fc(self.backbone(self.features(x), mask, graphs))
+        output = ModelOutput(logits=logits.unsqueeze(1), mask=mask)
+        maps = AttentionMaps(output)
+        maps.merge(AttentionMaps(output, graphs, topology=self.backbone.topology()), "backbone.")
+        return maps
 
     def loss(
         self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None

@@ -224,9 +224,11 @@ class STGCNConv(DenseGraphModule):
         if self.edge_importance is not None:
             nn.init.ones_(self.edge_importance)
 
-    def graph(self) -> Tensor:
+    def graph(self, x: Tensor | None = None) -> Tensor:
         r"""The effective partitions :math:`\mathbf{A}_k \odot \mathbf{M}_k`, shape
-        :math:`(K, V, V)`."""
+        :math:`(K, V, V)`, the same for every input: ``x`` is accepted (and unused) so that
+        every spatial layer answers ``graph(x)``, as
+        :meth:`~skelgraph.nn.agcn.AdaptiveGraphConv.graph` does."""
         if self.edge_importance is None:
             return self.partitions
         return self.partitions * self.edge_importance

@@ -298,22 +298,31 @@ class CausalTemporalAttention(nn.Module):
         attend = mask[:, None, None, :] | eye  # a query with no real frame attends itself
         return bias.masked_fill(~attend, float("-inf"))
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Runs the full causal pass over all frames.
 
         Args:
             x (Tensor): node features of shape :math:`(N, T, C)`.
             mask (Tensor, optional): bool frame mask of shape :math:`(N, T)`, :obj:`True` for
                 real frames; padded frames are never attended by real frames.
+            return_attention (bool, optional): also return the attention weights
+                :math:`(N, H, T, T)` indexed ``[n, h, t, s]`` (query frame :math:`t`, key frame
+                :math:`s`; rows sum to 1). They are computed explicitly and used for the output
+                instead of the fused kernel, which gives the same output to float rounding.
+                (default: :obj:`False`)
         """
         self._check_input(x, mask)
         q, k, v = self.project_qkv(self._norm(self.norm1, x))
+        bias = self.position_bias(x.size(1), mask).to(q.dtype)
+        if return_attention:
+            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.head_channels**-0.5)
+            weights = torch.softmax(scores.add_(bias), dim=-1)
+            out = torch.matmul(self._dropout(weights), v)
+            return self._update(x, out), weights
         out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=self.position_bias(x.size(1), mask).to(q.dtype),
-            dropout_p=self.dropout if self.training else 0.0,
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
         )
         return self._update(x, out)
 

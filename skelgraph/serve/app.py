@@ -19,6 +19,9 @@ Endpoints:
   - binary JPEG bytes → the pose model's keypoints, then the same reply (``"person": false``
     when nobody was detected; the frame still counts);
   - ``{"reset": true, "layout": optional}`` → ``{"type": "reset", "layout"}``;
+  - ``{"attention": K}`` (0 to 50) → ``{"type": "attention", "top_k": K}``; from then on every
+    prediction also carries ``"attention": [[x_j, y_j, x_i, y_i, weight], ...]``, the ``K``
+    strongest edges of the graph the model applied to the frame (0 turns it off);
   - anything malformed → ``{"type": "error", "error": reason}``, the connection stays open.
 
   The server closes with ``1013`` when all sessions are in use, ``1009`` for a message above

@@ -263,6 +263,7 @@ class StreamSession:
         self.recognizer = recognition.recognizer(input_layout)
         self.follower: PersonFollower | None = None
         self.frames = 0
+        self.attention = 0  # edges of the live attention overlay per reply (0: none)
 
     @property
     def layout(self) -> Layout:
@@ -311,7 +312,9 @@ class StreamSession:
             "layout": self.layout.name,
             "person": bool((keypoints[:, -1] > 0).any()),
             "elapsed_ms": round(1e3 * elapsed, 2),
-        }
+        } | (
+            {"attention": self.recognizer.attention_edges(self.attention)} if self.attention else {}
+        )
 
     def detect(self, data: bytes) -> np.ndarray:
         """The followed person's ``coco17`` keypoints :obj:`(17, 3)` in one JPEG frame."""

@@ -170,6 +170,11 @@ class StreamConnection:
             done = asyncio.get_running_loop().create_future()
             done.set_result(self.session.reset(layout))
             return done
+        if "attention" in obj and "keypoints" not in obj:
+            self.session.attention = _attention_edges(obj["attention"])
+            done = asyncio.get_running_loop().create_future()
+            done.set_result({"type": "attention", "top_k": self.session.attention})
+            return done
         if "keypoints" not in obj:
             raise InputError(
                 f"message: expected 'keypoints' or 'reset': true, got keys {sorted(obj)}"
@@ -188,6 +193,13 @@ class StreamConnection:
         self.session.use_layout(get_layout("coco17"))
         keypoints = await run_in(self.service.pose_worker, self.session.detect, data)
         return self.lane.submit(self.session, keypoints)
+
+
+def _attention_edges(value: Any) -> int:
+    """The ``attention`` of a message: edges of the live overlay per reply, 0 to 50."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50:
+        raise InputError(f"attention: expected an integer in [0, 50] (edges), got {value!r}")
+    return value
 
 
 def _utf8_size(text: str) -> int:

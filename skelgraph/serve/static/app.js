@@ -19,7 +19,15 @@ const state = {
   frameSize: null, // {w, h} of the coordinate frame of the keypoints
   replay: null, // {frames, index, fps}
   lastPrediction: null,
+  attentionDrawn: 0, // attention edges in the last drawing
 };
+
+const ATTENTION_EDGES = 6; // edges of the attention overlay
+
+// the attention overlay: asks the stream for the edges (or stops them) when toggled
+function sendAttention() {
+  send(JSON.stringify({ attention: $("attention-toggle").checked ? ATTENTION_EDGES : 0 }));
+}
 
 const video = $("video");
 const overlay = $("overlay");
@@ -82,6 +90,7 @@ function connect() {
         state.ws = ws;
         state.connecting = null;
         setConnection(`connected · session ${message.session}`, "open");
+        if ($("attention-toggle").checked) sendAttention();
         resolve(ws);
         return;
       }
@@ -346,6 +355,20 @@ function draw(p) {
     ctx.globalAlpha = 1;
   }
   skeleton(ctx, p.keypoints.map(point), layout.bones, visible, "#3fd68a", 3 * ratio, []);
+  if (p.attention && $("attention-toggle").checked) {
+    // the model's strongest edges of this frame, width by weight
+    const strongest = Math.max(...p.attention.map((e) => Math.abs(e[4])), 1e-9);
+    ctx.strokeStyle = "#d64fd0";
+    ctx.setLineDash([]);
+    state.attentionDrawn = p.attention.length;
+    for (const [xj, yj, xi, yi, w] of p.attention) {
+      ctx.lineWidth = (1 + 4 * Math.abs(w) / strongest) * ratio;
+      ctx.beginPath();
+      ctx.moveTo(...point([xj, yj]));
+      ctx.lineTo(...point([xi, yi]));
+      ctx.stroke();
+    }
+  }
   ctx.fillStyle = "#ffffff";
   p.keypoints.forEach((j, i) => {
     if (!visible[i]) return;
@@ -375,6 +398,7 @@ function skeleton(ctx, points, bones, visible, color, width, dash) {
 
 $("camera-start").addEventListener("click", startCamera);
 $("stop").addEventListener("click", () => stopSource());
+$("attention-toggle").addEventListener("change", sendAttention);
 $("video-file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) openVideo(file);
