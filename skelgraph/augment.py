@@ -31,6 +31,7 @@ __all__ = [
     "RandomMirror",
     "RandomRotation",
     "RandomScale",
+    "RandomShear",
     "RandomTemporalCrop",
     "RandomTranslation",
     "TemporalResample",
@@ -102,11 +103,42 @@ class _RandomTransform(BaseTransform):
         return torch.rand(size, generator=self.generator) * (high - low) + low
 
 
-class RandomRotation(_RandomTransform):
-    r"""Rotates every frame by one random angle in ``[-max_degrees, max_degrees]``.
+def _axis_rotation(axis: int, degrees: float) -> Tensor:
+    """The ``3 × 3`` right-handed rotation by ``degrees`` about axis ``axis`` (0 = x, 1 = y,
+    2 = z), float64."""
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    i, j = [k for k in range(3) if k != axis]
+    rotation = torch.eye(3, dtype=torch.float64)
+    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = cos, -sin, sin, cos
+    # right-handed: the positive sense about y turns z towards x, against the (x, z) index order
+    return rotation if axis != 1 else rotation.T
 
-    2D: about the per-frame centroid of the confident joints, in the image plane.
-    3D: about the vertical (y) axis through that centroid.
+
+def _linear_map(data: Data, matrix: Tensor) -> Data:
+    """``data`` with every frame's coordinates mapped by ``matrix`` ``[D, D]`` about the frame's
+    centroid of the confident joints."""
+    x = data.x
+    matrix = matrix.to(dtype=x.dtype, device=x.device)
+    center = _centroid(x)
+    return _with_coords(data, (x[..., :-1] - center) @ matrix.T + center)
+
+
+def _spatial_dims(x: Tensor) -> int:
+    """The number of coordinates per joint: 2 for ``C = 3``, 3 for ``C = 4``."""
+    _check_x(x)
+    return x.size(-1) - 1
+
+
+class RandomRotation(_RandomTransform):
+    r"""Rotates every frame of a sample by one random rotation about the per-frame centroid of the
+    confident joints.
+
+    ``max_degrees`` is either one angle :math:`a` — a rotation by :math:`U(-a, a)` about the
+    default axis: in the image plane for 2D samples, about the vertical (y) axis for 3D samples —
+    or three angles :math:`(a_x, a_y, a_z)`: independent angles :math:`U(-a_k, a_k)` about the x,
+    y and z axes, composed as :math:`R = R_z R_y R_x`. A 2D sample rotates in the image plane,
+    about z, only, so with three angles it needs :math:`a_x = a_y = 0`.
 
     Shapes:
         ``data.x [V, T, C]`` → ``[V, T, C]``
@@ -114,35 +146,50 @@ class RandomRotation(_RandomTransform):
 
     def __init__(
         self,
-        max_degrees: float = 15.0,
+        max_degrees: float | Sequence[float] = 15.0,
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(generator, seed)
-        if max_degrees < 0:
-            raise ValueError(f"max_degrees: expected >= 0, got {max_degrees}")
-        self.max_degrees = float(max_degrees)
+        per_axis = not isinstance(max_degrees, (int, float))
+        angles = tuple(float(a) for a in max_degrees) if per_axis else (float(max_degrees),)
+        if len(angles) not in (1, 3) or not all(0.0 <= a <= 180.0 for a in angles):
+            raise ValueError(
+                "max_degrees: expected one angle or three (x, y, z), each in [0, 180], got "
+                f"{max_degrees}"
+            )
+        self.max_degrees: float | tuple[float, float, float] = angles if per_axis else angles[0]
+
+    def check_dims(self, dims: int) -> None:
+        """Raises a :class:`ValueError` when the angles need more than ``dims`` coordinates (x or
+        y rotations of 2D samples)."""
+        if dims == 2 and isinstance(self.max_degrees, tuple) and any(self.max_degrees[:2]):
+            raise ValueError(
+                f"max_degrees: 2D samples rotate about z only, expected (0, 0, a_z), got "
+                f"{self.max_degrees}"
+            )
 
     def forward(self, data: Data) -> Data:
-        _check_x(data.x)
-        x = data.x
-        angle = math.radians(float(self._uniform(-self.max_degrees, self.max_degrees)))
-        cos, sin = math.cos(angle), math.sin(angle)
-        if x.size(-1) == 3:
-            rotation = [[cos, -sin], [sin, cos]]
+        dims = _spatial_dims(data.x)
+        self.check_dims(dims)
+        if isinstance(self.max_degrees, tuple):
+            angles = [float(self._uniform(-a, a)) for a in self.max_degrees]
+            rotation = _axis_rotation(2, angles[2]) @ _axis_rotation(1, angles[1])
+            rotation = rotation @ _axis_rotation(0, angles[0])
         else:
-            rotation = [[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]]
-        rotation = torch.tensor(rotation, dtype=x.dtype, device=x.device)
-        center = _centroid(x)
-        return _with_coords(data, (x[..., :-1] - center) @ rotation.T + center)
+            angle = float(self._uniform(-self.max_degrees, self.max_degrees))
+            rotation = _axis_rotation(2 if dims == 2 else 1, angle)
+        return _linear_map(data, rotation[:dims, :dims])
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(max_degrees={self.max_degrees})"
 
 
 class RandomScale(_RandomTransform):
-    r"""Scales every frame uniformly by one factor drawn from ``U(scales[0], scales[1])``, about the
-    per-frame centroid of the confident joints (bone lengths are multiplied by the factor).
+    r"""Scales every frame by a factor drawn from ``U(scales[0], scales[1])``, about the per-frame
+    centroid of the confident joints: one factor for all axes (bone lengths are multiplied by it),
+    or with ``per_axis`` one factor per coordinate axis (anisotropic: a body seen wider, taller or
+    deeper).
 
     Shapes:
         ``data.x [V, T, C]`` → ``[V, T, C]``
@@ -151,6 +198,7 @@ class RandomScale(_RandomTransform):
     def __init__(
         self,
         scales: tuple[float, float] = (0.9, 1.1),
+        per_axis: bool = False,
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
@@ -159,15 +207,44 @@ class RandomScale(_RandomTransform):
         if not 0 < low <= high:
             raise ValueError(f"scales: expected 0 < low <= high, got {tuple(scales)}")
         self.scales = (low, high)
+        self.per_axis = bool(per_axis)
 
     def forward(self, data: Data) -> Data:
-        _check_x(data.x)
-        factor = float(self._uniform(*self.scales))
-        center = _centroid(data.x)
-        return _with_coords(data, (data.x[..., :-1] - center) * factor + center)
+        dims = _spatial_dims(data.x)
+        factors = self._uniform(*self.scales, dims if self.per_axis else 1).double()
+        return _linear_map(data, torch.diag(factors.expand(dims)))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(scales={self.scales})"
+        return f"{self.__class__.__name__}(scales={self.scales}, per_axis={self.per_axis})"
+
+
+class RandomShear(_RandomTransform):
+    r"""Shears every frame about the per-frame centroid of the confident joints: coordinates are
+    multiplied by :math:`I + S`, whose off-diagonal entries are independent draws from
+    :math:`U(-s, s)` with ``s = max_shear`` (2 of them for 2D samples, 6 for 3D).
+
+    Shapes:
+        ``data.x [V, T, C]`` → ``[V, T, C]``
+    """
+
+    def __init__(
+        self,
+        max_shear: float = 0.2,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(generator, seed)
+        if max_shear < 0:
+            raise ValueError(f"max_shear: expected >= 0, got {max_shear}")
+        self.max_shear = float(max_shear)
+
+    def forward(self, data: Data) -> Data:
+        dims = _spatial_dims(data.x)
+        shear = self._uniform(-self.max_shear, self.max_shear, dims, dims).double()
+        return _linear_map(data, torch.eye(dims, dtype=torch.float64) + shear.fill_diagonal_(0))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(max_shear={self.max_shear})"
 
 
 class RandomTranslation(_RandomTransform):
@@ -358,8 +435,10 @@ def default_train_transform(
     length: int | None = None,
     *,
     p_interval: Sequence[float] = (0.5, 1.0),
-    max_degrees: float | None = 15.0,
+    max_degrees: float | Sequence[float] | None = 15.0,
     scales: tuple[float, float] | None = (0.9, 1.1),
+    scale_per_axis: bool = False,
+    max_shear: float | None = None,
     max_offset: float | None = 0.1,
     mirror_p: float | None = 0.5,
     jitter_std: float | None = 0.01,
@@ -367,12 +446,13 @@ def default_train_transform(
     seed: int | None = None,
 ) -> Compose:
     """The training augmentation of the blog (§2.3; §4.2: ``p_interval_train = (0.5, 1.0)``, random
-    rotation on): temporal crop, rotation, scale, translation, mirror and jitter, in that order,
-    sharing one random source.
+    rotation on): temporal crop, rotation, scale, shear, translation, mirror and jitter, in that
+    order, sharing one random source.
 
     The temporal crop is included only when ``length`` is given (the datasets crop clips
-    themselves); any other step is left out when its parameter is ``None``. Magnitudes are in the
-    units of the preprocessed coordinates (torso lengths).
+    themselves); any other step is left out when its parameter is ``None`` (shear is off unless
+    ``max_shear`` is given). Magnitudes are in the units of the preprocessed coordinates (torso
+    lengths); ``max_degrees`` is one angle or three per axis (:class:`RandomRotation`).
     """
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
@@ -381,7 +461,8 @@ def default_train_transform(
     steps: list[tuple[object, type[_RandomTransform], tuple]] = [
         (length, RandomTemporalCrop, (p_interval, length)),
         (max_degrees, RandomRotation, (max_degrees,)),
-        (scales, RandomScale, (scales,)),
+        (scales, RandomScale, (scales, scale_per_axis)),
+        (max_shear, RandomShear, (max_shear,)),
         (max_offset, RandomTranslation, (max_offset,)),
         (mirror_p, RandomMirror, (layout, mirror_p)),
         (jitter_std, GaussianJitter, (jitter_std,)),

@@ -1,4 +1,5 @@
-"""What several test modules build alike: a penn13 pose and small untrained checkpoints."""
+"""What several test modules build alike: a penn13 pose, small untrained checkpoints and a small
+skeleton folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from skelgraph.clip import SkeletonClip
+from skelgraph.data import write_skeleton_folder
 from skelgraph.models import create
 from skelgraph.models.checkpoint import make_meta, save_checkpoint
 from skelgraph.preprocess import PreprocessConfig
@@ -51,3 +54,28 @@ def write_infogcn2_checkpoint(
     )
     save_checkpoint(path, model, meta)
     return path
+
+
+#: the classes of :func:`synthetic_folder`
+CLASSES = ("wave", "jump", "spin")
+
+
+def synthetic_folder(
+    root: Path, layout: str, joints: int, seed: int = 0, per_class: int = 6
+) -> Path:
+    """Three classes of ``per_class`` clips (the last third test, the others train), each a
+    class-specific joint motion plus noise."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for k, name in enumerate(CLASSES):
+        for i in range(per_class):
+            frames = int(rng.integers(16, 30))
+            t = np.linspace(0, 2 * np.pi, frames)[:, None]
+            base = rng.normal(size=(1, joints, 2)) * 0.3
+            motion = np.stack([np.sin((k + 1) * t), np.cos((k + 1) * t)], -1) * (k + 1) * 0.2
+            xy = base + motion + rng.normal(size=(frames, joints, 2)) * 0.02
+            kp = np.concatenate([xy, np.ones((frames, joints, 1))], -1).astype(np.float32)
+            clip = SkeletonClip(kp, layout, source=f"{name}_{i}")
+            items.append((clip, name, "train" if i < per_class - per_class // 3 else "test"))
+    write_skeleton_folder(root, items, progress=False)
+    return root

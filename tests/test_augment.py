@@ -12,6 +12,7 @@ from skelgraph.augment import (
     RandomMirror,
     RandomRotation,
     RandomScale,
+    RandomShear,
     RandomTemporalCrop,
     RandomTranslation,
     TemporalResample,
@@ -53,6 +54,8 @@ GEOMETRIC = [
     lambda layout, seed: RandomMirror(layout, p=1.0, seed=seed),
     lambda layout, seed: GaussianJitter(0.1, seed=seed),
     lambda layout, seed: default_train_transform(layout, seed=seed),
+    lambda layout, seed: RandomScale((0.5, 2.0), per_axis=True, seed=seed),
+    lambda layout, seed: RandomShear(0.3, seed=seed),
 ]
 
 samples = st.fixed_dictionaries(
@@ -104,6 +107,88 @@ def test_rotation_and_translation_keep_bone_lengths(
     ):
         after = bone_lengths(transform(data).x, sample["layout"])
         torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+#: float32 coordinates recover a map to about 1e-6; angles to a few thousandths of a degree
+ATOL, DEGREES_ATOL = 1e-5, 0.01
+
+
+def linear_map(before: Data, after: Data) -> torch.Tensor:
+    """The ``[D, D]`` matrix ``M`` with ``after = M (before - centroid) + centroid`` in the first
+    frame (all joints confident), by least squares."""
+    x, y = before.x[:, 0, :-1].double(), after.x[:, 0, :-1].double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    return torch.linalg.lstsq(x, y).solution.T
+
+
+def euler_degrees(rotation: torch.Tensor) -> torch.Tensor:
+    """Angles ``(x, y, z)`` in degrees of ``R = R_z R_y R_x``."""
+    r = rotation
+    angles = (torch.atan2(r[2, 1], r[2, 2]), -torch.asin(r[2, 0]), torch.atan2(r[1, 0], r[0, 0]))
+    return torch.rad2deg(torch.stack(angles))
+
+
+def confident_sample(seed: int, is_3d: bool) -> Data:
+    data = make_sample(seed, frames=2, is_3d=is_3d)
+    data.x[..., -1] = 1.0
+    return data
+
+
+@pytest.mark.parametrize("axes", [(0, 1, 2), (1,), (0, 1), (2,)])
+def test_rotation_ranges_hold_per_axis(axes: tuple[int, ...]) -> None:
+    max_degrees = tuple(60.0 if k in axes else 0.0 for k in range(3))
+    rotation = RandomRotation(max_degrees, seed=0)
+    data = confident_sample(0, is_3d=True)
+    angles = []
+    for _ in range(300):
+        matrix = linear_map(data, rotation(data.clone()))
+        identity = torch.eye(3, dtype=torch.float64)
+        torch.testing.assert_close(matrix @ matrix.T, identity, atol=ATOL, rtol=0)
+        assert torch.det(matrix) == pytest.approx(1.0, abs=ATOL)
+        angles.append(euler_degrees(matrix))
+    angles = torch.stack(angles)  # [300, 3]
+    for k in range(3):
+        if k in axes:
+            assert angles[:, k].abs().max() <= 60.0 + DEGREES_ATOL  # none beyond the range
+            assert angles[:, k].max() > 50.0 and angles[:, k].min() < -50.0  # up to it, both ways
+        else:
+            assert angles[:, k].abs().max() < DEGREES_ATOL  # none about the other axes
+
+
+def test_rotation_2d_is_in_the_image_plane_within_range() -> None:
+    data = confident_sample(1, is_3d=False)
+    for max_degrees in (60.0, (0.0, 0.0, 60.0)):
+        rotation = RandomRotation(max_degrees, seed=1)
+        angles = []
+        for _ in range(200):
+            matrix = linear_map(data, rotation(data.clone()))
+            identity = torch.eye(2, dtype=torch.float64)
+            torch.testing.assert_close(matrix @ matrix.T, identity, atol=ATOL, rtol=0)
+            angles.append(float(torch.rad2deg(torch.atan2(matrix[1, 0], matrix[0, 0]))))
+        assert max(map(abs, angles)) <= 60.0 + DEGREES_ATOL
+        assert max(angles) > 50 and min(angles) < -50
+    with pytest.raises(ValueError, match=r"2D samples rotate about z only"):
+        RandomRotation((30.0, 0.0, 10.0))(data)
+
+
+def test_per_axis_scale_and_shear_ranges() -> None:
+    data = confident_sample(2, is_3d=True)
+    scale = RandomScale((0.5, 2.0), per_axis=True, seed=0)
+    factors = torch.stack(
+        [torch.diagonal(linear_map(data, scale(data.clone()))) for _ in range(100)]
+    )
+    assert factors.min() >= 0.5 - ATOL and factors.max() <= 2.0 + ATOL
+    assert (factors.max(1).values - factors.min(1).values).min() > 0  # axes scaled differently
+    one = RandomScale((0.5, 2.0), seed=0)
+    same = torch.diagonal(linear_map(data, one(data.clone())))
+    torch.testing.assert_close(same, same[:1].expand(3), atol=ATOL, rtol=0)
+    shear = RandomShear(0.3, seed=0)
+    for _ in range(50):
+        matrix = linear_map(data, shear(data.clone()))
+        ones = torch.ones(3, dtype=torch.float64)
+        torch.testing.assert_close(torch.diagonal(matrix), ones, atol=ATOL, rtol=0)
+        off = matrix[~torch.eye(3, dtype=torch.bool)]
+        assert off.abs().max() <= 0.3 + ATOL and off.abs().min() > 0
 
 
 def test_rotation_3d_is_about_the_vertical_axis() -> None:
@@ -252,6 +337,9 @@ def test_default_train_transform() -> None:
     "make, match",
     [
         (lambda: RandomRotation(-1.0), "max_degrees"),
+        (lambda: RandomRotation((10.0, 20.0)), "max_degrees"),
+        (lambda: RandomRotation((0.0, 200.0, 0.0)), "max_degrees"),
+        (lambda: RandomShear(-0.1), "max_shear"),
         (lambda: RandomScale((2.0, 1.0)), "scales"),
         (lambda: RandomTranslation(-0.1), "max_offset"),
         (lambda: RandomMirror("penn13", p=1.5), "p: expected"),

@@ -3,17 +3,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import CLASSES, synthetic_folder
 
 from skelgraph.cli import main
-from skelgraph.clip import SkeletonClip
-from skelgraph.data import write_skeleton_folder
+from skelgraph.train.config import TrainConfig
 
-CLASSES = ("wave", "jump", "spin")
 #: a small, fast InfoGCN++ for the command line runs
 OVERRIDES = [
     "epochs=2",
@@ -28,24 +27,6 @@ OVERRIDES = [
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def synthetic_folder(root: Path, layout: str, joints: int, seed: int = 0) -> Path:
-    """Three classes of 6 clips (4 train, 2 test), each a class-specific joint motion plus noise."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for k, name in enumerate(CLASSES):
-        for i in range(6):
-            frames = int(rng.integers(16, 30))
-            t = np.linspace(0, 2 * np.pi, frames)[:, None]
-            base = rng.normal(size=(1, joints, 2)) * 0.3
-            motion = np.stack([np.sin((k + 1) * t), np.cos((k + 1) * t)], -1) * (k + 1) * 0.2
-            xy = base + motion + rng.normal(size=(frames, joints, 2)) * 0.02
-            kp = np.concatenate([xy, np.ones((frames, joints, 1))], -1).astype(np.float32)
-            clip = SkeletonClip(kp, layout, source=f"{name}_{i}")
-            items.append((clip, name, "train" if i < 4 else "test"))
-    write_skeleton_folder(root, items, progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +111,85 @@ def test_train_reports_an_unknown_override(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown config key 'optim.lrr'" in err and "optim.lr" in err
     assert not (tmp_path / "w").exists()
+
+
+def test_train_help_lists_every_config_key_with_its_default(capsys):
+    from skelgraph.train.config import _valid_keys
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for key in _valid_keys(TrainConfig):
+        assert f"\n{key} = " in text, key
+    assert "data.rotation_degrees = [15.0]: Rotation range in degrees" in text
+    assert "max_steps = null" in text and "--max-steps N" in text and "--no-early" in text
+    assert "early-recognition curve" in text
+
+
+def test_quick_run_finishes_in_seconds(tmp_path, capsys):
+    """A packaged config (10 epochs over 48 training clips) cut to 2 steps on 6 clips per split:
+    one epoch of 3 batches stopped after 2, validation and the final evaluation of 6 clips."""
+    data = synthetic_folder(tmp_path / "data", "coco17", 17, per_class=30)
+    work = tmp_path / "work"
+    args = ["--config", "infogcn2_small", "--data", str(data), "--work-dir", str(work)]
+    start = time.perf_counter()
+    quick = ["--max-steps", "2", "--limit", "6", "--quiet", "batch_size=2"]
+    assert main(["train", *args, *quick]) == 0
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"quick run took {elapsed:.0f} s"
+    (record,) = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert record["epoch"] == 1 and record["step"] == 2
+    metrics = json.loads((work / "test/metrics.json").read_text())
+    assert metrics["num_samples"] == 6 and len(metrics["early_recognition"]["accuracy"]) == 10
+    assert sum(map(sum, metrics["confusion"])) == 6
+    assert [sum(row) for row in metrics["confusion"]] == [2, 2, 2]  # in turn from every class
+    captured = capsys.readouterr()
+    assert captured.err == ""  # --quiet: no progress
+    assert "| Accuracy" in captured.out and "epoch 1:" not in captured.out
+
+
+def test_early_curve_reads_and_preprocesses_each_clip_once(trained, tmp_path, monkeypatch):
+    import skelgraph.data.dataset as dataset_module
+    from skelgraph.data import SkeletonFolder
+
+    data, work, _, _ = trained
+    calls = {"preprocess": 0, "read": 0}
+    preprocess, read = dataset_module.preprocess, SkeletonFolder._read
+
+    def counted_preprocess(*args, **kwargs):
+        calls["preprocess"] += 1
+        return preprocess(*args, **kwargs)
+
+    def counted_read(self, index):
+        calls["read"] += 1
+        return read(self, index)
+
+    monkeypatch.setattr(dataset_module, "preprocess", counted_preprocess)
+    monkeypatch.setattr(SkeletonFolder, "_read", counted_read)
+    out = tmp_path / "report"
+    argv = ["--checkpoint", str(work / "best.pt"), "--data", str(data), "--out", str(out)]
+    assert main(["test", *argv, "--cache-dir", str(tmp_path / "fresh"), "--quiet"]) == 0
+    clips = len((data / "labels.csv").read_text().splitlines()) - 1
+    assert calls == {"preprocess": clips, "read": clips}  # once each, for 10 fractions
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["early_recognition"]["accuracy"]) == 10
+    assert metrics["early_recognition"]["fractions"][-1] == 1.0
+
+
+def test_test_report_defaults_to_the_current_folder_and_limit(trained, tmp_path, monkeypatch):
+    data, work, cache, _ = trained
+    monkeypatch.chdir(tmp_path)
+    argv = ["--checkpoint", str(work / "best.pt"), "--data", str(data), "--no-early"]
+    assert main(["test", *argv, "--cache-dir", str(cache), "--limit", "3", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "eval-best-test" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 3
+    assert not list(work.glob("eval-*"))  # nothing beside the checkpoint
+
+
+def test_progress_off_a_terminal_is_plain_lines(trained, tmp_path, capsys):
+    data, work, _, _ = trained
+    argv = ["--checkpoint", str(work / "best.pt"), "--data", str(data), "--out", str(tmp_path)]
+    assert main(["test", *argv, "--cache-dir", str(tmp_path / "cache"), "--no-early"]) == 0
+    err = capsys.readouterr().err  # not a terminal under pytest
+    assert "\r" not in err
+    assert "SkeletonFolder: preprocessing 18 clips: 18/18 clip (100%)" in err

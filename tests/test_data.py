@@ -28,8 +28,10 @@ from skelgraph.data import (
     write_skeleton_folder,
 )
 from skelgraph.io import load_npz, save_pyskl
+from skelgraph.layouts import MappingWarning
 from skelgraph.layouts.graph import bone_edge_index
 from skelgraph.preprocess import PreprocessConfig, preprocess, sliding_windows
+from skelgraph.utils import user_cache_dir
 
 LENGTHS = (5, 12, 20, 33, 8, 40, 17, 25, 6, 30, 14, 22)
 CLASSES = ["jump", "run", "sit"]
@@ -190,9 +192,71 @@ def test_cache_is_reused_and_rebuilt_when_settings_change(folder: Path, tmp_path
     assert uncentred.cache_path != path and len(list(tmp_path.glob("*.pt"))) == 2
     assert not torch.allclose(uncentred[0].x, ds[0].x)
     early = SkeletonFolder(folder, cache_dir=tmp_path, observed_fraction=0.5)
-    assert early.cache_path not in (path, uncentred.cache_path)
+    assert early.cache_path == path  # clips are cut after loading: one cache for every fraction
     mapped = SkeletonFolder(folder, cache_dir=tmp_path, layout="penn13")
-    assert mapped.cache_path not in (path, uncentred.cache_path, early.cache_path)
+    assert mapped.cache_path not in (path, uncentred.cache_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+
+
+def count_calls(monkeypatch, module, name: str) -> list[int]:
+    """Counts the calls of ``module.name`` (a one-element list that grows with every call)."""
+    calls = [0]
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_rewriting_identical_clips_keeps_the_cache_and_changes_clean_up(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import skelgraph.data.dataset as dataset_module
+
+    items = [(random_clip(i, 10, source=f"c{i}"), "ab"[i % 2], "train") for i in range(4)]
+    write_skeleton_folder(tmp_path / "f", items, progress=False)
+    cache = tmp_path / "cache"
+    first = SkeletonFolder(tmp_path / "f", cache_dir=cache, progress=False)
+    other_settings = SkeletonFolder(
+        tmp_path / "f", cache_dir=cache, preprocess=PreprocessConfig(scale=False), progress=False
+    )
+    calls = count_calls(monkeypatch, dataset_module, "preprocess")
+    write_skeleton_folder(tmp_path / "f", items, progress=False)  # a re-run converter: new files
+    again = SkeletonFolder(tmp_path / "f", cache_dir=cache, progress=False)
+    assert again.cache_path == first.cache_path and calls[0] == 0  # loaded, nothing preprocessed
+
+    items[0] = (random_clip(99, 12, source="c0"), "b", "train")
+    write_skeleton_folder(tmp_path / "f", items, progress=False)
+    changed = SkeletonFolder(tmp_path / "f", cache_dir=cache, progress=False)
+    assert changed.cache_path != first.cache_path and calls[0] == 4
+    assert not first.cache_path.exists()  # the stale file of these settings is gone
+    assert sorted(cache.glob("*.pt")) == sorted([changed.cache_path, other_settings.cache_path])
+
+
+def test_content_digest_ignores_zip_timestamps_not_contents(tmp_path: Path) -> None:
+    import zipfile
+
+    from skelgraph.data.dataset import content_digest
+
+    random_clip(0, 6, source="a").save(tmp_path / "a.npz")
+    with (
+        zipfile.ZipFile(tmp_path / "a.npz") as src,
+        zipfile.ZipFile(tmp_path / "b.npz", "w") as dst,
+    ):
+        for info in src.infolist():
+            moved = zipfile.ZipInfo(info.filename, date_time=(2001, 2, 3, 4, 5, 6))
+            dst.writestr(moved, src.read(info))
+    assert (tmp_path / "a.npz").read_bytes() != (tmp_path / "b.npz").read_bytes()
+    assert content_digest(tmp_path / "a.npz") == content_digest(tmp_path / "b.npz")
+    random_clip(1, 6, source="a").save(tmp_path / "c.npz")
+    assert content_digest(tmp_path / "c.npz") != content_digest(tmp_path / "a.npz")
+    (tmp_path / "labels.csv").write_text("path,label,split\n")
+    digest = content_digest(tmp_path / "labels.csv")
+    (tmp_path / "labels.csv").write_text("path,label,split\nx.npz,a,\n")
+    assert content_digest(tmp_path / "labels.csv") != digest
 
 
 def test_cache_rebuilt_when_sources_change(tmp_path: Path) -> None:
@@ -216,6 +280,25 @@ def test_observed_fraction_keeps_the_first_frames(folder: Path, tmp_path: Path) 
     )
     real = [int(ds[i].frame_mask.sum()) for i in range(len(ds))]
     assert real == [math.ceil(0.3 * n) for n in LENGTHS]
+    whole = SkeletonFolder(folder, window=64, sampling="window", cache_dir=tmp_path)
+    for fraction in (0.3, 1.0):
+        cut = whole.observe(fraction)
+        assert cut._frames is whole._frames  # the loaded frames, shared
+        for i in range(len(ds)):
+            torch.testing.assert_close(cut[i].x, (ds if fraction == 0.3 else whole)[i].x)
+    with pytest.raises(ValueError, match="observed_fraction"):
+        whole.observe(0.0)
+
+
+def test_causal_preprocessing_cut_after_equals_preprocessing_the_cut(tmp_path: Path) -> None:
+    clip = random_clip(3, 40, source="c")
+    write_skeleton_folder(tmp_path / "f", [(clip, "a", "")], progress=False)
+    config = PreprocessConfig(causal=True)
+    ds = SkeletonFolder(tmp_path / "f", window=64, sampling="window", preprocess=config)
+    n = math.ceil(0.35 * clip.num_frames)
+    expected = preprocess(clip.keypoints[:n], "coco17", config)
+    cut = ds.observe(0.35)[0]
+    torch.testing.assert_close(cut.x[:, :n], torch.from_numpy(expected).permute(1, 0, 2))
 
 
 def test_layout_mapping(folder: Path, tmp_path: Path) -> None:
@@ -229,7 +312,8 @@ def test_layout_mapping(folder: Path, tmp_path: Path) -> None:
     write_skeleton_folder(tmp_path / "mixed", items, progress=False)
     with pytest.raises(ValueError, match=r"b\.npz: layout: expected 'coco17'.*pass layout="):
         SkeletonFolder(tmp_path / "mixed")
-    mixed = SkeletonFolder(tmp_path / "mixed", layout="coco17", window=8)
+    with pytest.warns(MappingWarning, match="left_eye, right_eye, left_ear, right_ear"):
+        mixed = SkeletonFolder(tmp_path / "mixed", layout="coco17", window=8)
     assert [d.x.shape for d in (mixed[0], mixed[1])] == [(17, 8, 3), (17, 8, 3)]
 
 
@@ -489,9 +573,7 @@ def test_to_sport14(name: str, expected: str | None) -> None:
 
 
 def test_default_cache_dir(tmp_path: Path, monkeypatch) -> None:
-    from skelgraph.data.dataset import _default_cache_dir
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert _default_cache_dir() == tmp_path / "skelgraph"
+    assert user_cache_dir() == tmp_path / "skelgraph"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert _default_cache_dir() == Path.home() / ".cache" / "skelgraph"
+    assert user_cache_dir() == Path.home() / ".cache" / "skelgraph"

@@ -9,6 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+import skelgraph.train.precision as precision
 from skelgraph.clip import SkeletonClip
 from skelgraph.data import write_skeleton_folder
 from skelgraph.train.config import load_config
@@ -22,6 +23,7 @@ from skelgraph.train.distributed import (
     make_sampler,
     wrap_model,
 )
+from skelgraph.train.precision import Calibration
 from skelgraph.train.run import prepare
 
 WORLD_SIZE = 2
@@ -56,6 +58,10 @@ def join(rank: int, port: int) -> DistContext:
     return init_distributed("cpu")
 
 
+def _not_on_rank_1(*args, **kwargs):
+    raise AssertionError("only rank 0 decides the precision")
+
+
 def worker(rank: int, port: int, out_dir: str) -> None:
     """One rank of the job: a DDP step, a gather over a padded sampler and a Trainer epoch."""
     ctx = join(rank, port)
@@ -74,6 +80,14 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         unique, merged = gather_by_index(indices, {"value": indices * 10.0}, ctx)
         total = all_reduce_sum(torch.tensor([1.0]), ctx)
 
+        # rank 0 decides the precision and every rank takes its choice: here a choice that
+        # rank 0 finds and rank 1 would fail to find
+        if rank == 0:
+            precision._cached_or_measured = lambda *args, train, **kwargs: Calibration(
+                "bf16", {"fp32": 2.0, "bf16": 1.0}, train, [], "cpu"
+            )
+        else:
+            precision._cached_or_measured = _not_on_rank_1
         config = load_config("infogcn2_small", TRAINER_OVERRIDES)
         data = os.path.join(out_dir, "data")
         trainer, _ = prepare(config, data, os.path.join(out_dir, "work"), ctx=ctx, progress=False)
@@ -86,6 +100,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
             "total": total,
             "trained": torch.cat([p.detach().flatten() for p in trainer.module.parameters()]),
             "val": trainer.history[-1]["val"],
+            "precision": (trainer.dtype, trainer.eval_dtype),
         }
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -103,6 +118,10 @@ def results(tmp_path_factory) -> list[dict]:
     write_skeleton_folder(out / "data", clips, progress=False)
     mp.spawn(worker, args=(free_port(), str(out)), nprocs=WORLD_SIZE, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+
+def test_ranks_share_rank_0s_precision_choice(results):
+    assert [r["precision"] for r in results] == [(torch.bfloat16, torch.bfloat16)] * 2
 
 
 def test_ddp_ranks_hold_identical_parameters_after_a_step(results):
@@ -140,6 +159,7 @@ def test_autocast_dtype_choices():
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert autocast_dtype("auto", cpu) in (None, torch.bfloat16)
+    with pytest.raises(ValueError, match="'auto' is decided by timing the model"):
+        autocast_dtype("auto", cpu)
     with pytest.raises(ValueError, match=r"fp16.*CUDA"):
         autocast_dtype("fp16", cpu)

@@ -234,7 +234,7 @@ def test_skelgraph_test_fuses_scores_of_models_with_their_own_samples(tmp_path, 
     for path in paths:
         model, meta = load_checkpoint(path)
         config = _eval_config(
-            meta, argparse.Namespace(batch_size=8, precision="fp32", device="cpu")
+            meta, argparse.Namespace(batch_size=8, precision="fp32", device="cpu", limit=None)
         )
         configs.append(config)
         predict_at = split_predictor(model, data, config, classes, split="test", progress=False)

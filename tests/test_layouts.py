@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -11,11 +12,13 @@ import torch
 
 from skelgraph.layouts import (
     Layout,
+    MappingWarning,
     check_mappable,
     get_layout,
     keypoint_mapping,
     list_layouts,
     map_keypoints,
+    mapping_gaps,
     mirror_pairs,
     register_layout,
 )
@@ -219,7 +222,8 @@ def test_map_coco_to_penn_and_back(channels):
     assert to_penn.shape == (5, 13, channels) and to_penn.dtype == np.float32
     np.testing.assert_array_equal(to_penn[:, 0], kp[:, coco.index("nose")])  # head <- nose
     np.testing.assert_array_equal(to_penn[:, 1:], kp[:, 5:])
-    back = map_keypoints(to_penn, penn, coco)
+    with pytest.warns(MappingWarning, match=r"left_eye, right_eye, left_ear, right_ear"):
+        back = map_keypoints(to_penn, penn, coco)
     shared = [coco.index("nose"), *range(5, 17)]
     np.testing.assert_array_equal(back[:, shared], kp[:, shared])
     np.testing.assert_array_equal(back[:, 1:5], 0.0)  # eyes, ears: no source, confidence 0
@@ -235,7 +239,8 @@ def test_map_derived_joints_take_min_confidence():
     op = map_keypoints(kp, coco, "openpose18")
     np.testing.assert_allclose(op[0, 1], (3.0, 6.0, 0.5))  # neck = mean of the shoulders
     ntu = get_layout("ntu25")
-    out = map_keypoints(kp, coco, ntu)
+    with pytest.warns(MappingWarning, match=r"8 of its 25 joints have no source"):
+        out = map_keypoints(kp, coco, ntu)  # coco17 has no hands, feet, hand tips or thumbs
     np.testing.assert_allclose(out[0, ntu.index("spine_base")], (1.0, 11.0, 0.7))
     np.testing.assert_allclose(out[0, ntu.index("spine_mid")], (2.0, 8.5, 0.5))
     np.testing.assert_allclose(out[0, ntu.index("shoulder_left")], (2.0, 4.0, 0.9))
@@ -418,7 +423,68 @@ def test_custom_layout_every_helper():
     S, A = part_graph("test_five")
     assert S.shape == (5, 3) and A.tolist() == [[0, 1, 1], [1, 0, 0], [1, 0, 0]]
     kp = np.random.default_rng(1).random((4, 17, 3)).astype(np.float32)
-    mapped = map_keypoints(kp, "coco17", "test_five")
+    with pytest.warns(MappingWarning, match=r"\(chest, left_hand, right_hand\)"):
+        mapped = map_keypoints(kp, "coco17", "test_five")
     np.testing.assert_array_equal(mapped[:, 1:3], kp[:, 5:7])
     np.testing.assert_array_equal(mapped[:, [0, 3, 4]], 0.0)
     assert Layout.from_dict(json.loads(json.dumps(five.to_dict()))) == five
+
+
+#: Kinect v1 (MSR Action3D, UTKinect, N-UCLA): 20 joints, names partly outside the vocabulary
+KINECT_V1 = (
+    "hip_center", "spine", "shoulder_center", "head",
+    "shoulder_left", "elbow_left", "wrist_left", "hand_left",
+    "shoulder_right", "elbow_right", "wrist_right", "hand_right",
+    "hip_left", "knee_left", "ankle_left", "foot_left",
+    "hip_right", "knee_right", "ankle_right", "foot_right",
+)  # fmt: skip
+
+
+def kinect_layout(joints=KINECT_V1) -> Layout:
+    return Layout.from_names(
+        "kinect_test",
+        joints=joints,
+        bones=[(j, joints[0]) for j in joints[1:]],
+        center=[joints[0]],
+        torso=([joints[2]], [joints[0]]),
+    )
+
+
+def test_mapping_warning_names_the_joints_it_cannot_fill():
+    kinect = kinect_layout()
+    kp = np.ones((3, 20, 4), np.float32)
+    with pytest.warns(MappingWarning) as caught:
+        out = map_keypoints(kp, kinect, "ntu25")
+    (message,) = [str(w.message) for w in caught]
+    assert "'kinect_test' to 'ntu25': 4 of its 25 joints have no source" in message
+    assert "(hand_tip_left, thumb_left, hand_tip_right, thumb_right)" in message
+    ntu = get_layout("ntu25")
+    assert (out[:, [ntu.index(j) for j in ("hand_tip_left", "thumb_right")], -1] == 0).all()
+    # the Kinect v1 names of the spine are synonyms, not derivations from hips and shoulders
+    assert keypoint_mapping(kinect, ntu)[ntu.index("spine_base")] == {0: 1.0}
+    assert keypoint_mapping(kinect, ntu)[ntu.index("spine_mid")] == {1: 1.0}
+    assert keypoint_mapping(kinect, ntu)[ntu.index("spine_shoulder")] == {2: 1.0}
+    with pytest.raises(ValueError, match=r"hand_tip_left, thumb_left, hand_tip_right"):
+        map_keypoints(kp, kinect, "ntu25", strict=True)
+
+
+def test_mapping_warning_names_source_joints_outside_the_vocabulary():
+    joints = ("waist", "spine", "chest_center", "head", *KINECT_V1[4:])
+    kinect = kinect_layout(joints)
+    with pytest.warns(MappingWarning, match=r"source joints waist, chest_center are not names"):
+        map_keypoints(np.ones((2, 20, 4)), kinect, "ntu25")
+    assert mapping_gaps(kinect, "coco17") == (
+        ("left_eye", "right_eye", "left_ear", "right_ear"),
+        ("waist", "chest_center"),
+    )
+    with pytest.raises(ValueError, match="waist, chest_center"):
+        map_keypoints(np.ones((2, 20, 4)), kinect, "coco17", strict=True)
+
+
+def test_complete_mappings_are_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        map_keypoints(np.ones((1, 17, 3)), "coco17", "penn13")  # eyes, ears: known, dropped
+        map_keypoints(np.ones((1, 25, 3)), "ntu25", "penn13")
+        map_keypoints(np.ones((1, 13, 3)), "penn13", "penn13")
+    assert mapping_gaps("coco17", "penn13") == ((), ())

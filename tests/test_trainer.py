@@ -5,12 +5,14 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from skelgraph.data import make_loader, write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
+from skelgraph.layouts import get_layout
 from skelgraph.train.config import (
     TrainConfig,
     apply_overrides,
@@ -19,6 +21,7 @@ from skelgraph.train.config import (
     load_config,
     save_config,
 )
+from skelgraph.train.data import train_transform
 from skelgraph.train.evaluate import evaluate
 from skelgraph.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from skelgraph.train.run import prepare
@@ -107,6 +110,26 @@ def test_config_file_round_trip_and_errors(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(FileNotFoundError, match=r"packaged: .*infogcn2_blog"):
         load_config("no_such_config")
+
+
+def test_config_keys_make_the_augmentation() -> None:
+    config = load_config("multiview_3d")
+    transform = train_transform(config.data, get_layout("coco17"), in_channels=4)
+    names = [type(t).__name__ for t in transform.transforms]
+    assert names == ["RandomRotation", "RandomScale", "RandomShear", "RandomMirror"]
+    rotation, scale, shear, mirror = transform.transforms
+    assert rotation.max_degrees == (30.0, 60.0, 30.0)
+    assert scale.scales == (0.8, 1.2) and scale.per_axis and shear.max_shear == 0.2
+    assert mirror.p == 0.5
+    default = load_config("infogcn2_small").data
+    only = train_transform(default, get_layout("penn13"), in_channels=3).transforms
+    assert [repr(t) for t in only] == ["RandomRotation(max_degrees=15.0)"]
+    with pytest.raises(ValueError, match=r"data.rotation_degrees: .*2D samples rotate about z"):
+        train_transform(config.data, get_layout("coco17"), in_channels=3)
+    with pytest.raises(ValueError, match=r"data.rotation_degrees: expected one angle or three"):
+        load_config("multiview_3d", ["data.rotation_degrees=[10, 20]"])
+    with pytest.raises(ValueError, match=r"data.scale_range: expected \[low, high\]"):
+        load_config("multiview_3d", ["data.scale_range=[1.2, 0.8]"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,6 +252,26 @@ def test_resume_continues_at_the_right_epoch(penn32, tmp_path):
     last = torch.load(tmp_path / "resumed/last.pt", weights_only=True)
     assert last["epoch"] == 2 and last["best_epoch"] in (1, 2)
     assert last["meta"]["inference"]["reduce"] == "mean"
+
+
+def test_max_steps_cuts_the_epoch_and_survives_resume(penn32, tmp_path):
+    cache = tmp_path / "cache"
+    config = load_config("infogcn2_small", [*TINY, "epochs=3", "max_steps=4"])  # 3 steps/epoch
+    trainer, _ = prepare(config, penn32, tmp_path / "work", cache_dir=cache, progress=False)
+    history = trainer.fit()["history"]
+    assert [(r["epoch"], r["step"]) for r in history] == [(1, 3), (2, 4)]
+    assert trainer.scheduler.last_epoch == 4 and (tmp_path / "work/best.pt").is_file()
+    again, _ = prepare(config, penn32, tmp_path / "work", cache_dir=cache, progress=False)
+    assert again.fit(resume=True)["history"] == history  # nothing left to do
+    assert again.step == 4 and again.epoch == 2
+
+
+def test_limit_keeps_a_few_clips_of_every_class(penn32, tmp_path):
+    config = load_config("infogcn2_small", [*TINY, "limit=8"])
+    trainer, data = prepare(config, penn32, tmp_path, cache_dir=tmp_path / "cache", progress=False)
+    train_labels = data.base.clip_labels[np.unique(data.base.clip_ids[data.train.indices])]
+    assert len(train_labels) == 8 and len(set(train_labels.tolist())) == 8  # one per class
+    assert len(data.val_clips) == 8 and len(trainer.train_loader.dataset) == 8
 
 
 def test_bf16_autocast_step_runs_on_cpu(penn32, tmp_path):

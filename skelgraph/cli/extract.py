@@ -48,9 +48,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from skelgraph.data.folder import LABELS_FILE, SPLITS, read_labels_csv
+from skelgraph.utils import progress_bar
 
 if TYPE_CHECKING:
     from skelgraph.pose import PoseEstimator
@@ -135,7 +135,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="frames per model call (default: 1)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (off a terminal progress is written as plain lines)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -163,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:
             print(f"skelgraph extract: error: model {args.model}: {e}", file=sys.stderr)
             return 1
-        bar = tqdm(todo, desc=f"extract {index}/{count}", unit="video", disable=args.quiet)
+        bar = progress_bar(todo, desc=f"extract {index}/{count}", unit="video", disable=args.quiet)
         for video in bar:
             try:
                 if video.source not in clips:

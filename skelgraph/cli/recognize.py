@@ -46,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from skelgraph.layouts import Layout, check_mappable, get_layout
+from skelgraph.utils import progress_bar
 
 if TYPE_CHECKING:
     from skelgraph.online import OnlineRecognizer, Prediction
@@ -494,7 +495,9 @@ def _recognize(args: argparse.Namespace, source: Source, recognizer: OnlineRecog
         if args.jsonl != "-":
             table.header()
         bar = outputs.enter_context(
-            tqdm(total=length, desc="recognize", unit="frame", leave=False, disable=args.quiet)
+            progress_bar(
+                total=length, desc="recognize", unit="frame", leave=False, disable=args.quiet
+            )
         )
         with stop_on_sigint() as stopped:
             try:

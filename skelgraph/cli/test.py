@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="report folder (default: <checkpoint dir>/eval-<checkpoint name>-<split>)",
+        help="report folder (default: ./eval-<checkpoint name>-<split> in the current folder)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="samples per step")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -66,7 +66,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="test-time augmentation: mirror also averages the left/right mirrored input "
         "(default: none, or what an ensemble checkpoint was fused with)",
     )
-    parser.add_argument("--no-early", action="store_true", help="skip the early-recognition curve")
+    parser.add_argument(
+        "--no-early",
+        action="store_true",
+        help="skip the early-recognition curve (accuracy after the first 10 %%, 20 %%, ... of "
+        "every clip, computed from the clips already loaded)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="quick run: evaluate at most N clips, taken in turn from every class",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress, only the metrics (off a terminal progress is written as plain lines)",
+    )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="dataset cache (default: ~/.cache/skelgraph)"
     )
@@ -88,6 +104,7 @@ def _eval_config(meta: dict[str, Any], args: argparse.Namespace) -> Any:
             "batch_size": args.batch_size,
             "precision": args.precision,
             "device": args.device,
+            "limit": args.limit,
             "reduce": inference.get("reduce", "mean"),
         }
     )
@@ -122,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
             config = _eval_config(meta, args)
             with main_first(ctx):
                 dataset = open_dataset(
-                    args.data, config.data, split=split, classes=classes, cache_dir=args.cache_dir
+                    args.data,
+                    config.data,
+                    split=split,
+                    classes=classes,
+                    cache_dir=args.cache_dir,
+                    progress=not args.quiet,
                 )
             try:
                 check_compatible(meta, dataset)
@@ -139,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
                     split=split,
                     ctx=ctx,
                     cache_dir=args.cache_dir,
+                    progress=not args.quiet,
                 )
             )
             models.append(model)
@@ -146,15 +169,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"skelgraph test: error: {e}", file=sys.stderr)
         cleanup(ctx)
         return 1
-    first = args.checkpoint[0]
     stem = "+".join(p.stem for p in args.checkpoint)
-    out = args.out or first.parent / f"eval-{stem}-{args.split}"
+    # the current folder, not the checkpoint's: a shipped checkpoint lies inside the package
+    out = args.out or Path(f"eval-{stem}-{args.split}")
     _, table = report_split(
         lambda f: fuse_predictions([predict_at(f) for predict_at in predictors]),
         classes,
         out,
         ctx=ctx,
         early=not args.no_early,
+        progress=not args.quiet,
     )
     if ctx.is_main:
         fields = describe_models(models)

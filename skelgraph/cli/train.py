@@ -5,17 +5,24 @@ Example::
     skelgraph train --config infogcn2_blog --data data/penn_action --work-dir work_dirs/penn \\
         epochs=20 optim.lr=0.05 model.args.channels=32
 
+A quick run, to see that data, config and machine work together before a long one::
+
+    skelgraph train --config infogcn2_small --data data/mine --work-dir work/quick \\
+        --max-steps 20 --limit 64
+
 Under ``torchrun --nproc-per-node N -m skelgraph train ...`` the same command trains with
-DistributedDataParallel (``batch_size`` is per process).
+DistributedDataParallel (``batch_size`` is per process). ``--help`` lists every config key with
+its default.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
-from skelgraph.train.config import available_configs, load_config
+from skelgraph.train.config import available_configs, config_help, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model from a config",
-        description=(
+        description=textwrap.fill(
             "Train a registered model. DATA is a skeleton folder (labels.csv + .npz clips) or a "
             "Penn Action root (labels/*.mat). Writes config.yaml, last.pt, best.pt, log.jsonl, "
-            "curves.png and the final evaluation (test/, val/ or train/) into the work dir."
+            "curves.png and the final evaluation of best.pt (test/, val/ or train/: metrics, "
+            "confusion matrix and the early-recognition curve, computed from the clips already "
+            "loaded; --no-early skips it) into the work dir.",
+            100,
         ),
-        epilog=f"packaged configs: {', '.join(available_configs())}",
+        epilog=(
+            f"packaged configs: {', '.join(available_configs())}\n\n"
+            f"config keys (KEY = default: meaning):\n{config_help()}"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", required=True, help="YAML file or the name of a packaged config"
@@ -37,6 +51,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--work-dir", required=True, type=Path, help="output folder")
     parser.add_argument(
         "--resume", action="store_true", help="continue from WORK_DIR/last.pt when present"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="quick run: stop after N optimisation steps in all (the config key max_steps)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="quick run: at most N clips of every split, taken in turn from every class "
+        "(the config key limit)",
+    )
+    parser.add_argument(
+        "--no-early",
+        action="store_true",
+        help="skip the early-recognition curve of the final evaluation "
+        "(the config key early_recognition=false)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no per-epoch lines, only the final metrics (off a terminal "
+        "progress is written as plain lines)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -53,13 +92,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides the flags stand for; they come after the KEY=VALUE ones."""
+    overrides = []
+    if args.max_steps is not None:
+        overrides.append(f"max_steps={args.max_steps}")
+    if args.limit is not None:
+        overrides.append(f"limit={args.limit}")
+    if args.no_early:
+        overrides.append("early_recognition=false")
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
     """Loads the config, trains, evaluates ``best.pt`` and prints the metric table."""
     from skelgraph.train.distributed import cleanup, init_distributed
     from skelgraph.train.run import train
 
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
     except (ValueError, FileNotFoundError) as e:
         print(f"skelgraph train: error: {e}", file=sys.stderr)
         return 1
@@ -68,7 +119,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ctx = init_distributed(config.device)
     try:
-        train(config, args.data, args.work_dir, resume=args.resume, cache_dir=args.cache_dir)
+        train(
+            config,
+            args.data,
+            args.work_dir,
+            resume=args.resume,
+            cache_dir=args.cache_dir,
+            progress=not args.quiet,
+        )
     finally:
         cleanup(ctx)
     return 0

@@ -2,11 +2,15 @@
 
 A dataset reads every clip of its source once, preprocesses it
 (:func:`skelgraph.preprocess.preprocess`) and stores all clips in one ``.pt`` file: the frames of
-every clip concatenated, ``[F, V, C]``, with the clip lengths, labels, splits and names. The file
-name holds a hash of everything the cached values depend on (preprocessing settings, observed
-fraction, target layout and the name, size and modification time of every source file), so
-changing any of them builds a new cache beside the old one. Later constructions load the file and
-only select a split and index the samples.
+every clip concatenated, ``[F, V, C]``, with the clip lengths, labels, splits and names. Later
+constructions load the file and only select a split, cut clips (``observed_fraction``) and index
+the samples, so one file serves every split, window, sampling and observed fraction.
+
+The file is named ``<dataset>-<slot>-<content>.pt``: the slot is a hash of the source folder and
+the settings the values depend on (preprocessing, target layout), the content a hash of those
+settings and of what every source file holds (:func:`content_digest`: re-writing identical clips,
+as a re-run converter does, keeps the cache). Building a new file for a slot removes the slot's
+older files, so changed sources leave no stale cache behind.
 
 One sample is a :class:`torch_geometric.data.Data`::
 
@@ -23,11 +27,14 @@ One sample is a :class:`torch_geometric.data.Data`::
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,21 +45,20 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
-from tqdm.auto import tqdm
 
 from skelgraph.augment import RandomTemporalCrop, default_train_transform
 from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout, check_mappable, get_layout, map_keypoints
 from skelgraph.layouts.graph import bone_edge_index
 from skelgraph.preprocess import PreprocessConfig, preprocess, sliding_windows
-from skelgraph.utils import atomic_write
+from skelgraph.utils import atomic_write, progress_bar, user_cache_dir
 
-__all__ = ["SkeletonDataset", "make_loader", "to_dense"]
+__all__ = ["SkeletonDataset", "content_digest", "make_loader", "to_dense"]
 
 Sampling = Literal["clip", "window"]
 
 #: bump when the cache file layout, a loader or the preprocessing changes what a cache holds
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class SkeletonDataset(Dataset):
@@ -94,11 +100,15 @@ class SkeletonDataset(Dataset):
             ``torch_geometric.transforms.Compose([])`` for none). (default: :obj:`None`)
         preprocess (PreprocessConfig, optional): Preprocessing settings.
             (default: :obj:`PreprocessConfig()`)
-        observed_fraction (float, optional): Keep only the first ``ceil(f · T_raw)`` raw frames of
-            every clip before preprocessing (early recognition). (default: :obj:`1.0`)
+        observed_fraction (float, optional): Keep only the first ``ceil(f · T)`` frames of every
+            preprocessed clip (early recognition; :meth:`observe` makes the same cut of a loaded
+            dataset). With causal preprocessing these frames are exactly what the first
+            ``ceil(f · T)`` raw frames preprocess to; otherwise the clip's scale and gap filling
+            come from the whole clip. (default: :obj:`1.0`)
         cache_dir (str or os.PathLike, optional): Where the processed ``.pt`` file lives.
-            The file name holds a hash of the source files and settings, so one folder serves
-            every dataset. (default: ``$XDG_CACHE_HOME/skelgraph``, else ``~/.cache/skelgraph``)
+            The file name holds hashes of the folder, the settings and the source contents, so
+            one folder serves every dataset. (default: ``$XDG_CACHE_HOME/skelgraph``, else
+            ``~/.cache/skelgraph``)
         progress (bool, optional): Show a progress bar while building the cache.
             (default: :obj:`True`)
     """
@@ -136,10 +146,7 @@ class SkeletonDataset(Dataset):
         stride = max(int(window) // 2, 1) if stride is None else int(stride)
         if stride < 1:
             raise ValueError(f"stride: expected a positive number of frames, got {stride}")
-        if not 0.0 < observed_fraction <= 1.0:
-            raise ValueError(
-                f"observed_fraction: expected a value in (0, 1], got {observed_fraction}"
-            )
+        _check_fraction(observed_fraction)
         self.root = Path(root)
         self.split = None if split == "all" else split
         self.window = int(window)
@@ -148,7 +155,7 @@ class SkeletonDataset(Dataset):
         self.train = bool(train)
         self.preprocess_config = preprocess if preprocess is not None else PreprocessConfig()
         self.observed_fraction = float(observed_fraction)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else user_cache_dir()
         self.progress = progress
         if p_interval is None:
             p_interval = (0.5, 1.0) if self.train else (0.95,)
@@ -177,7 +184,7 @@ class SkeletonDataset(Dataset):
         raise NotImplementedError
 
     def _key_files(self) -> list[Path]:
-        """The files whose name, size and modification time key the cache."""
+        """The files whose names and contents key the cache."""
         return self._sources()
 
     def _default_classes(self, cache: dict[str, Any]) -> list[str]:
@@ -191,24 +198,24 @@ class SkeletonDataset(Dataset):
         """The processed ``.pt`` file of this dataset's settings."""
         return self._cache_path
 
-    def _cache_key(self, target: Layout | None) -> str:
-        files = []
-        for path in self._key_files():
-            stat = path.stat()
-            files.append([os.path.relpath(path, self.root), stat.st_size, stat.st_mtime_ns])
+    def _cache_name(self, target: Layout | None) -> tuple[str, str]:
+        """``(slot, content)`` hashes of the cache file name (see the module docstring)."""
         settings = {
             "version": CACHE_VERSION,
             "dataset": type(self).__name__,
             "preprocess": self.preprocess_config.to_dict(),
-            "observed_fraction": self.observed_fraction,
             "layout": target.to_dict() if target is not None else None,
-            "files": files,
         }
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+        files = [
+            [os.path.relpath(path, self.root), content_digest(path)] for path in self._key_files()
+        ]
+        slot = {"root": str(self.root.resolve()), **settings}
+        return _digest(slot), _digest({**settings, "files": files})
 
     def _load_or_build(self, target: Layout | None) -> dict[str, Any]:
-        key = self._cache_key(target)
-        self._cache_path = self.cache_dir / f"{type(self).__name__.lower()}-{key}.pt"
+        slot, key = self._cache_name(target)
+        prefix = f"{type(self).__name__.lower()}-{slot}-"
+        self._cache_path = self.cache_dir / f"{prefix}{key}.pt"
         if self._cache_path.is_file():
             try:
                 cache = torch.load(self._cache_path, weights_only=True)
@@ -223,6 +230,9 @@ class SkeletonDataset(Dataset):
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(self._cache_path) as f:
             torch.save(cache, f)
+        for stale in self.cache_dir.glob(f"{prefix}*.pt"):
+            if stale != self._cache_path:
+                stale.unlink(missing_ok=True)
         return cache
 
     def _build(self, target: Layout | None) -> dict[str, Any]:
@@ -233,7 +243,8 @@ class SkeletonDataset(Dataset):
         first: tuple[Layout, int, Path] | None = None  # layout, channels and file of the first clip
         checked: set[Layout] = set()
         desc = f"{type(self).__name__}: preprocessing {len(sources)} clips"
-        for i in tqdm(range(len(sources)), desc=desc, disable=not self.progress, unit="clip"):
+        bar = progress_bar(range(len(sources)), desc=desc, unit="clip", disable=not self.progress)
+        for i in bar:
             clip, label, split = self._read(i)
             if first is None:
                 first = (target or clip.layout, clip.num_channels, sources[i])
@@ -243,7 +254,7 @@ class SkeletonDataset(Dataset):
                     f"{sources[i]}: keypoints: expected {channels} channels like {first_path}, "
                     f"got {clip.num_channels}"
                 )
-            kp = clip.keypoints[: _observed_frames(clip.num_frames, self.observed_fraction)]
+            kp = clip.keypoints
             if clip.layout != layout:
                 if target is None:
                     raise ValueError(
@@ -288,17 +299,39 @@ class SkeletonDataset(Dataset):
                 )
         self._frames: Tensor = cache["frames"]
         self._clip_offset = offsets[keep]
-        self._clip_length = lengths[keep]
+        self._whole_length = lengths[keep]
         self._clip_label = torch.tensor([index[cache["labels"][i]] for i in keep], dtype=torch.long)
         self._clip_names: list[str] = [cache["names"][i] for i in keep]
+        self._index_samples()
+
+    def _index_samples(self) -> None:
+        """Cuts every clip to its observed frames and lists the samples (clip, start frame)."""
+        self._clip_length = torch.tensor(
+            [_observed_frames(int(n), self.observed_fraction) for n in self._whole_length],
+            dtype=torch.long,
+        )
+        num_clips = len(self._clip_length)
         if self.sampling == "clip":
-            self._sample_clip = torch.arange(len(keep))
-            self._sample_start = torch.zeros(len(keep), dtype=torch.long)
+            self._sample_clip = torch.arange(num_clips)
+            self._sample_start = torch.zeros(num_clips, dtype=torch.long)
         else:
             starts = [_window_starts(int(n), self.window, self.stride) for n in self._clip_length]
             counts = [len(s) for s in starts]
-            self._sample_clip = torch.from_numpy(np.repeat(np.arange(len(keep)), counts))
+            self._sample_clip = torch.from_numpy(np.repeat(np.arange(num_clips), counts))
             self._sample_start = torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *starts]))
+
+    def observe(self, fraction: float) -> SkeletonDataset:
+        """This dataset with every clip cut to its first ``ceil(fraction · T)`` frames (early
+        recognition), sharing the loaded frames: nothing is read or preprocessed again.
+
+        Args:
+            fraction (float): The observed fraction of every whole clip, in ``(0, 1]``.
+        """
+        _check_fraction(fraction)
+        observed = copy.copy(self)
+        observed.observed_fraction = float(fraction)
+        observed._index_samples()
+        return observed
 
     def __len__(self) -> int:
         return len(self._sample_clip)
@@ -384,9 +417,42 @@ class SkeletonDataset(Dataset):
         )
 
 
-def _default_cache_dir() -> Path:
-    """The user cache folder: datasets are often read-only or shared, so nothing goes there."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "skelgraph"
+def _digest(value: Any) -> str:
+    """A short hex digest of a JSON-serialisable value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """A digest of what the file ``path`` holds, independent of when it was written.
+
+    For a zip archive (``.npz``) it covers the name, size and CRC-32 of every member, read from
+    the archive's directory: :func:`numpy.savez` stamps members with the time of writing, so two
+    archives of the same arrays differ in their bytes. Any other file is digested byte by byte.
+    Digests are remembered for the process by the file's path and status (inode, size, times):
+    a run opens a dataset several times.
+    """
+    stat = os.stat(path)
+    status = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _content_digest(str(Path(path).resolve()), status)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _content_digest(path: str, status: tuple[int, ...]) -> str:
+    """:func:`content_digest` of ``path`` in the state ``status`` (part of the memo's key)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = [[m.filename, m.file_size, m.CRC] for m in archive.infolist()]
+        return _digest(members)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"observed_fraction: expected a value in (0, 1], got {fraction}")
 
 
 def _observed_frames(num_frames: int, fraction: float) -> int:

@@ -24,10 +24,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from skelgraph.clip import SkeletonClip
 from skelgraph.data.dataset import SkeletonDataset
+from skelgraph.utils import progress_bar
 
 __all__ = [
     "CLASSES_FILE",
@@ -214,7 +213,7 @@ def write_skeleton_folder(
         (tmp / "clips").mkdir(parents=True)
         rows: list[tuple[str, str, str]] = []
         used: set[str] = set()
-        bar = tqdm(
+        bar = progress_bar(
             items, total=total, desc=f"writing {dst.name}", unit="clip", disable=not progress
         )
         for i, (clip, label, split) in enumerate(bar):

@@ -1,4 +1,4 @@
-"""Stratified train/validation split by clip.
+"""Stratified train/validation split by clip, and class-balanced subsets of clips.
 
 Split by clip (or video), never by window: overlapping windows of one clip on both sides of a
 split leak the validation set into training and inflate the reported accuracy. Pass the per-window
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["stratified_split"]
+__all__ = ["balanced_subset", "stratified_split"]
 
 
 def stratified_split(
@@ -72,3 +72,33 @@ def stratified_split(
         is_val[members[:n_val]] = True
     val_sample = is_val[inverse]
     return np.flatnonzero(~val_sample), np.flatnonzero(val_sample)
+
+
+def balanced_subset(labels: Sequence | np.ndarray, limit: int) -> np.ndarray:
+    """Indices of at most ``limit`` items taken in turn from every class: the first item of every
+    class (in the order of the sorted class values), then the second, and so on, so that a small
+    subset still covers the classes. Deterministic.
+
+    Parameters
+    ----------
+    labels : (N,) array-like
+        Class of every item (ints or strings).
+    limit : int
+        The most items to keep, positive.
+
+    Returns
+    -------
+    (min(N, limit),) int64 array
+        Sorted indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels: expected a 1-D array, got shape {labels.shape}")
+    if limit < 1:
+        raise ValueError(f"limit: expected a positive number of items, got {limit}")
+    _, classes = np.unique(labels, return_inverse=True)
+    order = np.argsort(classes, kind="stable")
+    starts = np.searchsorted(classes[order], classes[order])  # first position of each class
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - starts  # position of every item within its class
+    return np.sort(np.lexsort((classes, rank))[:limit])

@@ -3,29 +3,46 @@
 Names are first canonicalised (``shoulder_left`` becomes ``left_shoulder``), then a destination
 joint takes, in order: the source joint of the same canonical name; a synonym (:data:`SYNONYMS`);
 the mean of the joints of a derivation (:data:`DERIVATIONS`, recursively). Anything else is absent.
+
+A mapping that leaves destination joints without a source, or leaves source joints unused whose
+names are outside the known vocabulary (the built-in layouts' joints, synonyms and derivations:
+most likely a name the mapping does not understand), warns with a :class:`MappingWarning` that
+names them (:func:`mapping_gaps`); ``strict=True`` makes it an error.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
+from skelgraph.layouts import builtin
 from skelgraph.layouts.layout import Layout, _side
 from skelgraph.layouts.registry import get_layout
 
-__all__ = ["DERIVATIONS", "SYNONYMS", "check_mappable", "keypoint_mapping", "map_keypoints"]
+__all__ = [
+    "DERIVATIONS",
+    "SYNONYMS",
+    "MappingWarning",
+    "check_mappable",
+    "keypoint_mapping",
+    "map_keypoints",
+    "mapping_gaps",
+]
 
-#: destination canonical name -> source names that stand for the same point
+#: destination canonical name -> source names that stand for the same point (Kinect v1 names
+#: such as ``hip_center`` included)
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "head": ("nose",),
     "nose": ("head",),
-    "pelvis": ("mid_hip", "spine_base"),
-    "mid_hip": ("pelvis", "spine_base"),
-    "spine_base": ("pelvis", "mid_hip"),
-    "neck": ("spine_shoulder",),
-    "spine_shoulder": ("neck",),
+    "pelvis": ("mid_hip", "spine_base", "hip_center"),
+    "mid_hip": ("pelvis", "spine_base", "hip_center"),
+    "spine_base": ("pelvis", "mid_hip", "hip_center"),
+    "spine_mid": ("spine",),
+    "neck": ("spine_shoulder", "shoulder_center"),
+    "spine_shoulder": ("neck", "shoulder_center"),
 }
 #: destination canonical name -> joints whose mean it is, when the source lacks it
 DERIVATIONS: dict[str, tuple[str, ...]] = {
@@ -71,6 +88,74 @@ def keypoint_mapping(src: str | Layout, dst: str | Layout) -> list[dict[int, flo
     return [_resolve(_canonical(j), source) for j in dst.joints]
 
 
+class MappingWarning(UserWarning):
+    """A keypoint mapping leaves joints without a source or drops joints it does not know."""
+
+
+@functools.lru_cache(maxsize=1)
+def _vocabulary() -> frozenset[str]:
+    """The canonical joint names the mapping knows: the built-in layouts' joints, the synonyms
+    and the derivations."""
+    layouts = (builtin.COCO17, builtin.PENN13, builtin.OPENPOSE18, builtin.NTU25)
+    names = {_canonical(j) for layout in layouts for j in layout.joints}
+    for table in (SYNONYMS, DERIVATIONS):
+        names.update(table)
+        names.update(n for values in table.values() for n in values)
+    return frozenset(names)
+
+
+def mapping_gaps(src: str | Layout, dst: str | Layout) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a mapping from :obj:`src` to :obj:`dst` cannot carry over.
+
+    Args:
+        src (str or Layout): The layout of the keypoints.
+        dst (str or Layout): The layout they are mapped to.
+
+    Returns:
+        tuple[tuple[str, ...], tuple[str, ...]]: The joints of :obj:`dst` without a source (they
+        get confidence 0), and the joints of :obj:`src` that no destination joint uses and whose
+        names are outside the known vocabulary (dropped, though a name the mapping knows might
+        have carried them over).
+    """
+    return _gaps(get_layout(src), get_layout(dst))
+
+
+@functools.lru_cache(maxsize=64)
+def _gaps(src: Layout, dst: Layout) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """:func:`mapping_gaps` of two layouts, worked out once per pair (a stream maps every
+    frame)."""
+    mapping = keypoint_mapping(src, dst)
+    unfilled = tuple(j for j, sources in zip(dst.joints, mapping, strict=True) if not sources)
+    used = {i for sources in mapping for i in sources}
+    vocabulary = _vocabulary()
+    unknown = tuple(
+        j for i, j in enumerate(src.joints) if i not in used and _canonical(j) not in vocabulary
+    )
+    return unfilled, unknown
+
+
+def _check_gaps(src: Layout, dst: Layout, strict: bool) -> None:
+    """Warns (or raises with ``strict``) when :func:`mapping_gaps` finds any."""
+    unfilled, unknown = _gaps(src, dst)
+    if not unfilled and not unknown:
+        return
+    parts = []
+    if unfilled:
+        parts.append(
+            f"{len(unfilled)} of its {dst.num_joints} joints have no source and get "
+            f"confidence 0 ({', '.join(unfilled)})"
+        )
+    if unknown:
+        parts.append(
+            f"source joints {', '.join(unknown)} are not names the mapping knows and are "
+            "dropped (rename them to built-in joint names, e.g. those of ntu25 or coco17)"
+        )
+    message = f"mapping layout {src.name!r} to {dst.name!r}: {'; '.join(parts)}"
+    if strict:
+        raise ValueError(message)
+    warnings.warn(message, MappingWarning, stacklevel=3)
+
+
 def check_mappable(src: str | Layout, dst: str | Layout, *, target: str = "layout") -> None:
     """Checks that keypoints in layout :obj:`src` carry enough of layout :obj:`dst` to stand for it.
 
@@ -112,7 +197,9 @@ def _mapping_arrays(src: Layout, dst: Layout) -> tuple[np.ndarray, np.ndarray]:
     return index, weight
 
 
-def map_keypoints(keypoints: np.ndarray, src: str | Layout, dst: str | Layout) -> np.ndarray:
+def map_keypoints(
+    keypoints: np.ndarray, src: str | Layout, dst: str | Layout, *, strict: bool = False
+) -> np.ndarray:
     r"""Re-orders keypoints from layout :obj:`src` to layout :obj:`dst` by joint name.
 
     Names match after canonicalisation (``shoulder_left`` equals ``left_shoulder``). A destination
@@ -122,15 +209,23 @@ def map_keypoints(keypoints: np.ndarray, src: str | Layout, dst: str | Layout) -
     = mean of the hips, ...); a derived joint's confidence is the minimum of its sources'. A joint
     with no source gets coordinates 0 and confidence 0. The confidence is the last channel.
 
+    Joints the mapping cannot fill, and source joints it drops because it does not know their
+    names, are named in a :class:`MappingWarning` (:func:`mapping_gaps`).
+
     Args:
         keypoints (np.ndarray): Keypoints of shape ``(T, V_src, C)``, ``C >= 2`` (e.g.
             ``x, y, conf`` or ``x, y, z, conf``).
         src (str or Layout): The layout of :obj:`keypoints`.
         dst (str or Layout): The target layout.
+        strict (bool, optional): Raise instead of warning. (default: :obj:`False`)
 
     Returns:
         np.ndarray: Keypoints of shape ``(T, V_dst, C)`` in the input's floating dtype (float32
         for integer input).
+
+    Raises:
+        ValueError: For keypoints of the wrong shape, and with :obj:`strict` for the joints of a
+            :class:`MappingWarning`.
     """
     src, dst = get_layout(src), get_layout(dst)
     keypoints = np.asarray(keypoints)
@@ -139,6 +234,7 @@ def map_keypoints(keypoints: np.ndarray, src: str | Layout, dst: str | Layout) -
             f"map_keypoints: keypoints: expected shape (T, {src.num_joints}, C>=2) for layout "
             f"{src.name!r}, got {keypoints.shape}"
         )
+    _check_gaps(src, dst, strict)
     if not np.issubdtype(keypoints.dtype, np.floating):
         keypoints = keypoints.astype(np.float32)
     index, weight = _mapping_arrays(src, dst)

@@ -11,7 +11,9 @@
 * :mod:`~skelgraph.train.report` — report files and the printed metric table.
 * :mod:`~skelgraph.train.metrics` — top-k, macro P/R/F1, confusion matrix, AUC, forecast errors.
 * :mod:`~skelgraph.train.checkpoint_data` — the data a checkpoint's model is evaluated on.
-* :mod:`~skelgraph.train.distributed` — ``torchrun`` / DDP support.
+* :mod:`~skelgraph.train.distributed` — ``torchrun`` / DDP support, autocast.
+* :mod:`~skelgraph.train.precision` — ``precision: auto``: the faster precision, measured on the
+  model at hand and cached per model and machine.
 * :mod:`~skelgraph.train.plots` — training curves, confusion matrix and early-recognition plots.
 
 Names are imported on first access, so ``import skelgraph.train.config`` (the CLI's parser) does
@@ -48,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "curve_auc": "metrics",
     "check_compatible": "checkpoint_data",
     "init_distributed": "distributed",
+    "resolve_precision": "precision",
+    "measure_precision": "precision",
 }
 
 __all__ = sorted(_EXPORTS)

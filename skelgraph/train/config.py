@@ -5,15 +5,18 @@ A configuration file mirrors :class:`TrainConfig`::
     model:
       name: infogcn2
       args: {channels: 64, depth: 4}
-    data: {window: 64, p_interval_train: [0.5, 1.0], rotation: true}
+    data: {window: 64, p_interval_train: [0.5, 1.0], rotation: true, rotation_degrees: [15]}
     optim: {optimizer: sgd, lr: 0.01, lr_steps: [30, 45, 60]}
     epochs: 55
     batch_size: 32
 
 Every key is checked: an unknown key raises a :class:`ValueError` that names it and lists the valid
-ones, and a value of the wrong type one that names the key, the expected type and the value. The
-configurations shipped with the package (``skelgraph/configs/*.yaml``) are addressable by name, e.g.
-``load_config("infogcn2_blog", ["optim.lr=0.05", "epochs=10"])``.
+ones, and a value of the wrong type one that names the key, the expected type and the value. A key
+that is left out takes its default. :func:`config_help` lists every key with its default and
+meaning (``skelgraph train --help`` prints it); the classes' docstrings carry the same text. The
+configurations shipped with the package (``skelgraph/configs/*.yaml``) are addressable by name,
+e.g. ``load_config("infogcn2_blog", ["optim.lr=0.05", "epochs=10"])``; ``multiview_3d`` spells out
+every augmentation key for 3D data seen from several viewpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -40,136 +44,259 @@ __all__ = [
     "apply_overrides",
     "available_configs",
     "config_from_dict",
+    "config_help",
     "config_to_dict",
     "load_config",
     "save_config",
 ]
 
 
+def _doc(meaning: str) -> dict[str, str]:
+    """A field's metadata: its one line of meaning, for the docstring and ``--help``."""
+    return {"help": meaning}
+
+
+def _documented(cls: type) -> type:
+    """Appends an ``Attributes:`` section, built from every field's ``metadata["help"]`` (its one
+    line of meaning, which :func:`config_help` lists too), to ``cls.__doc__``."""
+    entries = [
+        textwrap.fill(
+            f"{f.name}: {f.metadata['help']}",
+            100,
+            initial_indent=" " * 8,
+            subsequent_indent=" " * 12,
+        )
+        for f in dataclasses.fields(cls)
+    ]
+    cls.__doc__ = f"{(cls.__doc__ or '').rstrip()}\n\n    Attributes:\n" + "\n".join(entries)
+    return cls
+
+
+@_documented
 @dataclass
 class ModelConfig:
-    """Which registered model to build and its keyword arguments.
+    """Which registered model to build and its keyword arguments."""
 
-    Attributes:
-        name: A name known to :func:`skelgraph.models.create` (``infogcn2``, ``stgcn``, ``agcn2s``).
-        args: Keyword arguments for the model (``model.config``); free-form, checked by the model.
-    """
+    name: str = field(
+        default="infogcn2",
+        metadata=_doc("A name known to skelgraph.models.create (infogcn2, stgcn, agcn2s)."),
+    )
+    args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "Keyword arguments of the model (model.config); free-form, checked by the model."
+        ),
+    )
 
-    name: str = "infogcn2"
-    args: dict[str, Any] = field(default_factory=dict)
 
-
+@_documented
 @dataclass
 class DataConfig:
-    """How clips become training samples.
+    """How clips become training samples, and the training augmentation.
 
-    Attributes:
-        window: Frames per sample ``T``.
-        sampling: ``"clip"`` (one sample per clip, resampled/cropped to ``window``) or ``"window"``
-            (sliding windows; evaluation averages the logits of a clip's windows).
-        stride: Sliding-window stride for ``sampling="window"``; :obj:`None` = ``window // 2``.
-        p_interval_train: Temporal-crop ratio range for training, e.g. ``[0.5, 1.0]``.
-        p_interval_val: Crop ratio for validation/test, e.g. ``[0.95]`` (a single value = fixed).
-        rotation, scale, translation, mirror, jitter: Training augmentation switches.
-        preprocess: :class:`skelgraph.preprocess.PreprocessConfig` fields
-            (``confidence_threshold``, ``eps``, ``center``, ``scale``, ``interpolate``).
-        val_fraction: Fraction of the training clips held out (stratified, by clip) for validation
-            when the data has no ``val`` split.
+    Coordinates are those of the preprocessed clips (centred and scaled to torso lengths): x to
+    the right, y vertical, z the depth of 3D clips. Each augmentation has a switch and its
+    magnitudes; they are applied in the order listed (rotation, scale, shear, translation, mirror,
+    jitter), see :mod:`skelgraph.augment`.
     """
 
-    window: int = 64
-    sampling: str = "clip"
-    stride: int | None = None
-    p_interval_train: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    p_interval_val: list[float] = field(default_factory=lambda: [0.95])
-    rotation: bool = True
-    scale: bool = False
-    translation: bool = False
-    mirror: bool = False
-    jitter: bool = False
-    preprocess: dict[str, Any] = field(default_factory=dict)
-    val_fraction: float = 0.2
+    window: int = field(default=64, metadata=_doc("Frames per sample T."))
+    sampling: str = field(
+        default="clip",
+        metadata=_doc(
+            "'clip' (one sample per clip, cropped and resampled to window) or 'window' (sliding "
+            "windows; evaluation averages the logits of a clip's windows)."
+        ),
+    )
+    stride: int | None = field(
+        default=None,
+        metadata=_doc("Sliding-window stride for sampling=window; null = window/2."),
+    )
+    p_interval_train: list[float] = field(
+        default_factory=lambda: [0.5, 1.0],
+        metadata=_doc("Temporal-crop ratio range [low, high] in training."),
+    )
+    p_interval_val: list[float] = field(
+        default_factory=lambda: [0.95],
+        metadata=_doc("Crop ratio for validation/test (one value: a fixed centred crop)."),
+    )
+    rotation: bool = field(default=True, metadata=_doc("Random rotation in training."))
+    rotation_degrees: list[float] = field(
+        default_factory=lambda: [15.0],
+        metadata=_doc(
+            "Rotation range in degrees: one angle a (±a in the image plane for 2D clips, about the "
+            "vertical y axis for 3D clips) or three [x, y, z] (±each about that axis; 2D clips "
+            "rotate about z only)."
+        ),
+    )
+    scale: bool = field(default=False, metadata=_doc("Random scaling in training."))
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.9, 1.1], metadata=_doc("Scale factor range [low, high].")
+    )
+    scale_per_axis: bool = field(
+        default=False,
+        metadata=_doc(
+            "Draw one factor per coordinate axis (anisotropic scaling) instead of one for all."
+        ),
+    )
+    shear: bool = field(default=False, metadata=_doc("Random shear in training."))
+    shear_max: float = field(
+        default=0.2,
+        metadata=_doc("Shear magnitude s: every off-diagonal entry of the shear matrix in ±s."),
+    )
+    translation: bool = field(default=False, metadata=_doc("Random translation in training."))
+    translation_max: float = field(
+        default=0.1, metadata=_doc("Offset range ±t per coordinate, in torso lengths.")
+    )
+    mirror: bool = field(default=False, metadata=_doc("Random left/right mirroring in training."))
+    mirror_p: float = field(default=0.5, metadata=_doc("Probability of mirroring a sample."))
+    jitter: bool = field(default=False, metadata=_doc("Gaussian joint jitter in training."))
+    jitter_std: float = field(
+        default=0.01, metadata=_doc("Jitter standard deviation, in torso lengths.")
+    )
+    preprocess: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "skelgraph.preprocess.PreprocessConfig fields (confidence_threshold, eps, center, "
+            "scale, interpolate, causal)."
+        ),
+    )
+    val_fraction: float = field(
+        default=0.2,
+        metadata=_doc(
+            "Fraction of the training clips held out (stratified, by clip) for validation when the "
+            "data has no val split; 0 trains on all of them."
+        ),
+    )
 
 
+@_documented
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule.
+    """Optimiser and learning-rate schedule."""
 
-    Attributes:
-        optimizer: ``"sgd"`` or ``"adamw"``.
-        lr: Base learning rate (reached at the end of the warm-up).
-        momentum: SGD momentum (AdamW: ``beta1``).
-        nesterov: Nesterov momentum for SGD.
-        weight_decay: L2 / decoupled weight decay.
-        no_decay_norm_bias: Exempt norm weights, biases and embeddings from weight decay.
-        warmup_epochs: Linear warm-up length in epochs (per iteration; fractional allowed).
-        lr_steps: Epochs at which the learning rate is multiplied by ``lr_decay``.
-        lr_decay: Multistep decay factor.
-        grad_clip: Maximum gradient norm; :obj:`None` or ``0`` disables clipping.
-    """
+    optimizer: str = field(default="sgd", metadata=_doc("'sgd' or 'adamw'."))
+    lr: float = field(
+        default=0.01, metadata=_doc("Base learning rate (reached at the end of the warm-up).")
+    )
+    momentum: float = field(default=0.9, metadata=_doc("SGD momentum (AdamW: beta1)."))
+    nesterov: bool = field(default=True, metadata=_doc("Nesterov momentum for SGD."))
+    weight_decay: float = field(default=1e-4, metadata=_doc("L2 / decoupled weight decay."))
+    no_decay_norm_bias: bool = field(
+        default=True,
+        metadata=_doc("Exempt norm weights, biases and embeddings from weight decay."),
+    )
+    warmup_epochs: float = field(
+        default=5.0,
+        metadata=_doc("Linear warm-up length in epochs (per iteration; fractional allowed)."),
+    )
+    lr_steps: list[int] = field(
+        default_factory=lambda: [30, 45, 60],
+        metadata=_doc("Epochs at which the learning rate is multiplied by lr_decay."),
+    )
+    lr_decay: float = field(default=0.1, metadata=_doc("Multistep decay factor."))
+    grad_clip: float | None = field(
+        default=1.0, metadata=_doc("Maximum gradient norm; null or 0 disables clipping.")
+    )
 
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    no_decay_norm_bias: bool = True
-    warmup_epochs: float = 5.0
-    lr_steps: list[int] = field(default_factory=lambda: [30, 45, 60])
-    lr_decay: float = 0.1
-    grad_clip: float | None = 1.0
 
-
+@_documented
 @dataclass
 class TrainConfig:
-    """Everything a training run needs besides the data location and the work directory.
+    """Everything a training run needs besides the data location and the work directory."""
 
-    Attributes:
-        model, data, optim: See :class:`ModelConfig`, :class:`DataConfig`, :class:`OptimConfig`.
-        epochs: Number of training epochs.
-        batch_size: Samples per step (per process under ``torchrun``).
-        eval_batch_size: Samples per evaluation step; :obj:`None` = ``batch_size``.
-        num_workers: DataLoader worker processes.
-        seed: Seed for Python, NumPy, torch and the DataLoader shuffling.
-        precision: ``"auto"`` (bfloat16 autocast on CPUs with native bf16 and on CUDA GPUs that
-            have it, float16 + gradient scaling on other GPUs, float32 otherwise), ``"fp32"``
-            (off), ``"bf16"`` or ``"fp16"`` (CUDA only).
-        reduce: Video-level prediction from per-step logits: ``"last"`` or ``"mean"``.
-        monitor: Validation metric that selects ``best.pt`` (higher is better), e.g. ``"top1"``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        early_recognition: Compute the early-recognition curve in the final test evaluation.
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 55
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    seed: int = 0
-    precision: str = "auto"
-    reduce: str = "mean"
-    monitor: str = "top1"
-    device: str = "auto"
-    early_recognition: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=_doc("See ModelConfig."))
+    data: DataConfig = field(default_factory=DataConfig, metadata=_doc("See DataConfig."))
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata=_doc("See OptimConfig."))
+    epochs: int = field(default=55, metadata=_doc("Number of training epochs."))
+    batch_size: int = field(
+        default=32, metadata=_doc("Samples per step (per process under torchrun).")
+    )
+    eval_batch_size: int | None = field(
+        default=None, metadata=_doc("Samples per evaluation step; null = batch_size.")
+    )
+    num_workers: int = field(default=0, metadata=_doc("DataLoader worker processes."))
+    seed: int = field(
+        default=0, metadata=_doc("Seed for Python, NumPy, torch and the DataLoader shuffling.")
+    )
+    precision: str = field(
+        default="auto",
+        metadata=_doc(
+            "'auto' (float32 or bfloat16 autocast, float16 on CUDA devices without bf16: whichever "
+            "a short timing of this model and batch shape finds faster on this machine, measured "
+            "once and cached), 'fp32', 'bf16' or 'fp16' (CUDA only)."
+        ),
+    )
+    reduce: str = field(
+        default="mean",
+        metadata=_doc("Video-level prediction from per-step logits: 'last' or 'mean'."),
+    )
+    monitor: str = field(
+        default="top1",
+        metadata=_doc("Validation metric that selects best.pt (higher is better), e.g. 'top1'."),
+    )
+    device: str = field(default="auto", metadata=_doc("'auto', 'cpu', 'cuda' or 'cuda:N'."))
+    early_recognition: bool = field(
+        default=True,
+        metadata=_doc(
+            "Compute the early-recognition curve (accuracy after the first 10 %, 20 %, ... of "
+            "every clip) in the final evaluation, from the clips already loaded."
+        ),
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Stop training after this many optimisation steps in all (a quick run; the epoch it "
+            "stops in is validated and saved); null = every step of every epoch."
+        ),
+    )
+    limit: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Use at most this many clips of every split (training, validation, final evaluation), "
+            "taken in turn from every class; null = all."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        data = self.data
         _check_choice("optim.optimizer", self.optim.optimizer, ("sgd", "adamw"))
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _check_choice("reduce", self.reduce, ("last", "mean"))
-        _check_choice("data.sampling", self.data.sampling, ("clip", "window"))
+        _check_choice("data.sampling", data.sampling, ("clip", "window"))
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
-        _check_positive("data.window", self.data.window)
-        if not 0.0 <= self.data.val_fraction < 1.0:
+        _check_positive("data.window", data.window)
+        for key in ("max_steps", "limit"):
+            if getattr(self, key) is not None:
+                _check_positive(key, getattr(self, key))
+        if not 0.0 <= data.val_fraction < 1.0:
             raise ValueError(
-                f"data.val_fraction: expected a value in [0, 1), got {self.data.val_fraction}"
+                f"data.val_fraction: expected a value in [0, 1), got {data.val_fraction}"
             )
         for key in ("p_interval_train", "p_interval_val"):
-            value = getattr(self.data, key)
+            value = getattr(data, key)
             if len(value) not in (1, 2) or not all(0.0 < p <= 1.0 for p in value):
                 raise ValueError(f"data.{key}: expected 1 or 2 ratios in (0, 1], got {value}")
+        if len(data.rotation_degrees) not in (1, 3) or not all(
+            0.0 <= a <= 180.0 for a in data.rotation_degrees
+        ):
+            raise ValueError(
+                "data.rotation_degrees: expected one angle or three [x, y, z], each in "
+                f"[0, 180], got {data.rotation_degrees}"
+            )
+        low_high = data.scale_range
+        if len(low_high) != 2 or not 0.0 < low_high[0] <= low_high[1]:
+            raise ValueError(
+                f"data.scale_range: expected [low, high] with 0 < low <= high, got {low_high}"
+            )
+        for key in ("shear_max", "translation_max", "jitter_std"):
+            if getattr(data, key) < 0:
+                raise ValueError(f"data.{key}: expected a value >= 0, got {getattr(data, key)}")
+        if not 0.0 <= data.mirror_p <= 1.0:
+            raise ValueError(
+                f"data.mirror_p: expected a probability in [0, 1], got {data.mirror_p}"
+            )
         if sorted(self.optim.lr_steps) != list(self.optim.lr_steps):
             raise ValueError(
                 f"optim.lr_steps: expected increasing epochs, got {self.optim.lr_steps}"
@@ -257,6 +384,26 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """The nested plain-dict form of ``config`` (YAML/JSON-serialisable)."""
     return dataclasses.asdict(config)
+
+
+def config_help(width: int = 100) -> str:
+    """Every configuration key with its default and meaning (``key = default: meaning``, wrapped
+    to ``width`` columns), as ``skelgraph train --help`` lists them."""
+    lines = []
+
+    def walk(cls: type, default: Any, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            value = getattr(default, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(type(value), value, f"{prefix}{f.name}.")
+            else:
+                shown = yaml.safe_dump(value, default_flow_style=True).strip()
+                shown = shown.removesuffix("...").strip()
+                entry = f"{prefix}{f.name} = {shown}: {f.metadata['help']}"
+                lines.append(textwrap.fill(entry, width, subsequent_indent="    "))
+
+    walk(TrainConfig, TrainConfig(), "")
+    return "\n".join(lines)
 
 
 #: Mappings whose keys are not checked here (the model and the preprocessing check them).

@@ -3,7 +3,8 @@ settings, and its training, validation and test parts.
 
 The validation part is the data's ``val`` split when it has one, otherwise a stratified
 ``data.val_fraction`` of the training clips, held out by clip (never by window) so that no clip has
-windows on both sides.
+windows on both sides. With ``limit`` every part keeps at most that many clips, taken in turn from
+every class (:func:`~skelgraph.data.balanced_subset`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 from torch_geometric.transforms import Compose
 
-from skelgraph.augment import (
-    GaussianJitter,
-    RandomMirror,
-    RandomRotation,
-    RandomScale,
-    RandomTranslation,
+from skelgraph.augment import RandomRotation, default_train_transform
+from skelgraph.data import (
+    PennAction,
+    SkeletonDataset,
+    SkeletonFolder,
+    balanced_subset,
+    stratified_split,
 )
-from skelgraph.data import PennAction, SkeletonDataset, SkeletonFolder, stratified_split
 from skelgraph.layouts import Layout
 from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.config import DataConfig, TrainConfig
@@ -34,6 +35,7 @@ __all__ = [
     "DataSplits",
     "inference_settings",
     "is_penn_action",
+    "limit_clips",
     "open_dataset",
     "split_data",
     "subset_by_clips",
@@ -47,21 +49,31 @@ def is_penn_action(root: PathLike) -> bool:
     return labels.is_dir() and any(labels.glob("*.mat"))
 
 
-def train_transform(data: DataConfig, layout: Layout) -> Compose:
-    """The switched-on geometric augmentations of ``data`` (rotation, scale, translation, mirror,
-    jitter; default magnitudes of :mod:`skelgraph.augment`), in that order."""
-    transforms = []
-    if data.rotation:
-        transforms.append(RandomRotation())
-    if data.scale:
-        transforms.append(RandomScale())
-    if data.translation:
-        transforms.append(RandomTranslation())
-    if data.mirror:
-        transforms.append(RandomMirror(layout))
-    if data.jitter:
-        transforms.append(GaussianJitter())
-    return Compose(transforms)
+def train_transform(data: DataConfig, layout: Layout, in_channels: int) -> Compose:
+    """The switched-on augmentations of ``data`` with its magnitudes, in the order rotation,
+    scale, shear, translation, mirror, jitter (:func:`~skelgraph.augment.default_train_transform`).
+
+    Raises:
+        ValueError: When ``data.rotation_degrees`` rotates about x or y and the clips are 2D
+            (``in_channels`` 3).
+    """
+    degrees = data.rotation_degrees
+    max_degrees = (degrees[0] if len(degrees) == 1 else tuple(degrees)) if data.rotation else None
+    if max_degrees is not None:
+        try:
+            RandomRotation(max_degrees).check_dims(in_channels - 1)
+        except ValueError as e:
+            raise ValueError(f"data.rotation_degrees: {e}; the clips are 2D") from None
+    return default_train_transform(
+        layout,
+        max_degrees=max_degrees,
+        scales=tuple(data.scale_range) if data.scale else None,
+        scale_per_axis=data.scale_per_axis,
+        max_shear=data.shear_max if data.shear else None,
+        max_offset=data.translation_max if data.translation else None,
+        mirror_p=data.mirror_p if data.mirror else None,
+        jitter_std=data.jitter_std if data.jitter else None,
+    )
 
 
 def open_dataset(
@@ -103,13 +115,25 @@ def open_dataset(
     cls = PennAction if is_penn_action(root) else SkeletonFolder
     dataset = cls(root, split, **kwargs)
     if train:
-        dataset.transform = train_transform(data, dataset.layout)
+        dataset.transform = train_transform(data, dataset.layout, dataset.in_channels)
     return dataset
 
 
 def subset_by_clips(dataset: SkeletonDataset, clips: np.ndarray) -> Subset:
     """The samples of ``dataset`` whose clip id is in ``clips`` (every window of those clips)."""
     return Subset(dataset, np.flatnonzero(np.isin(dataset.clip_ids, clips)).tolist())
+
+
+def limit_clips(
+    dataset: SkeletonDataset, clips: np.ndarray | None, limit: int | None
+) -> np.ndarray | None:
+    """The clip ids of ``dataset`` (``clips``, or all of them for :obj:`None`) cut to at most
+    ``limit``, taken in turn from every class; ``clips`` as they are without a limit."""
+    if limit is None:
+        return clips
+    if clips is None:
+        clips = np.arange(dataset.num_clips)
+    return clips[balanced_subset(dataset.clip_labels[clips], limit)]
 
 
 @dataclass
@@ -154,8 +178,9 @@ def split_data(
 
     The training pool is the ``train`` split (every clip when nothing is marked ``train``). The
     validation part is the ``val`` split when there is one, otherwise a stratified
-    ``data.val_fraction`` of the pool's clips (:func:`stratified_split`, grouped by clip).
-    ``cache_dir`` and ``progress`` are passed to :func:`open_dataset`.
+    ``data.val_fraction`` of the pool's clips (:func:`stratified_split`, grouped by clip). With
+    ``config.limit`` the training and validation parts keep that many clips at most
+    (:func:`limit_clips`). ``cache_dir`` and ``progress`` are passed to :func:`open_dataset`.
     """
     data = config.data
     kwargs = {"cache_dir": cache_dir, "progress": progress}
@@ -165,20 +190,21 @@ def split_data(
     pool = open_dataset(root, data, split=pool_split, train=True, **kwargs)
     test_split = "test" if has_train and _split_size(root, data, "test", **kwargs) else None
     if has_train and _split_size(root, data, "val", **kwargs):
-        val = open_dataset(root, data, split="val", classes=base.classes, **kwargs)
-        return DataSplits(pool, val, base, pool_split, "val", None, test_split)
-    if data.val_fraction == 0:
-        return DataSplits(pool, None, base, pool_split, None, None, test_split)
-    train_clips, val_clips = stratified_split(base.clip_labels, data.val_fraction, config.seed)
-    return DataSplits(
-        train=subset_by_clips(pool, train_clips),
-        val=subset_by_clips(base, val_clips),
-        base=base,
-        pool_split=pool_split,
-        val_split=pool_split,
-        val_clips=val_clips,
-        test_split=test_split,
-    )
+        val_set = open_dataset(root, data, split="val", classes=base.classes, **kwargs)
+        train_clips = limit_clips(pool, None, config.limit)
+        val_clips = limit_clips(val_set, None, config.limit)
+        val = val_set if val_clips is None else subset_by_clips(val_set, val_clips)
+        val_split = "val"
+    elif data.val_fraction == 0:
+        train_clips = limit_clips(pool, None, config.limit)
+        val, val_split, val_clips = None, None, None
+    else:
+        train_clips, val_clips = stratified_split(base.clip_labels, data.val_fraction, config.seed)
+        train_clips = limit_clips(pool, train_clips, config.limit)
+        val_clips = limit_clips(base, val_clips, config.limit)
+        val, val_split = subset_by_clips(base, val_clips), pool_split
+    train = pool if train_clips is None else subset_by_clips(pool, train_clips)
+    return DataSplits(train, val, base, pool_split, val_split, val_clips, test_split)
 
 
 def inference_settings(config: TrainConfig) -> dict[str, Any]:

@@ -73,13 +73,12 @@ def cpu_supports_bf16() -> bool:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a ``precision`` setting on ``device`` (:obj:`None` = float32).
-
-    ``"auto"`` picks bfloat16 on CPUs with native bf16 and on CUDA devices that support it, float16
-    on older CUDA devices, and float32 elsewhere (emulated bf16 on CPU is slower than float32).
+    """The autocast dtype of an explicit ``precision`` setting on ``device`` (:obj:`None` =
+    float32). ``"auto"`` depends on the model and is decided by measurement:
+    :func:`skelgraph.train.precision.resolve_precision`.
 
     Raises:
-        ValueError: For ``"fp16"`` on a CPU or an unknown setting.
+        ValueError: For ``"fp16"`` on a CPU, ``"auto"`` or an unknown setting.
     """
     if precision == "fp32":
         return None
@@ -89,11 +88,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise ValueError(f"precision: 'fp16' needs a CUDA device, got {device}")
         return torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision: expected 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+    if precision == "auto":
+        raise ValueError(
+            "precision: 'auto' is decided by timing the model, see "
+            "skelgraph.train.precision.resolve_precision"
+        )
+    raise ValueError(f"precision: expected 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:

@@ -18,24 +18,23 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from skelgraph.data import make_loader, to_dense
 from skelgraph.models.ensemble import fuse_logits
 from skelgraph.train.config import TrainConfig
-from skelgraph.train.data import open_dataset, subset_by_clips
+from skelgraph.train.data import limit_clips, open_dataset, subset_by_clips
 from skelgraph.train.distributed import (
     DistContext,
     all_reduce_sum,
     autocast,
-    autocast_dtype,
     gather_by_index,
     main_first,
     make_sampler,
 )
 from skelgraph.train.metrics import classification_metrics, curve_auc, forecast_errors
+from skelgraph.train.precision import resolve_precision
 from skelgraph.train.report import write_report
-from skelgraph.utils import PathLike, resolve_device
+from skelgraph.utils import PathLike, progress_bar, resolve_device
 
 __all__ = [
     "EARLY_FRACTIONS",
@@ -121,7 +120,10 @@ def predict(
     loss_sums: dict[str, torch.Tensor] = {}
     forecast_sums: dict[str, torch.Tensor] | None = None
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc, leave=False, disable=not (progress and ctx.is_main)):
+        bar = progress_bar(
+            loader, desc=desc, unit="batch", leave=False, disable=not (progress and ctx.is_main)
+        )
+        for batch in bar:
             batch = batch.to(ctx.device)
             x, mask = to_dense(batch)
             with autocast(ctx.device, dtype):
@@ -281,7 +283,7 @@ def early_recognition(
         by the fraction range (:func:`curve_auc`).
     """
     accuracy = []
-    for fraction in tqdm(fractions, desc="early recognition", disable=not progress):
+    for fraction in progress_bar(fractions, desc="early recognition", disable=not progress):
         preds = predict_at(fraction)
         accuracy.append(float((preds.logits.argmax(1) == preds.labels).mean()))
     return {
@@ -308,10 +310,14 @@ def split_predictor(
     (``1.0``: whole clips), sampled with ``config.data`` (evaluation crop, window, sampling,
     preprocessing) and scored with ``config.reduce`` under ``config.precision``.
 
+    The split is opened (read and preprocessed, or loaded from the cache) once, here; every
+    fraction cuts the loaded clips (:meth:`~skelgraph.data.SkeletonDataset.observe`).
+
     Args:
         model: The trained model.
         root: The data root.
-        config: The model's data settings, ``reduce`` and ``precision``.
+        config: The model's data settings, ``reduce``, ``precision`` and ``limit`` (at most that
+            many clips, taken in turn from every class).
         classes: Class names in logit order.
         split: The split to predict.
         clips: Restrict to these clip ids of the split (a held-out validation part).
@@ -320,23 +326,33 @@ def split_predictor(
         progress: Show progress bars (rank 0).
     """
     ctx = ctx or DistContext(device=resolve_device(config.device))
-    dtype = autocast_dtype(config.precision, ctx.device)
+    with main_first(ctx):
+        whole = open_dataset(
+            root,
+            config.data,
+            split=split,
+            classes=classes,
+            cache_dir=cache_dir,
+            progress=progress and ctx.is_main,
+        )
+    if whole.num_clips == 0:
+        raise ValueError(f"split {split!r} of {root}: expected clips to evaluate, found none")
+    clips = limit_clips(whole, clips, config.limit)
+    batch_size = config.eval_batch_size or config.batch_size
+    dtype = resolve_precision(
+        config.precision,
+        model,
+        (batch_size, *whole[0].x.shape),
+        ctx,
+        train=False,
+        log=print if progress else None,
+    )
 
     def predict_at(fraction: float) -> ClipPredictions:
-        with main_first(ctx):
-            dataset: Dataset = open_dataset(
-                root,
-                config.data,
-                split=split,
-                classes=classes,
-                observed_fraction=fraction,
-                cache_dir=cache_dir,
-                progress=progress and ctx.is_main,
-            )
+        dataset: Dataset = whole.observe(fraction)
         if clips is not None:
             dataset = subset_by_clips(dataset, clips)
         sampler = make_sampler(dataset, ctx, shuffle=False)
-        batch_size = config.eval_batch_size or config.batch_size
         loader = make_loader(dataset, batch_size, shuffle=False, sampler=sampler)
         return predict(
             model,

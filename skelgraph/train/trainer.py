@@ -1,10 +1,12 @@
 """One trainer for every registered model.
 
-:class:`Trainer` runs the epochs: seeded shuffling and augmentation, autocast (bfloat16 on CPUs
-with native bf16, bf16/fp16 on CUDA), gradient clipping, per-iteration learning-rate schedule,
+:class:`Trainer` runs the epochs: seeded shuffling and augmentation, autocast (``precision: auto``
+takes whichever precision a short timing of the model finds faster,
+:mod:`~skelgraph.train.precision`), gradient clipping, per-iteration learning-rate schedule,
 validation, ``best.pt`` (by ``config.monitor``) and ``last.pt`` checkpoints, resume, a JSONL log
-and PNG curves. Under ``torchrun`` it trains with DistributedDataParallel and only rank 0 writes or
-prints. :func:`~skelgraph.train.run.train` is the whole run around it.
+and PNG curves; ``config.max_steps`` ends a quick run early. Under ``torchrun`` it trains with
+DistributedDataParallel and only rank 0 writes or prints. :func:`~skelgraph.train.run.train` is
+the whole run around it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from skelgraph.data import make_loader, to_dense
 from skelgraph.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
@@ -28,7 +29,6 @@ from skelgraph.train.distributed import (
     DistContext,
     all_reduce_sum,
     autocast,
-    autocast_dtype,
     barrier,
     make_sampler,
     wrap_model,
@@ -36,10 +36,12 @@ from skelgraph.train.distributed import (
 from skelgraph.train.evaluate import evaluate
 from skelgraph.train.optim import build_optimizer, build_scheduler
 from skelgraph.train.plots import plot_history
+from skelgraph.train.precision import resolve_precision
 from skelgraph.utils import (
     PathLike,
     atomic_write,
     epoch_seed,
+    progress_bar,
     resolve_device,
     seed_everything,
     seed_worker,
@@ -52,10 +54,14 @@ class Trainer:
     """Fits a ``SkeletonModel`` with the settings of a :class:`TrainConfig`.
 
     Files in ``work_dir`` (rank 0 only): ``last.pt`` (model, optimizer, scheduler, grad scaler,
-    epoch, best metric; every epoch), ``best.pt`` (the epoch with the highest validation
+    epoch, steps, best metric; every epoch), ``best.pt`` (the epoch with the highest validation
     ``config.monitor``; the last epoch when there is no validation data), ``log.jsonl`` (one record
-    per epoch: ``epoch``, ``lr`` of its last step, ``epoch_time``, ``train`` = every loss term and
-    ``acc``, ``val`` = metrics and loss terms, ``best``) and ``curves.png``.
+    per epoch: ``epoch``, ``step`` (optimisation steps so far), ``lr`` of its last step,
+    ``epoch_time``, ``train`` = every loss term and ``acc``, ``val`` = metrics and loss terms,
+    ``best``) and ``curves.png``.
+
+    With ``config.max_steps`` training stops after that many steps in all: the epoch it stops in
+    ends there, is validated and saved, and no further epoch starts.
 
     Args:
         model: The model (unwrapped; the trainer moves and wraps it).
@@ -65,7 +71,8 @@ class Trainer:
         work_dir: Output folder (created).
         meta: Checkpoint meta (:func:`~skelgraph.models.checkpoint.make_meta`).
         ctx: Process context; default: one process on ``config.device``.
-        progress: Show tqdm bars and a summary line per epoch (rank 0).
+        progress: Show progress (:func:`~skelgraph.utils.progress_bar`) and a summary line per
+            epoch (rank 0).
     """
 
     def __init__(
@@ -112,11 +119,30 @@ class Trainer:
 
         self.optimizer = build_optimizer(self.module, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, len(self.train_loader))
-        self.dtype = autocast_dtype(config.precision, self.ctx.device)
+        x = train_set[0].x  # [V, T, C]
+        self.dtype = resolve_precision(
+            config.precision,
+            self.module,
+            (config.batch_size, *x.shape),
+            self.ctx,
+            train=True,
+            log=print if self.progress else None,
+        )
+        self.eval_dtype = None  # float32
+        if self.val_loader is not None:
+            self.eval_dtype = resolve_precision(
+                config.precision,
+                self.module,
+                (config.eval_batch_size or config.batch_size, *x.shape),
+                self.ctx,
+                train=False,
+                log=print if self.progress else None,
+            )
         self.scaler = torch.amp.GradScaler(
             self.ctx.device.type, enabled=self.dtype == torch.float16
         )
         self.epoch = 0
+        self.step = 0  # optimisation steps taken, over all epochs
         self.lr = self.optimizer.param_groups[0]["lr"]  # the rate of the latest step
         self.best_metric = -math.inf
         self.best_epoch: int | None = None
@@ -151,6 +177,12 @@ class Trainer:
         self.scaler.update()
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
+        self.step += 1
+
+    @property
+    def steps_exhausted(self) -> bool:
+        """Whether ``config.max_steps`` steps have been taken."""
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
 
     def train_epoch(self) -> dict[str, float]:
         """Trains one epoch; returns the sample-weighted mean of every loss term and ``acc``."""
@@ -163,13 +195,16 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
         count = 0
-        bar = tqdm(
+        bar = progress_bar(
             self.train_loader,
             desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            unit="step",
             leave=False,
             disable=not self.progress,
         )
         for step, batch in enumerate(bar):
+            if self.steps_exhausted:
+                break
             batch = batch.to(self.ctx.device)
             x, mask = to_dense(batch)
             with autocast(self.ctx.device, self.dtype):
@@ -207,7 +242,7 @@ class Trainer:
             self.val_loader,
             ctx=self.ctx,
             reduce=self.config.reduce,
-            dtype=self.dtype,
+            dtype=self.eval_dtype,
             with_loss=True,
             desc="validate",
             progress=self.progress,
@@ -220,13 +255,15 @@ class Trainer:
         return {
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "step": self.step,
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "config": config_to_dict(self.config),
         }
 
     def resume(self, path: PathLike | None = None) -> bool:
-        """Restores model, optimizer, scheduler, scaler, epoch and best metric from ``last.pt``.
+        """Restores model, optimizer, scheduler, scaler, epoch, steps and best metric from
+        ``last.pt``.
 
         The log is cut back to the restored epoch (a crash between the checkpoint and the log
         line leaves no duplicate). Returns whether a checkpoint was found.
@@ -240,6 +277,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
+        # checkpoints written before steps were counted: whole epochs
+        self.step = int(state.get("step", self.epoch * len(self.train_loader)))
         self.best_metric = float(state["best_metric"])
         self.best_epoch = state["best_epoch"]
         if self.log_path.is_file():
@@ -256,7 +295,8 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Trains from the current epoch (``last.pt``'s with ``resume``) to ``config.epochs``.
+        """Trains from the current epoch (``last.pt``'s with ``resume``) to ``config.epochs``, or
+        until ``config.max_steps`` steps.
 
         Returns:
             ``{"best_epoch", "best_metric", "monitor", "history"}``.
@@ -268,8 +308,16 @@ class Trainer:
             self.resume()
         monitor = self.config.monitor
         epochs = range(self.epoch, self.config.epochs)
-        bar = tqdm(epochs, desc="training", unit="epoch", disable=not self.progress)
+        total = len(epochs)
+        if self.config.max_steps is not None:  # the epochs the steps left reach into
+            steps_left = max(self.config.max_steps - self.step, 0)
+            total = min(total, math.ceil(steps_left / len(self.train_loader)))
+        bar = progress_bar(
+            epochs, desc="training", total=total, unit="epoch", disable=not self.progress
+        )
         for _ in bar:
+            if self.steps_exhausted:
+                break
             start = time.perf_counter()
             train_stats = self.train_epoch()
             val_stats = self.validate()
@@ -285,6 +333,7 @@ class Trainer:
                 self.best_metric = float(val_stats.get(monitor, math.nan))
             record = {
                 "epoch": self.epoch,
+                "step": self.step,
                 "lr": self.lr,
                 "epoch_time": time.perf_counter() - start,
                 "train": train_stats,
