@@ -3,10 +3,15 @@ machine and allocator description, plain-text tables and atomic JSON results."""
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -160,3 +165,43 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def export_commit(commit: str, dst: str | os.PathLike[str]) -> None:
+    """Writes the tree of ``commit`` of this repository into ``dst`` (no ``.git``)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dst, filter="data")
+
+
+def import_previous(commit: str, module: str) -> Any:
+    """``module`` of ``skelgraph`` as it was at ``commit``, imported beside the current package.
+
+    The commit's tree is exported to a temporary folder and imported with ``skelgraph`` taken out
+    of :data:`sys.modules` meanwhile; the current package is then put back, and the previous one
+    lives on through the returned module's references (its functions look their names up in
+    their own modules). Both versions can then be timed in one process, call by call.
+    """
+    tree = tempfile.mkdtemp(prefix="skelgraph-previous-")
+    export_commit(commit, tree)
+
+    def ours(name: str) -> bool:
+        return name == "skelgraph" or name.startswith("skelgraph.")
+
+    current = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    sys.path.insert(0, tree)
+    try:
+        previous = importlib.import_module(module)
+    finally:
+        sys.path.remove(tree)
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(current)
+    return previous

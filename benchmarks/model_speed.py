@@ -29,8 +29,13 @@ on the next allocation, which costs up to 2× on batch-32 steps. Unless ``--keep
 ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` set; the settings
 in effect are printed and stored with the results.
 
-Usage: ``python benchmarks/model_speed.py [--threads 2] [--repeat 5] [--keep-malloc]``; prints a
-table and writes ``benchmarks/results/model_speed.json`` (about 2–3 minutes on 2 cores).
+``--against REV`` also imports the package as it was at the git revision ``REV`` and times its
+models in the same round-robin, call for call beside the current ones: each row then gives the
+previous median and the median of the paired ratios current / previous (< 1: faster now).
+
+Usage: ``python benchmarks/model_speed.py [--threads 2] [--repeat 5] [--against REV]
+[--keep-malloc]``; prints a table and writes ``benchmarks/results/model_speed.json`` (about 2–3
+minutes on 2 cores, twice that with ``--against``).
 """
 
 from __future__ import annotations
@@ -47,10 +52,12 @@ from typing import Any
 import torch
 from _common import (
     format_table,
+    import_previous,
     interleaved_times,
     machine,
     malloc_settings,
     median_ms,
+    paired_ratio,
     pin_threads,
     write_json,
 )
@@ -97,10 +104,13 @@ def precision(dtype: torch.dtype | None) -> Iterator[None]:
             yield
 
 
-def cases(name: str, dtype: torch.dtype | None, seed: int = 0) -> dict[str, Callable[[], Any]]:
-    """The three timed calls of one model and precision, on fixed random inputs."""
+def cases(
+    name: str, dtype: torch.dtype | None, seed: int = 0, build: Callable[..., Any] = create
+) -> dict[str, Callable[[], Any]]:
+    """The three timed calls of one model and precision, on fixed random inputs; ``build`` is the
+    registry's ``create`` of the package version to time."""
     torch.manual_seed(seed)
-    model = create(name, num_classes=CLASSES, layout=LAYOUT, in_channels=CHANNELS)
+    model = build(name, num_classes=CLASSES, layout=LAYOUT, in_channels=CHANNELS)
     x = torch.randn(BATCH, JOINTS, FRAMES, CHANNELS)
     x[..., -1] = torch.rand(BATCH, JOINTS, FRAMES)  # confidence in [0, 1]
     y = torch.randint(0, CLASSES, (BATCH,))
@@ -142,20 +152,31 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return counter.get_total_flops()
 
 
-def measure(repeat: int, budget_s: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows of the result table and the parameter count of every model."""
+def measure(
+    repeat: int, budget_s: float, previous: Callable[..., Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows of the result table and the parameter count of every model.
+
+    With ``previous`` (the ``create`` of an earlier version of the package), every case of that
+    version is timed in the same round-robin, call for call beside the current one, and each row
+    gets the previous median and the median of the paired ratios current / previous.
+    """
     fns: dict[str, Callable[[], Any]] = {}
     params: dict[str, int] = {}
+    versions = {"current": create} | ({"previous": previous} if previous else {})
     for name in MODELS:
         params[name] = sum(p.numel() for p in create(name, num_classes=CLASSES).parameters())
         for label, dtype in PRECISIONS.items():
-            for case, fn in cases(name, dtype).items():
-                fns[f"{name}|{label}|{case}"] = fn
-    flops = {key: count_flops(fn) for key, fn in fns.items()}
+            for version, build in versions.items():
+                for case, fn in cases(name, dtype, build=build).items():
+                    fns[f"{version}|{name}|{label}|{case}"] = fn
+    flops = {key: count_flops(fn) for key, fn in fns.items() if key.startswith("current|")}
     samples = interleaved_times(fns, repeat=repeat, warmup=1, min_repeat=3, budget_s=budget_s)
     rows = []
     for key, times in samples.items():
-        name, label, case = key.split("|")
+        version, name, label, case = key.split("|")
+        if version == "previous":
+            continue
         ms = median_ms(times)
         row: dict[str, Any] = {
             "model": name,
@@ -166,6 +187,12 @@ def measure(repeat: int, budget_s: float) -> tuple[list[dict[str, Any]], dict[st
             "GFLOP/s": flops[key] / ms / 1e6,
             "runs": len(times),
         }
+        if previous is not None:
+            before = samples[key.replace("current|", "previous|", 1)]
+            row["previous ms"] = median_ms(before)
+            rounds = min(len(times), len(before))  # a case stops for good once over budget
+            paired = paired_ratio(times[:rounds], before[:rounds])
+            row["current / previous"] = f"{paired:.3f}"
         if name == "infogcn2":
             reference = REFERENCE_MS[case]
             row["reference ms"] = reference
@@ -185,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-malloc", action="store_true", help="run with the current malloc settings"
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also time the package at this git revision, call by call beside the current one",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
 
@@ -196,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(command, env=env, check=False).returncode
 
     threads = pin_threads(args.threads)
-    rows, params = measure(args.repeat, args.budget)
+    previous = import_previous(args.against, "skelgraph.models").create if args.against else None
+    rows, params = measure(args.repeat, args.budget, previous)
     settings = malloc_settings()
     bf16 = bf16_support()
     peak = {label: gemm_peak(dtype or torch.float32) for label, dtype in PRECISIONS.items()}
@@ -216,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference ms",
         "speed-up",
         "3x target",
+        *(["previous ms", "current / previous"] if args.against else []),
         "runs",
     ]
     print(format_table(rows, columns))
@@ -241,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": params,
             "model_config": {name: create(name, num_classes=CLASSES).config for name in MODELS},
             "reference_ms": REFERENCE_MS,
+            "previous": args.against,
             "results": rows,
         },
     )

@@ -13,35 +13,21 @@ Usage: ``python benchmarks/paired.py --base a7bd7a0 --rounds 3 streaming.py -- -
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from _common import format_table, machine, write_json
+from _common import ROOT, export_commit, format_table, machine, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the fields that name a row of a results list (the others are its measurements)
 ROW_NAMES = ("model", "layer", "stage", "precision", "case")
-
-
-def export_commit(commit: str, dst: Path) -> None:
-    """Writes the tree of ``commit`` into ``dst`` (no ``.git``)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dst, filter="data")
 
 
 def timings(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
