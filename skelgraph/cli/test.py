@@ -104,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
     from skelgraph.train.report import describe_models, update_report
 
     split = None if args.split == "all" else args.split
+    first = args.checkpoint[0]
+    stem = "+".join(p.stem for p in args.checkpoint)
+    out = args.out or first.parent / f"eval-{stem}-{args.split}"
+    if out.exists() and not out.is_dir():  # refused before the evaluation, not after it
+        print(f"skelgraph test: error: --out {out}: is a file, expected a folder", file=sys.stderr)
+        return 1
     ctx = init_distributed(args.device)
     predictors, models = [], []
     try:
@@ -145,9 +151,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"skelgraph test: error: {e}", file=sys.stderr)
         cleanup(ctx)
         return 1
-    first = args.checkpoint[0]
-    stem = "+".join(p.stem for p in args.checkpoint)
-    out = args.out or first.parent / f"eval-{stem}-{args.split}"
     _, table = report_split(
         lambda f: fuse_predictions([predict_at(f) for predict_at in predictors]),
         classes,

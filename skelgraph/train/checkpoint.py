@@ -12,6 +12,7 @@ A checkpoint is a dict of plain Python values and tensors::
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import skelgraph
 from skelgraph.io import atomic_write
@@ -197,7 +199,7 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         )
     missing = [
         k
-        for k in ("classes", "layout", "in_channels", "model", "model_args")
+        for k in ("classes", "layout", "in_channels", "window", "model", "model_args")
         if k not in state["meta"]
     ]
     if missing:
@@ -246,6 +248,53 @@ def build_model(meta: Mapping[str, Any]) -> nn.Module:
     )
 
 
+def _build_checked(
+    meta: Mapping[str, Any], state_dict: Mapping[str, Any], source: str
+) -> nn.Module:
+    """:func:`build_model`, refusing a meta that names an unknown model or argument, holds a
+    value of the wrong type, or describes a model far larger than the checkpoint's weights (its
+    allocations are refused before they happen, so a corrupt meta cannot exhaust the memory)."""
+    weights = sum(t.numel() * t.element_size() for t in state_dict.values() if torch.is_tensor(t))
+    try:
+        with _AllocationLimit(4 * weights + (64 << 20)):
+            return build_model(meta)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(
+            f"{source}: meta does not describe a model ({type(e).__name__}: {e})"
+        ) from e
+
+
+class _AllocationLimit(TorchDispatchMode):
+    """Refuses, before it is made, any tensor allocation past :obj:`limit` bytes in total."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.used = limit, 0
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Sequence[type],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        size = next((a for a in args if isinstance(a, (list, tuple, torch.Size))), None)
+        if size is not None and func._schema.name.startswith(_FACTORIES):
+            dtype = kwargs.get("dtype") or torch.get_default_dtype()
+            self.used += math.prod(int(s) for s in size) * dtype.itemsize
+            if self.used > self.limit:
+                raise ValueError(
+                    f"the model it describes needs more than {self.limit} bytes, far more than "
+                    "its weights"
+                )
+        return func(*args, **kwargs)
+
+
+#: the ATen operators that allocate a tensor of a size they are given
+_FACTORIES = ("aten::empty", "aten::zeros", "aten::ones", "aten::full", "aten::rand", "aten::new_")
+
+
 def load_checkpoint(
     path: PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -260,7 +309,7 @@ def load_checkpoint(
     """
     state = read_checkpoint(path, map_location)
     meta = state["meta"]
-    model = build_model(meta)
+    model = _build_checked(meta, state["state_dict"], f"checkpoint {path}")
     load_weights(model, state["state_dict"], source=f"checkpoint {path}")
     return model.to(map_location).eval(), meta
 
