@@ -127,8 +127,14 @@ def free_port() -> int:
 
 
 def start_server(
-    checkpoint: str, port: int, threads: int, clients: int, stream_workers: int
+    checkpoint: str,
+    port: int,
+    threads: int,
+    clients: int,
+    stream_workers: int,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen:
+    """``skelgraph serve`` on ``port``, returned once ``/health`` says the model is ready."""
     command = [
         sys.executable,
         "-m",
@@ -148,20 +154,22 @@ def start_server(
         str(stream_workers),
         "--log-level",
         "warning",
+        *extra,
     ]
     server = subprocess.Popen(command)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"server exited with code {server.returncode}: {command}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
+                if json.loads(r.read())["status"] == "ok":  # "warming" while the model loads
                     return server
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     server.terminate()
-    raise RuntimeError("server did not answer /health within 120 s")
+    raise RuntimeError("server was not ready within 600 s")
 
 
 def motion(num_frames: int, seed: int) -> np.ndarray:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from skelgraph import _safe_json
+from skelgraph._limits import TooLarge, check_unpacked
 from skelgraph.layouts import Layout, get_layout, list_layouts
 from skelgraph.utils import atomic_write
 
-__all__ = ["SkeletonClip"]
+__all__ = ["MAX_COORDINATE", "SkeletonClip", "check_coordinates"]
+
+#: Largest coordinate magnitude a clip may hold: pixels of any video and metres or millimetres of
+#: any motion capture fit, while coordinates near float32's range make the models' features
+#: overflow (±1e15 already gives NaN everywhere).
+MAX_COORDINATE = 1e6
 
 
 @dataclass(eq=False)
@@ -44,8 +53,9 @@ class SkeletonClip:
     Raises:
         ValueError: On an unknown layout, a keypoint array that is not of rank 3, has no frames,
             has :obj:`C` not in :obj:`{3, 4}` or a joint count other than the layout's, a
-            confidence outside :math:`[0, 1]`, non-finite coordinates on a joint whose confidence
-            is not 0, or a non-positive frame rate. The message names the field, the expected and
+            confidence outside :math:`[0, 1]`, non-finite coordinates or coordinates beyond
+            :data:`MAX_COORDINATE` on a joint whose confidence is not 0, or a non-positive
+            frame rate. The message names the field, the expected and
             the actual value.
         TypeError: When :obj:`layout`, :obj:`label`, :obj:`source` or :obj:`meta` has the wrong
             type.
@@ -128,6 +138,10 @@ class SkeletonClip:
         the registered layout of that name when the definitions agree, and not registered); files
         without ``layout_json`` name a registered layout.
 
+        Nothing is unpickled, and the sizes are checked before anything is unpacked: the
+        archive may unpack to at most :data:`~skelgraph._limits.MAX_UNPACK_RATIO` times its
+        size, and every field must hold the bytes its header declares.
+
         Args:
             path (str or os.PathLike): The ``.npz`` file.
 
@@ -136,17 +150,16 @@ class SkeletonClip:
             ValueError: When the file is not an ``.npz`` archive, a field is missing or
                 ill-shaped, or the keypoints fail validation; the message names the file and the
                 field.
+            skelgraph._limits.TooLarge: A :class:`ValueError` for an archive that unpacks to too
+                much.
         """
         path = Path(path)
         try:
-            archive = np.load(path, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("got a single .npy array")
-            with archive:
-                fields = {key: archive[key] for key in archive.files}
-        except FileNotFoundError:
+            with zipfile.ZipFile(path) as archive:
+                fields = _read_npz_fields(archive, path.stat().st_size, f"{path}: ")
+        except (FileNotFoundError, TooLarge):
             raise
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{path}: expected an .npz archive of a skeleton clip ({e})") from e
 
         if "keypoints" not in fields:
@@ -155,10 +168,7 @@ class SkeletonClip:
         fps = _npz_scalar(fields, "fps", path, "fiu", "a number")
         source = _npz_scalar(fields, "source", path, "U", "a str")
         meta_json = _npz_scalar(fields, "meta", path, "U", "a JSON str")
-        try:
-            meta = json.loads(meta_json) if meta_json is not None else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: field 'meta' expected a JSON object ({e})") from e
+        meta = {} if meta_json is None else _safe_json.loads(meta_json, f"{path}: field 'meta'")
         if not isinstance(meta, dict):
             raise ValueError(
                 f"{path}: field 'meta' expected a JSON object, got {type(meta).__name__}"
@@ -228,7 +238,26 @@ def _validate_keypoints(keypoints: Any, layout: Layout) -> np.ndarray:
             f"{kp[t, v, :-1].tolist()} with confidence {conf[t, v]} at frame {t}, "
             f"joint {v} ({layout.joints[v]!r})"
         )
+    where = check_coordinates(kp)
+    if where is not None:
+        t, v = where
+        raise ValueError(
+            f"clip.keypoints: expected coordinates within ±{MAX_COORDINATE:g}, got "
+            f"{kp[t, v, :-1].tolist()} at frame {t}, joint {v} ({layout.joints[v]!r})"
+        )
     return kp
+
+
+def check_coordinates(keypoints: np.ndarray) -> tuple[int, ...] | None:
+    r"""The index (all but the channel) of the first joint of :obj:`(..., V, C)` keypoints with a
+    coordinate beyond :data:`MAX_COORDINATE` where its confidence is not 0; :obj:`None` when there
+    is none. Non-finite coordinates are not counted here."""
+    coords = np.abs(keypoints[..., :-1])
+    with np.errstate(invalid="ignore"):
+        bad = (coords > MAX_COORDINATE).any(axis=-1) & (keypoints[..., -1] != 0.0)
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.argwhere(bad)[0])
 
 
 def _validate_label(label: Any) -> int | str | None:
@@ -242,6 +271,55 @@ def _validate_label(label: Any) -> int | str | None:
         f"clip.label: expected an int class index, a str class name or None, "
         f"got {type(label).__name__}"
     )
+
+
+#: what reading a malformed or foreign zip archive raises
+_ZIP_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    NotImplementedError,  # a compression method zipfile lacks
+    RuntimeError,  # an encrypted member
+    zlib.error,
+    struct.error,
+)
+#: the .npy header readers by format version (np.savez writes 1.0, or 2.0 for a header over 64 KiB)
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _read_npz_fields(archive: zipfile.ZipFile, file_size: int, where: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive, read after checking the sizes it declares.
+
+    Raises:
+        TooLarge: When the archive unpacks to too much (:func:`~skelgraph._limits.check_unpacked`).
+        ValueError: When a member's header declares another size than the member holds.
+    """
+    members = archive.infolist()
+    check_unpacked(sum(member.file_size for member in members), file_size, where)
+    fields = {}
+    for member in members:
+        key = member.filename.removesuffix(".npy")
+        with archive.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _NPY_HEADER_READERS:
+                raise ValueError(f"field {key!r}: unsupported .npy format version {version}")
+            shape, fortran, dtype = _NPY_HEADER_READERS[version](f)
+            declared = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject:
+                raise ValueError(f"field {key!r}: expected plain arrays, got Python objects")
+            data = bytearray(min(declared, member.file_size))
+            if declared > member.file_size or f.readinto(data) != declared:
+                raise ValueError(
+                    f"field {key!r}: its header declares shape {shape} of {dtype} "
+                    f"({declared} bytes), the archive holds {member.file_size} bytes"
+                )
+        order = "F" if fortran else "C"
+        fields[key] = np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
+    return fields
 
 
 def _npz_scalar(
@@ -267,8 +345,8 @@ def _npz_layout(fields: Mapping[str, np.ndarray], path: Path) -> Layout | str:
             raise ValueError(f"{path}: missing field 'layout' (and 'layout_json')")
         return name
     try:
-        return Layout.from_dict(json.loads(stored))
-    except (ValueError, TypeError, KeyError) as e:
+        return Layout.from_dict(_safe_json.loads(stored, "layout_json"))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
         raise ValueError(f"{path}: field 'layout_json' is not a valid layout ({e})") from e
 
 

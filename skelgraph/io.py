@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
-from scipy.io.matlab import MatReadError
 
+from skelgraph._matfile import read_variables
+from skelgraph._unpickle import load_data
 from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout
 from skelgraph.utils import PathLike, atomic_write
 
 __all__ = [
+    "PENN_ACTION_FIELDS",
     "PENN_ACTION_FPS",
     "load_npz",
     "load_penn_action_mat",
@@ -34,6 +35,8 @@ __all__ = [
 
 #: Frame rate of the Penn Action videos.
 PENN_ACTION_FPS = 30.0
+#: The fields of a Penn Action annotation file that are read.
+PENN_ACTION_FIELDS = ("action", "pose", "x", "y", "visibility", "train", "bbox", "dimensions")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -54,7 +57,9 @@ def load_npz(path: PathLike) -> SkeletonClip:
 # mmaction2 / pyskl annotation pickles
 
 
-def load_pyskl(path: PathLike, layout: Layout | str = "coco17") -> list[SkeletonClip]:
+def load_pyskl(
+    path: PathLike, layout: Layout | str = "coco17", *, trust_pickle: bool = False
+) -> list[SkeletonClip]:
     r"""Imports an mmaction2/pyskl skeleton annotation pickle.
 
     The pickle is a list of annotations or a dict ``{"split": {name: [frame_dir, ...]},
@@ -67,25 +72,48 @@ def load_pyskl(path: PathLike, layout: Layout | str = "coco17") -> list[Skeleton
     The clip's ``source`` is ``frame_dir``; ``meta`` holds ``img_shape`` and ``original_shape`` when
     present, and ``splits`` (the names of the splits listing ``frame_dir``) for the dict format.
 
-    .. warning::
-        Unpickling runs arbitrary code: load only files you trust.
+    The file is unpickled by :func:`skelgraph._unpickle.load_data`, which builds NumPy arrays and
+    builtin values only and refuses any other object before it is made: unpickling runs the code
+    a pickle names, so a crafted file could otherwise run anything.
 
     Args:
         path (str or os.PathLike): The ``.pkl`` file.
         layout (Layout or str, optional): The joint layout of the keypoints.
             (default: :obj:`"coco17"`)
+        trust_pickle (bool, optional): Unpickle with :func:`pickle.load`, allowing any object:
+            only for a file you trust, whose objects are not arrays and builtin values.
+            (default: :obj:`False`)
 
     Returns:
         list[SkeletonClip]: One clip per annotation, in file order.
+
+    Raises:
+        ValueError: When the file is not a pickle, names a callable that is not allowed, or an
+            annotation or field is malformed; the message names the file, the annotation and the
+            field.
     """
     path = Path(path)
     with open(path, "rb") as f:
-        content = pickle.load(f)
+        try:
+            content = pickle.load(f) if trust_pickle else load_data(f)
+        except (  # what malformed pickles raise
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            OverflowError,
+            RecursionError,
+        ) as e:
+            hint = "" if trust_pickle else "; pass trust_pickle=True only for a file you trust"
+            raise ValueError(f"{path}: cannot be unpickled as annotations ({e}){hint}") from None
     if isinstance(content, dict):
         if "annotations" not in content:
             raise ValueError(
                 f"{path}: expected a list of annotations or a dict with 'annotations', "
-                f"got a dict with keys {sorted(content)}"
+                f"got a dict with keys {sorted(map(str, content))}"
             )
         annotations, split = content["annotations"], content.get("split") or {}
     elif isinstance(content, list):
@@ -95,15 +123,47 @@ def load_pyskl(path: PathLike, layout: Layout | str = "coco17") -> list[Skeleton
             f"{path}: expected a list of annotations or a dict with 'annotations', "
             f"got {type(content).__name__}"
         )
-    splits_of: dict[str, list[str]] = {}
-    for split_name, members in split.items():
-        for frame_dir in members:
-            splits_of.setdefault(str(frame_dir), []).append(str(split_name))
+    if not isinstance(annotations, list):
+        raise ValueError(
+            f"{path}: 'annotations': expected a list, got {type(annotations).__name__}"
+        )
+    splits_of = _pyskl_splits(split, path)
     with_splits = isinstance(content, dict) and "split" in content
     return [
         _clip_from_pyskl(annotation, f"{path}: annotations[{i}]", layout, splits_of, with_splits)
         for i, annotation in enumerate(annotations)
     ]
+
+
+def _pyskl_splits(split: Any, path: Path) -> dict[str, list[str]]:
+    """``frame_dir`` → the names of the splits listing it, from a pyskl ``split`` dict."""
+    if not isinstance(split, dict) or not all(
+        isinstance(members, (list, tuple)) for members in split.values()
+    ):
+        raise ValueError(
+            f"{path}: 'split': expected a dict of split name to a list of frame_dir names, got "
+            f"{type(split).__name__}"
+        )
+    splits_of: dict[str, list[str]] = {}
+    for split_name, members in split.items():
+        for frame_dir in members:
+            splits_of.setdefault(str(frame_dir), []).append(str(split_name))
+    return splits_of
+
+
+def _pyskl_array(annotation: dict, key: str, where: str) -> np.ndarray:
+    """The annotation's field as a float32 array; :class:`ValueError` naming it otherwise."""
+    try:
+        return np.asarray(annotation[key], dtype=np.float32)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{where}: field {key!r} expected a numeric array ({e})") from None
+
+
+def _pyskl_int(annotation: dict, key: str, where: str) -> int:
+    value = annotation[key]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{where}: field {key!r} expected an integer, got {value!r:.60}")
+    return int(value)
 
 
 def _clip_from_pyskl(
@@ -118,14 +178,14 @@ def _clip_from_pyskl(
     missing = [k for k in ("keypoint", "label", "frame_dir", "total_frames") if k not in annotation]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}")
-    keypoint = np.asarray(annotation["keypoint"], dtype=np.float32)
+    keypoint = _pyskl_array(annotation, "keypoint", where)
     if keypoint.ndim != 4 or keypoint.shape[0] == 0 or keypoint.shape[-1] not in (2, 3):
         raise ValueError(
             f"{where}: field 'keypoint' expected shape (M, T, V, 2 or 3) with M >= 1, "
             f"got {keypoint.shape}"
         )
     if "keypoint_score" in annotation:
-        score = np.asarray(annotation["keypoint_score"], dtype=np.float32)
+        score = _pyskl_array(annotation, "keypoint_score", where)
         if score.shape != keypoint.shape[:3]:
             raise ValueError(
                 f"{where}: field 'keypoint_score' expected shape {keypoint.shape[:3]}, "
@@ -134,27 +194,34 @@ def _clip_from_pyskl(
         score = np.clip(score[0], 0.0, 1.0)
     else:
         score = np.ones(keypoint.shape[1:3], dtype=np.float32)
-    total_frames = int(annotation["total_frames"])
+    total_frames = _pyskl_int(annotation, "total_frames", where)
     if total_frames != keypoint.shape[1]:
         raise ValueError(
             f"{where}: field 'total_frames' expected {keypoint.shape[1]} (frames in 'keypoint'), "
             f"got {total_frames}"
         )
-    frame_dir = str(annotation["frame_dir"])
-    meta: dict[str, Any] = {
-        key: [int(s) for s in annotation[key]]
-        for key in ("img_shape", "original_shape")
-        if key in annotation
-    }
+    frame_dir = annotation["frame_dir"]
+    if not isinstance(frame_dir, str):
+        raise ValueError(f"{where}: field 'frame_dir' expected a str, got {frame_dir!r:.60}")
+    meta: dict[str, Any] = {}
+    for key in ("img_shape", "original_shape"):
+        if key in annotation:
+            shape = _pyskl_array(annotation, key, where)
+            if shape.shape != (2,) or not np.isfinite(shape).all():
+                raise ValueError(
+                    f"{where}: field {key!r} expected (height, width), got {annotation[key]!r:.60}"
+                )
+            meta[key] = [int(s) for s in shape]
     if with_splits:
         meta["splits"] = list(splits_of.get(frame_dir, []))
     keypoints = np.concatenate([keypoint[0], score[..., None]], axis=-1)
+    label = annotation["label"]
+    if isinstance(label, np.integer):
+        label = int(label)
     try:
-        return SkeletonClip(
-            keypoints, layout, label=annotation["label"], source=frame_dir, meta=meta
-        )
+        return SkeletonClip(keypoints, layout, label=label, source=frame_dir, meta=meta)
     except (ValueError, TypeError) as e:
-        raise type(e)(f"{where} ({frame_dir!r}): {e}") from e
+        raise ValueError(f"{where} ({frame_dir!r}): {e}") from e
 
 
 def save_pyskl(
@@ -256,20 +323,18 @@ def load_penn_action_mat(path: PathLike, *, occluded_confidence: float = 0.5) ->
         occluded_confidence (float, optional): Confidence of occluded but annotated joints; 0
             treats them as missing. (default: :obj:`0.5`)
 
+    Only these fields are read, after checking what the file unpacks to
+    (:func:`~skelgraph._matfile.read_variables`), so a hostile file is refused before it costs
+    memory.
+
     Raises:
         FileNotFoundError: When :obj:`path` does not exist.
-        ValueError: When the file is not a MATLAB file or a field is missing or ill-shaped; the
-            message names the file and the field.
+        ValueError: When the file is not a MATLAB v5 file, is corrupt, unpacks to far more than
+            its size, or a field is missing or ill-shaped; the message names the file and the
+            field.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            mat = scipy.io.loadmat(f)
-    except (ValueError, MatReadError) as e:
-        raise ValueError(f"{path}: expected a MATLAB .mat file ({e})") from e
-    for key in ("action", "pose", "x", "y", "visibility", "train", "bbox", "dimensions"):
-        if key not in mat:
-            raise ValueError(f"{path}: missing field {key!r}")
+    mat = read_variables(path.read_bytes(), PENN_ACTION_FIELDS, str(path))
     x = np.asarray(mat["x"], dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != 13:
         raise ValueError(f"{path}: field 'x' expected shape (T, 13), got {x.shape}")
@@ -281,7 +346,18 @@ def load_penn_action_mat(path: PathLike, *, occluded_confidence: float = 0.5) ->
                 f"{path}: field {key!r} expected shape {x.shape} (as 'x'), got {value.shape}"
             )
         channels.append(value)
-    height, width = (float(d) for d in np.asarray(mat["dimensions"]).ravel()[:2])
+    dimensions = np.asarray(mat["dimensions"], dtype=np.float64).ravel()
+    if dimensions.size != 3:
+        raise ValueError(
+            f"{path}: field 'dimensions' expected [height, width, frames], got {dimensions.size} "
+            "values"
+        )
+    bbox = np.asarray(mat["bbox"], dtype=np.float64)
+    if bbox.ndim != 2 or bbox.shape[1] != 4 or len(bbox) not in (len(x), len(x) - 1):
+        raise ValueError(
+            f"{path}: field 'bbox' expected shape ({len(x)}, 4) (a box per frame), got {bbox.shape}"
+        )
+    height, width = dimensions[:2]
     x, y, visible = channels
     if not np.isin(visible, (0.0, 1.0)).all():
         raise ValueError(
@@ -295,8 +371,8 @@ def load_penn_action_mat(path: PathLike, *, occluded_confidence: float = 0.5) ->
     meta = {
         "split": "train" if int(_penn_scalar(mat, "train", path)) == 1 else "test",
         "view": str(_penn_scalar(mat, "pose", path)).strip(),
-        "bbox": np.asarray(mat["bbox"], dtype=np.float64).tolist(),
-        "dimensions": [int(d) for d in np.asarray(mat["dimensions"]).ravel()],
+        "bbox": bbox.tolist(),
+        "dimensions": [int(d) for d in dimensions],
     }
     try:
         return SkeletonClip(

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from skelgraph.clip import MAX_COORDINATE, check_coordinates
 from skelgraph.explain.plots import top_edges
 from skelgraph.layouts import Layout, check_mappable, get_layout, keypoint_mapping, map_keypoints
 from skelgraph.layouts.graph import hop_distance
@@ -348,7 +349,8 @@ class OnlineRecognizer:
 
     def _checked(self, keypoints: np.ndarray) -> np.ndarray:
         """The frame as float32 :obj:`(V_in, C)`; raises :class:`ValueError` naming the
-        expected shape."""
+        expected shape, or the joint whose coordinates are beyond
+        :data:`~skelgraph.clip.MAX_COORDINATE` (they would make every output NaN)."""
         kp = np.asarray(keypoints, dtype=np.float32)
         expected = (self.input_layout.num_joints, self.in_channels)
         if kp.shape != expected:
@@ -356,6 +358,13 @@ class OnlineRecognizer:
                 f"OnlineRecognizer.update: keypoints: expected shape {expected} (joints of "
                 f"layout {self.input_layout.name!r}, then coordinates and confidence), "
                 f"got {kp.shape}"
+            )
+        extreme = check_coordinates(kp)
+        if extreme is not None:
+            (v,) = extreme
+            raise ValueError(
+                f"OnlineRecognizer.update: keypoints[{v}] ({self.input_layout.joints[v]}): "
+                f"expected coordinates within ±{MAX_COORDINATE:g}, got {kp[v, :-1].tolist()}"
             )
         return kp
 

@@ -117,7 +117,7 @@ def test_convert_errors(pickle_path: Path, tmp_path: Path, capsys) -> None:
     other.mkdir()
     (other / "keep.txt").write_text("x")
     assert main(["convert", "pyskl", str(pickle_path), str(other), "--quiet"]) == 1
-    assert "not a skeleton folder" in capsys.readouterr().err
+    assert "not part of a skeleton folder" in capsys.readouterr().err
     assert (other / "keep.txt").read_text() == "x"
     assert main(["convert", "pyskl", str(tmp_path / "missing.pkl"), str(tmp_path / "o")]) == 1
     assert "missing.pkl" in capsys.readouterr().err

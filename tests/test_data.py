@@ -435,7 +435,7 @@ def test_write_folder_overwrites_cleanly(tmp_path: Path) -> None:
         write_skeleton_folder(dst, [(random_clip(0, 5), "b", "")], classes=["a"], progress=False)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a skeleton folder"):
+    with pytest.raises(FileExistsError, match="not part of a skeleton folder"):
         write_skeleton_folder(tmp_path / "other", second, progress=False)
 
 

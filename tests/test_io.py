@@ -366,7 +366,7 @@ def test_load_penn_action_mat_errors(tmp_path, penn_action_root):
         load_penn_action_mat(tmp_path / "vis.mat")
 
     (tmp_path / "text.mat").write_text("not matlab")
-    with pytest.raises(ValueError, match=r"text\.mat: expected a MATLAB \.mat file"):
+    with pytest.raises(ValueError, match=r"text\.mat: expected a MATLAB v5 \.mat file"):
         load_penn_action_mat(tmp_path / "text.mat")
 
     with pytest.raises(FileNotFoundError):

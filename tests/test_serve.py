@@ -6,11 +6,9 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi.testclient import TestClient
 from helpers import write_infogcn2_checkpoint
+from serving import ready_client, running
 from starlette.websockets import WebSocketDisconnect
 
 from skelgraph.clip import SkeletonClip
@@ -59,8 +58,9 @@ def client(checkpoint: Path) -> Iterator[TestClient]:
         max_message_bytes=20_000,
         max_frames=500,
         max_errors=5,
+        max_text_bytes=20_000,
     )
-    with TestClient(app) as c:
+    with ready_client(app) as c:
         yield c
 
 
@@ -210,7 +210,7 @@ def zip_bomb() -> bytes:
             400,
             "layout: expected one of",
         ),
-        ({"file": ("a.npz", b"not a zip")}, 422, "expected an .npz (zip) archive"),
+        ({"file": ("a.npz", b"not a zip")}, 422, "expected an .npz archive"),
         ({"file": ("a.npz", zip_bomb())}, 413, "unpacks to"),
         ({"other": ("a.json", b"{}")}, 400, "expected a file in form field 'file'"),
     ],
@@ -280,7 +280,7 @@ def test_stream_layouts(client: TestClient) -> None:
 
 
 MALFORMED = [
-    ("{not json", "invalid JSON"),
+    ("{not json", "message: expected JSON"),
     ("[1, 2]", "expected a JSON object, got list"),
     ('{"frames": 1}', "expected 'keypoints' or 'reset': true, got keys ['frames']"),
     ('{"keypoints": "x"}', "expected a list of 17 rows [x, y, confidence]"),
@@ -356,7 +356,7 @@ def test_too_many_sessions(client: TestClient) -> None:
 
 
 def test_idle_stream_is_closed(checkpoint: Path) -> None:
-    with TestClient(create_app(checkpoint, idle_timeout=0.3)) as c:
+    with ready_client(create_app(checkpoint, idle_timeout=0.3)) as c:
         with c.websocket_connect("/v1/stream") as ws:
             ws.receive_json()
             assert_closed(ws, 1000, "idle: no message for 0.3 s")
@@ -394,7 +394,7 @@ def test_jpeg_frames_with_pose_model(checkpoint: Path, monkeypatch, tmp_path: Pa
     cv2 = pytest.importorskip("cv2")
     app = create_app(checkpoint, pose_model="yolo11n-pose.yaml", pose_device="cpu", pose_imgsz=64)
     _, jpeg = cv2.imencode(".jpg", np.full((64, 96, 3), 128, np.uint8))
-    with TestClient(app) as c, c.websocket_connect("/v1/stream?layout=penn13") as ws:
+    with ready_client(app) as c, c.websocket_connect("/v1/stream?layout=penn13") as ws:
         assert ws.receive_json()["pose"] is True
         ws.send_bytes(jpeg.tobytes())
         reply = ws.receive_json()
@@ -437,26 +437,6 @@ def test_cli_serve_help_and_bad_checkpoint(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # real sockets: uvicorn in a thread, several concurrent streams
-
-
-@contextmanager
-def running(app) -> Iterator[str]:
-    """Serves :obj:`app` with uvicorn in a thread on a free loopback port; yields host:port."""
-    uvicorn = pytest.importorskip("uvicorn")
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
-    try:
-        yield f"{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

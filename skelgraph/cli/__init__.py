@@ -21,19 +21,24 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser of the given subcommands (default: all of them)."""
     parser = argparse.ArgumentParser(
         prog="skelgraph",
         description="Skeleton-based action recognition and motion forecasting.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in commands:
         importlib.import_module(f"skelgraph.cli.{name}").add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # only the named command's module is imported: the others import torch, which takes
+    # seconds, and `serve` must be listening before then
+    commands = argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS
+    args = build_parser(commands).parse_args(argv)
     return int(args.run(args) or 0)
 
 

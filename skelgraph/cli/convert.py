@@ -4,9 +4,12 @@
 
     skelgraph convert penn-action SRC DST            # SRC holds labels/*.mat; official split
     skelgraph convert pyskl SRC.pkl DST [--layout coco17] [--classes FILE] [--splits A,B]
+        [--trust-pickle]
 
-The result is read by :class:`skelgraph.data.SkeletonFolder`; an existing ``DST`` folder is
-replaced as a whole (see :func:`skelgraph.data.write_skeleton_folder`).
+The result is read by :class:`skelgraph.data.SkeletonFolder`. An existing ``DST`` that is a
+previous skeleton folder is replaced as a whole; one holding other files is refused unless
+``--overwrite`` (see :func:`skelgraph.data.write_skeleton_folder`). pyskl pickles are read
+without running code unless ``--trust-pickle`` (see :func:`skelgraph.io.load_pyskl`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ Item = tuple[SkeletonClip, str, str]  # (clip, class name, split)
 #: a pyskl split name → its folder split (``xsub_train`` → train, ``test1`` → test, ...)
 _SPLIT_NAME = re.compile(r"(train|training|val|valid|validation|test|testing)\d*$")
 _CANONICAL = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
+#: class indices above this are malformed (the classes are named after the indices up to the
+#: largest one)
+MAX_CLASSES = 100_000
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "convert",
         help="convert a dataset to a folder of .npz clips + labels.csv",
         description="Convert a dataset to a skeleton folder (.npz clips + labels.csv) that "
-        "skelgraph.data.SkeletonFolder reads. An existing DST folder is replaced.",
+        "skelgraph.data.SkeletonFolder reads. DST is written only when every clip converted; an "
+        "existing DST that is a previous skeleton folder is replaced, one holding other files is "
+        "refused unless --overwrite.",
     )
     formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
@@ -64,7 +72,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="use only these split names of the pickle (e.g. xsub_train,xsub_val); names ending "
         "in train / val / test (optionally followed by digits) map to those splits",
     )
+    pyskl.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="WARNING: unpickle with no restriction, which runs any code the file names; only "
+        "for a file you trust whose objects are not arrays and builtin values (default: only "
+        "arrays, numbers, strings and containers are loaded)",
+    )
     for sub in (penn, pyskl):
+        sub.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace DST even when it holds files other than a skeleton folder's "
+            "(they are deleted)",
+        )
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -85,9 +106,16 @@ def run(args: argparse.Namespace) -> int:
             items, total, classes = map(read_penn_action, files), len(files), None
         else:
             selected = args.splits.split(",") if args.splits else None
-            items, total, classes = _pyskl_items(args.src, args.layout, args.classes, selected)
+            items, total, classes = _pyskl_items(
+                args.src, args.layout, args.classes, selected, args.trust_pickle
+            )
         count = write_skeleton_folder(
-            args.dst, counted(items), classes=classes, total=total, progress=not args.quiet
+            args.dst,
+            counted(items),
+            classes=classes,
+            total=total,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
         )
     except (OSError, ValueError) as e:
         print(f"skelgraph convert: error: {e}", file=sys.stderr)
@@ -99,11 +127,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pyskl_items(
-    src: Path, layout: str, classes_file: Path | None, selected: Sequence[str] | None
+    src: Path,
+    layout: str,
+    classes_file: Path | None,
+    selected: Sequence[str] | None,
+    trust_pickle: bool,
 ) -> tuple[Iterator[Item], int, list[str]]:
     """The clips of a pyskl pickle as folder items (lazily labelled and split), their number and
     the class names (from ``classes_file``, else the label indices)."""
-    clips = load_pyskl(src, layout)
+    clips = load_pyskl(src, layout, trust_pickle=trust_pickle)
+    if not clips:
+        raise ValueError(f"{src}: expected at least one annotation, got none")
     if classes_file is not None:
         classes = read_class_names(classes_file)
     else:
@@ -123,9 +157,10 @@ def _pyskl_items(
 
 
 def _label_index(clip: SkeletonClip, src: Path) -> int:
-    if not isinstance(clip.label, int) or clip.label < 0:
+    if not isinstance(clip.label, int) or not 0 <= clip.label < MAX_CLASSES:
         raise ValueError(
-            f"{src}: {clip.source!r}: label: expected a class index >= 0, got {clip.label!r}"
+            f"{src}: {clip.source!r}: label: expected a class index in [0, {MAX_CLASSES}), got "
+            f"{clip.label!r}"
         )
     return clip.label
 

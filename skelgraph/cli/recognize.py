@@ -60,6 +60,8 @@ FALLBACK_FPS = 30.0
 TOP_K = 5
 #: what SOURCE may be, for error messages
 EXPECTED_SOURCE = "a video file, a webcam index, a stream URL or a skeleton .npz"
+#: the highest --fps: resampling a clip to more would make millions of frames of one second
+MAX_FPS = 1000.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +105,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="exponential smoothing of the probabilities over frames, in [0, 1) (default: 0)",
     )
     parser.add_argument(
-        "--fps", type=float, help="resample the source to this frame rate (e.g. the model's)"
+        "--fps",
+        type=float,
+        help=f"resample the source to this frame rate (e.g. the model's), at most {MAX_FPS:g}",
     )
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument(
@@ -431,14 +435,28 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--every: expected an integer >= 1, got {args.every}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames: expected an integer >= 1, got {args.max_frames}")
-    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        raise ValueError(f"--fps: expected a positive frame rate, got {args.fps}")
-    if args.out is not None and not args.out.parent.is_dir():
-        raise FileNotFoundError(f"--out {args.out}: folder {args.out.parent} does not exist")
-    if args.jsonl not in (None, "-") and not Path(args.jsonl).parent.is_dir():
-        raise FileNotFoundError(
-            f"--jsonl {args.jsonl}: folder {Path(args.jsonl).parent} does not exist"
-        )
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= MAX_FPS):
+        raise ValueError(f"--fps: expected a frame rate in (0, {MAX_FPS:g}], got {args.fps}")
+    outputs = {"--out": args.out, "--jsonl": None if args.jsonl in (None, "-") else args.jsonl}
+    inputs = {"SOURCE": args.source, "--checkpoint": args.checkpoint}
+    for option, output in outputs.items():
+        if output is None:
+            continue
+        if not Path(output).parent.is_dir():
+            raise FileNotFoundError(
+                f"{option} {output}: folder {Path(output).parent} does not exist"
+            )
+        for other, path in [*inputs.items(), *outputs.items()]:
+            if other != option and path is not None and _same_file(output, path):
+                raise ValueError(f"{option} {output}: is also {other}; choose another file")
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (existing or not)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -504,7 +522,8 @@ def _recognize(args: argparse.Namespace, source: Source, recognizer: OnlineRecog
                 for image, keypoints in source.frames:
                     prediction = recognizer.update(keypoints)
                     if jsonl is not None:
-                        jsonl.write(json.dumps(json_record(prediction, source.fps)) + "\n")
+                        record = json_record(prediction, source.fps)
+                        jsonl.write(json.dumps(record, allow_nan=False) + "\n")
                         jsonl.flush()
                     if overlay is not None:
                         overlay.write(image, keypoints, prediction)

@@ -122,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     from skelgraph.train.report import describe_models, update_report
 
     split = None if args.split == "all" else args.split
+    stem = "+".join(p.stem for p in args.checkpoint)
+    # the current folder, not the checkpoint's: a shipped checkpoint lies inside the package
+    out = args.out or Path(f"eval-{stem}-{args.split}")
+    if out.exists() and not out.is_dir():  # refused before the evaluation, not after it
+        print(f"skelgraph test: error: --out {out}: is a file, expected a folder", file=sys.stderr)
+        return 1
     ctx = init_distributed(args.device)
     predictors, models = [], []
     try:
@@ -169,9 +175,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"skelgraph test: error: {e}", file=sys.stderr)
         cleanup(ctx)
         return 1
-    stem = "+".join(p.stem for p in args.checkpoint)
-    # the current folder, not the checkpoint's: a shipped checkpoint lies inside the package
-    out = args.out or Path(f"eval-{stem}-{args.split}")
     _, table = report_split(
         lambda f: fuse_predictions([predict_at(f) for predict_at in predictors]),
         classes,

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import io
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skelgraph.clip import SkeletonClip
@@ -60,8 +61,9 @@ def read_labels_csv(root: str | os.PathLike[str]) -> list[FolderEntry]:
 
     Raises:
         FileNotFoundError: When the file is missing.
-        ValueError: On a missing column, an empty file, an empty path or label, an unknown split
-            value or a path listed twice; the message names the file and line.
+        ValueError: On a missing column, an empty file, an empty path or label, a path that
+            leads out of the folder (absolute or through ``..``), an unknown split value or a
+            path listed twice; the message names the file and line.
     """
     csv_path = Path(root) / LABELS_FILE
     if not csv_path.is_file():
@@ -86,6 +88,12 @@ def read_labels_csv(root: str | os.PathLike[str]) -> list[FolderEntry]:
             path, label, split = ((row.get(c) or "").strip() for c in COLUMNS)
             if not path or not label:
                 raise ValueError(f"{where}: expected a path and a label, got {row}")
+            relative = PurePosixPath(path.replace("\\", "/"))
+            if relative.is_absolute() or ".." in relative.parts or Path(path).is_absolute():
+                raise ValueError(
+                    f"{where}: path: expected a file inside the folder (relative, without '..'), "
+                    f"got {path!r}"
+                )
             if split not in ("", *SPLITS):
                 raise ValueError(
                     f"{where}: split: expected one of {', '.join(SPLITS)} or empty, got {split!r}"
@@ -179,36 +187,47 @@ def write_skeleton_folder(
     classes: Sequence[str] | None = None,
     total: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> int:
     """Writes clips as a skeleton folder that :class:`SkeletonFolder` reads.
 
     Everything is written to a temporary folder beside ``dst`` that then replaces ``dst``, so a
     failure leaves ``dst`` as it was and a re-run over an existing folder leaves no stale clip.
-    Clip files are named after the clip's ``source`` (made file-name safe and unique), and the
-    clip's label is set to its class name.
+    The temporary folders of runs that were killed are removed first. Clip files are named after
+    the clip's ``source`` (made file-name safe and unique), and the clip's label is set to its
+    class name.
 
     Args:
-        dst (str or os.PathLike): The folder; if it exists it must be empty or hold a
-            ``labels.csv`` (a previous skeleton folder).
+        dst (str or os.PathLike): The folder; if it exists it must be empty or a previous
+            skeleton folder (``labels.csv``, ``classes.txt`` and ``.npz`` files under ``clips/``
+            only), unless :obj:`overwrite`.
         items (Iterable[tuple[SkeletonClip, str, str]]): ``(clip, class name, split)`` with split
             ``"train"``, ``"val"``, ``"test"`` or ``""``.
         classes (Sequence[str], optional): Class names in label-index order, written to
             ``classes.txt``. (default: :obj:`None`: no ``classes.txt``)
         total (int, optional): The number of items, for the progress bar.
         progress (bool, optional): Show a progress bar. (default: :obj:`True`)
+        overwrite (bool, optional): Replace ``dst`` whatever other files it holds (they are
+            deleted). (default: :obj:`False`)
 
     Returns:
         int: The number of clips written.
+
+    Raises:
+        FileExistsError: When ``dst`` is a file, or holds other files and not :obj:`overwrite`.
     """
     dst = Path(dst)
-    if dst.exists() and not (
-        dst.is_dir() and ((dst / LABELS_FILE).is_file() or not any(dst.iterdir()))
-    ):
+    if dst.exists() and not dst.is_dir():
+        raise FileExistsError(f"{dst}: exists and is a file, not a folder; refusing to replace it")
+    foreign = [] if overwrite or not dst.is_dir() else _foreign_files(dst)
+    if foreign:
         raise FileExistsError(
-            f"{dst}: exists and is not a skeleton folder (no {LABELS_FILE}); refusing to replace it"
+            f"{dst}: holds files that are not part of a skeleton folder (e.g. {foreign[0]}); "
+            "refusing to delete them: choose an empty or new folder, or overwrite"
         )
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp"
+    _remove_stale(dst)
+    tmp = _sibling(dst, "tmp")
     try:
         (tmp / "clips").mkdir(parents=True)
         rows: list[tuple[str, str, str]] = []
@@ -258,12 +277,59 @@ def _unique_name(source: str, used: set[str]) -> str:
     return name
 
 
+def _foreign_files(folder: Path) -> list[str]:
+    """The entries of ``folder`` that :func:`write_skeleton_folder` would not have written,
+    relative to it (at most a few)."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in (LABELS_FILE, CLASSES_FILE) and entry.is_file():
+            continue
+        if entry.name == "clips" and entry.is_dir():
+            found += [
+                str(p.relative_to(folder))
+                for p in sorted(entry.iterdir())
+                if not (p.suffix == ".npz" and p.is_file())
+            ][:3]
+            continue
+        found.append(entry.name)
+    return found
+
+
+#: the temporary folders of :func:`write_skeleton_folder`: ``.<dst>.<pid>-<random>.tmp|old``
+_SIBLING = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{12}\.(tmp|old)")
+
+
+def _sibling(dst: Path, kind: str) -> Path:
+    """A new temporary folder name beside ``dst``, marked with this process's id."""
+    return dst.parent / f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.{kind}"
+
+
+def _remove_stale(dst: Path) -> None:
+    """Removes the temporary folders beside ``dst`` left by runs that were killed (their process
+    is gone); those of a run still going are left alone."""
+    for entry in dst.parent.glob(f".{glob.escape(dst.name)}.*"):
+        match = _SIBLING.fullmatch(entry.name)
+        if match and match["name"] == dst.name and not _alive(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     """Moves the folder ``src`` onto ``dst``, removing the old ``dst`` afterwards."""
     if not dst.exists():
         os.replace(src, dst)
         return
-    old = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.old"
+    old = _sibling(dst, "old")
     os.replace(dst, old)
     os.replace(src, dst)
     shutil.rmtree(old)

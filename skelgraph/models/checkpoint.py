@@ -14,6 +14,7 @@ by its name (:func:`resolve_checkpoint`).
 from __future__ import annotations
 
 import importlib.resources
+import math
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import skelgraph
 from skelgraph.layouts import Layout, get_layout
@@ -96,7 +98,7 @@ class CheckpointMeta:
         classes (list[str]): Class names in logit order.
         layout (dict): The joint layout, :meth:`Layout.to_dict`.
         in_channels (int): Input channels ``C``.
-        window (int, optional): Frames per sample ``T``.
+        window (int): Frames per sample ``T``.
         model (str): Registered model name.
         model_args (dict): The model's keyword arguments besides ``num_classes``, ``layout`` and
             ``in_channels``.
@@ -110,7 +112,7 @@ class CheckpointMeta:
     classes: list[str]
     layout: dict[str, Any]
     in_channels: int
-    window: int | None = None
+    window: int
     model: str
     model_args: dict[str, Any]
     preprocess: dict[str, Any] | None = None
@@ -314,6 +316,53 @@ def build_model(meta: Mapping[str, Any]) -> SkeletonModel:
     )
 
 
+def _build_checked(
+    meta: Mapping[str, Any], state_dict: Mapping[str, Any], source: str
+) -> nn.Module:
+    """:func:`build_model`, refusing a meta that names an unknown model or argument, holds a
+    value of the wrong type, or describes a model far larger than the checkpoint's weights (its
+    allocations are refused before they happen, so a corrupt meta cannot exhaust the memory)."""
+    weights = sum(t.numel() * t.element_size() for t in state_dict.values() if torch.is_tensor(t))
+    try:
+        with _AllocationLimit(4 * weights + (64 << 20)):
+            return build_model(meta)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(
+            f"{source}: meta does not describe a model ({type(e).__name__}: {e})"
+        ) from e
+
+
+class _AllocationLimit(TorchDispatchMode):
+    """Refuses, before it is made, any tensor allocation past :obj:`limit` bytes in total."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.used = limit, 0
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Sequence[type],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        size = next((a for a in args if isinstance(a, (list, tuple, torch.Size))), None)
+        if size is not None and func._schema.name.startswith(_FACTORIES):
+            dtype = kwargs.get("dtype") or torch.get_default_dtype()
+            self.used += math.prod(int(s) for s in size) * dtype.itemsize
+            if self.used > self.limit:
+                raise ValueError(
+                    f"the model it describes needs more than {self.limit} bytes, far more than "
+                    "its weights"
+                )
+        return func(*args, **kwargs)
+
+
+#: the ATen operators that allocate a tensor of a size they are given
+_FACTORIES = ("aten::empty", "aten::zeros", "aten::ones", "aten::full", "aten::rand", "aten::new_")
+
+
 def load_checkpoint(
     path: PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[SkeletonModel, dict[str, Any]]:
@@ -328,7 +377,7 @@ def load_checkpoint(
     """
     state = read_checkpoint(path, map_location)
     meta = state["meta"]
-    model = build_model(meta)
+    model = _build_checked(meta, state["state_dict"], f"checkpoint {path}")
     load_weights(model, state["state_dict"], source=f"checkpoint {path}")
     return model.to(map_location).eval(), meta
 

@@ -2,22 +2,24 @@ r"""Validation of what clients send to the service: keypoint frames, JPEG images
 skeleton files.
 
 Everything here works without FastAPI. Invalid input raises :class:`InputError` with the HTTP
-status that fits it and a reason that names the field, the expected and the actual value.
+status that fits it and a reason that names the field, the expected and the actual value. JSON
+is parsed within bounds (:func:`skelgraph._safe_json.loads`), files by readers that check sizes
+before they unpack anything.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from skelgraph.clip import SkeletonClip
-from skelgraph.io import load_npz, load_penn_action_mat
+from skelgraph import _safe_json
+from skelgraph._limits import TooLarge
+from skelgraph.clip import MAX_COORDINATE, SkeletonClip, check_coordinates
 from skelgraph.layouts import Layout, get_layout, list_layouts
 
 __all__ = [
@@ -26,15 +28,21 @@ __all__ = [
     "jpeg_size",
     "load_skeleton_upload",
     "parse_keypoints",
+    "parse_message",
     "resolve_layout_name",
+    "upload_suffix",
 ]
 
 #: uploaded files read as skeletons, by suffix (anything else is treated as a video)
 SKELETON_SUFFIXES = (".npz", ".mat", ".json")
 #: suffixes refused on upload: unpickling a client's file can run arbitrary code
 UNSAFE_SUFFIXES = (".pkl", ".pickle")
-#: an ``.npz`` upload may unpack to at most this many times its own size
-MAX_UNPACK_RATIO = 64
+#: the largest ``.json`` upload: its parsing holds the GIL, and so stalls every stream, for as
+#: long as it takes (4 MiB hold more than 3600 frames of 17 joints; longer clips go as ``.npz``)
+MAX_JSON_BYTES = 4 * 2**20
+#: a video's suffix (the server names its temporary copy with it, so that the reader knows the
+#: container)
+_VIDEO_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 
 
 class InputError(ValueError):
@@ -61,6 +69,22 @@ def resolve_layout_name(name: Any, field: str = "layout") -> Layout:
             status=400,
         )
     return get_layout(name)
+
+
+def parse_message(text: str) -> dict[str, Any]:
+    """A stream's text message as a JSON object (parsed within bounds).
+
+    Raises:
+        InputError: With status 400 for text that is not a JSON object, is nested too deeply or
+            has a number too long.
+    """
+    try:
+        obj = _safe_json.loads(text, "message")
+    except ValueError as e:
+        raise InputError(str(e), status=400) from None
+    if not isinstance(obj, dict):
+        raise InputError(f"message: expected a JSON object, got {type(obj).__name__}", status=400)
+    return obj
 
 
 def parse_keypoints(value: Any, layout: Layout, channels: int = 3) -> np.ndarray:
@@ -97,7 +121,8 @@ def parse_keypoints(value: Any, layout: Layout, channels: int = 3) -> np.ndarray
             if item is None:
                 out[j, c] = math.nan
             elif isinstance(item, (int, float)) and not isinstance(item, bool):
-                out[j, c] = item
+                # a value past float32's range becomes inf, which the checks below refuse
+                out[j, c] = item if abs(item) < _FLOAT32_MAX else math.inf
             else:
                 raise InputError(
                     f"keypoints[{j}][{c}] ({layout.joints[j]}): expected a number or null, "
@@ -118,8 +143,43 @@ def parse_keypoints(value: Any, layout: Layout, channels: int = 3) -> np.ndarray
             f"keypoints[{j}] ({layout.joints[j]}): expected finite coordinates where the "
             f"confidence is > 0, got {value[j]!r}"
         )
+    extreme = check_coordinates(out)
+    if extreme is not None:
+        (j,) = extreme
+        raise InputError(
+            f"keypoints[{j}] ({layout.joints[j]}): expected coordinates within "
+            f"±{MAX_COORDINATE:g}, got {value[j]!r}"
+        )
     out[conf == 0, :-1] = 0.0
     return out
+
+
+#: the largest float32
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def upload_suffix(filename: str) -> str:
+    """The lower-case suffix of an uploaded file's name, checked: a skeleton format, or a
+    video's suffix of up to 8 letters and digits.
+
+    Raises:
+        InputError: 415 for a pickle or a suffix that is neither.
+    """
+    suffix = Path(filename).suffix.lower() if len(filename) <= 255 else ""
+    if suffix in UNSAFE_SUFFIXES:
+        raise InputError(
+            f"file {filename!r}: pickle files are not accepted (loading one can run code); "
+            "convert it with `skelgraph convert pyskl` and upload an .npz clip",
+            status=415,
+        )
+    if suffix not in SKELETON_SUFFIXES and not _VIDEO_SUFFIX.fullmatch(suffix):
+        raise InputError(
+            f"file {filename[:64]!r}: expected a skeleton file {list(SKELETON_SUFFIXES)} or a "
+            f"video (a suffix of at most 8 letters and digits, e.g. '.mp4'), got "
+            f"{suffix[:16] or 'no suffix'!r}",
+            status=415,
+        )
+    return suffix
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -177,33 +237,35 @@ def load_skeleton_upload(
         max_frames (int, optional): Refuse clips with more frames (status 413).
 
     Raises:
-        InputError: 415 for an unsupported suffix, 413 for too many frames or an ``.npz`` that
-            unpacks to more than :data:`MAX_UNPACK_RATIO` times its size, 422 for a file that
-            does not parse or validate.
+        InputError: 415 for an unsupported suffix, 413 for too many frames, a ``.json`` file
+            above :data:`MAX_JSON_BYTES` or a file that unpacks to far more than its size
+            (:mod:`skelgraph._limits`), 422 for a file that does not parse or validate.
     """
-    suffix = Path(filename).suffix.lower()
-    if suffix in UNSAFE_SUFFIXES:
-        raise InputError(
-            f"file {filename!r}: pickle files are not accepted (loading one can run code); "
-            "convert it with `skelgraph convert pyskl` and upload an .npz clip",
-            status=415,
-        )
+    suffix = upload_suffix(filename)
     if suffix not in SKELETON_SUFFIXES:
         raise InputError(
             f"file {filename!r}: expected a skeleton file {list(SKELETON_SUFFIXES)}, got "
-            f"{suffix or 'no suffix'!r}",
+            f"{suffix!r}",
             status=415,
         )
     if suffix == ".json":
-        clip = _json_clip(data, filename, default_layout)
+        if len(data) > MAX_JSON_BYTES:
+            raise InputError(
+                f"file {filename!r}: expected a .json clip of at most {MAX_JSON_BYTES} bytes, got "
+                f"{len(data)}; send long clips as .npz",
+                status=413,
+            )
+        clip = _json_clip(data, filename, default_layout, max_frames)
     else:
-        if suffix == ".npz":
-            _check_unpacked_size(data, filename)
+        from skelgraph.io import load_npz, load_penn_action_mat  # scipy: only when needed
+
         with tempfile.TemporaryDirectory(prefix="skelgraph-upload-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             try:
                 clip = load_npz(path) if suffix == ".npz" else load_penn_action_mat(path)
+            except TooLarge as e:
+                raise InputError(f"file {filename!r}: {_strip_path(str(e), path)}", 413) from e
             except (ValueError, OSError, KeyError) as e:
                 raise InputError(f"file {filename!r}: {_strip_path(str(e), path)}") from e
     if max_frames is not None and clip.num_frames > max_frames:
@@ -214,28 +276,13 @@ def load_skeleton_upload(
     return clip
 
 
-def _check_unpacked_size(data: bytes, filename: str) -> None:
-    """Refuses an ``.npz`` whose members would unpack to far more than the upload itself."""
-    import io
-
+def _json_clip(
+    data: bytes, filename: str, default_layout: str | Layout, max_frames: int | None
+) -> SkeletonClip:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except zipfile.BadZipFile as e:
-        raise InputError(f"file {filename!r}: expected an .npz (zip) archive ({e})") from e
-    if unpacked > MAX_UNPACK_RATIO * max(len(data), 1 << 16):
-        raise InputError(
-            f"file {filename!r}: unpacks to {unpacked} bytes, more than {MAX_UNPACK_RATIO} "
-            f"times its {len(data)} bytes",
-            status=413,
-        )
-
-
-def _json_clip(data: bytes, filename: str, default_layout: str | Layout) -> SkeletonClip:
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"file {filename!r}: expected JSON ({e})") from e
+        obj = _safe_json.loads(data, f"file {filename!r}")
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if not isinstance(obj, dict) or "keypoints" not in obj:
         raise InputError(
             f"file {filename!r}: expected a JSON object with 'keypoints' (and optional 'layout', "
@@ -257,7 +304,13 @@ def _json_clip(data: bytes, filename: str, default_layout: str | Layout) -> Skel
         raise InputError(
             f"file {filename!r}: keypoints: expected a non-empty list of frames, got {frames!r:.40}"
         )
-    channels = len(frames[0][0]) if isinstance(frames[0], list) and frames[0] else 3
+    if max_frames is not None and len(frames) > max_frames:
+        raise InputError(
+            f"file {filename!r}: expected at most {max_frames} frames, got {len(frames)}",
+            status=413,
+        )
+    first = frames[0][0] if isinstance(frames[0], list) and frames[0] else None
+    channels = len(first) if isinstance(first, list) and len(first) in (3, 4) else 3
     kp = np.stack([_frame(f, layout, channels, filename, t) for t, f in enumerate(frames)])
     try:
         return SkeletonClip(kp, layout, fps=fps, source=filename)

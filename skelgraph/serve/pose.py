@@ -40,7 +40,7 @@ class PoseService:
             ``"yolo11n-pose.yaml"``, a path); :obj:`None` serves keypoints only.
         device (str, optional): Inference device as ultralytics names it. (default: :obj:`None`)
         imgsz (int, optional): Inference image size. (default: :obj:`None`: the model's)
-        max_pixels (int, optional): Largest accepted frame, width × height.
+        max_pixels (int, optional): Largest accepted JPEG frame or video frame, width × height.
             (default: :obj:`1920 * 1080`)
         keypoint_threshold (float, optional): Joints below this confidence get confidence 0.
             (default: :obj:`0.3`)
@@ -114,19 +114,22 @@ class PoseService:
             InputError: 422 for bytes that are not a decodable JPEG, 413 for an image above
                 :attr:`max_pixels`.
         """
-        width, height = jpeg_size(data)
-        if width * height > self.max_pixels:
-            raise InputError(
-                f"binary message: expected a JPEG of at most {self.max_pixels} pixels, got "
-                f"{width}x{height}",
-                status=413,
-            )
+        self._check_pixels(*jpeg_size(data), "binary message: JPEG")
         import cv2
 
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise InputError(f"binary message: JPEG could not be decoded ({len(data)} bytes)")
         return image
+
+    def _check_pixels(self, width: int, height: int, what: str = "video") -> None:
+        """Refuses (413) an image or video of more than :attr:`max_pixels` pixels."""
+        if width * height > self.max_pixels:
+            raise InputError(
+                f"{what}: expected at most {self.max_pixels} pixels per frame, got "
+                f"{width}x{height}",
+                status=413,
+            )
 
     def detect(self, image: np.ndarray, follower: PersonFollower) -> np.ndarray:
         """The followed person's keypoints :obj:`(17, 3)` in one BGR image (all zeros when
@@ -144,7 +147,9 @@ class PoseService:
 
         Raises:
             InputError: 422 when the file is not a readable video or has no frame, 413 when it
-                has more than :obj:`max_frames` frames.
+                has more than :obj:`max_frames` frames or frames of more than :attr:`max_pixels`
+                (both checked on the container's header before any frame is decoded, and again
+                on every frame, since a header can lie).
         """
         self.estimator()
         from skelgraph.video import VideoReader
@@ -158,11 +163,13 @@ class PoseService:
                 f"video: expected at most {max_frames} frames, got {reader.frame_count}",
                 status=413,
             )
+        self._check_pixels(reader.width, reader.height)
         follower = self.follower()
         keypoints = []
         for t, image in enumerate(reader):
             if t == max_frames:
                 raise InputError(f"video: expected at most {max_frames} frames", status=413)
+            self._check_pixels(image.shape[1], image.shape[0], f"video frame {t}")
             keypoints.append(self.detect(image, follower))
         if not keypoints:
             raise InputError("video: no decodable frame")

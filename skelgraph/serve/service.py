@@ -25,7 +25,12 @@ from skelgraph.models.base import StreamingModel, step_streams
 from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
 from skelgraph.online import OnlineRecognizer, Prediction
 from skelgraph.pose.tracking import PersonFollower
-from skelgraph.serve.inputs import SKELETON_SUFFIXES, InputError, load_skeleton_upload
+from skelgraph.serve.inputs import (
+    SKELETON_SUFFIXES,
+    InputError,
+    load_skeleton_upload,
+    upload_suffix,
+)
 from skelgraph.serve.pose import PoseService
 from skelgraph.streaming import build_plan
 
@@ -190,8 +195,8 @@ class Recognition:
                 videos without a pose model (415/503), clips with the wrong channel count (422).
         """
         start = time.perf_counter()
-        suffix = Path(filename).suffix.lower()
-        if suffix in SKELETON_SUFFIXES or suffix in (".pkl", ".pickle"):
+        suffix = upload_suffix(filename)
+        if suffix in SKELETON_SUFFIXES:
             clip = load_skeleton_upload(
                 data, filename, default_layout=self.input_layout, max_frames=self.max_frames
             )
@@ -207,6 +212,8 @@ class Recognition:
         kp = np.where(np.isfinite(kp), kp, 0.0).astype(np.float32)
         predictions = self.recognizer(layout).run(kp)
         probs = np.stack([p.probabilities for p in predictions])
+        if not np.isfinite(probs).all():  # JSON has no NaN, and a NaN answer answers nothing
+            raise InputError(f"file {filename!r}: the model's output is not finite for this clip")
         reduce = self.meta.get("inference", {}).get("reduce", "last")
         clip_probs = probs.mean(axis=0) if reduce == "mean" else probs[-1]
         best = int(clip_probs.argmax())
@@ -241,7 +248,7 @@ class Recognition:
         """Pose keypoints of an uploaded video (written to a temporary file for OpenCV)."""
         self.pose.estimator()  # refuse before writing anything when poses are unavailable
         with tempfile.TemporaryDirectory(prefix="skelgraph-upload-") as tmp:
-            path = Path(tmp) / f"upload{suffix or '.mp4'}"
+            path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
             return self.pose.video(path, self.max_frames)
 
@@ -299,8 +306,16 @@ class StreamSession:
 
     def reply(
         self, prediction: Prediction, keypoints: np.ndarray, elapsed: float
-    ) -> dict[str, Any]:
-        """The reply message of a frame's prediction (``elapsed``: seconds it took)."""
+    ) -> dict[str, Any] | ValueError:
+        """The reply message of a frame's prediction (``elapsed``: seconds it took); a
+        :class:`ValueError` instead, and the stream reset, when the prediction is not finite
+        (its state would stay NaN)."""
+        if not np.isfinite(prediction.probabilities).all():
+            self.reset()
+            return InputError(
+                f"frame {prediction.frame}: the model's output is not finite for these "
+                "keypoints; the stream was reset"
+            )
         return {
             "type": "prediction",
             "frame": prediction.frame,

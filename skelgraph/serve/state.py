@@ -1,30 +1,41 @@
-"""The state of one running service, shared by its routes: the model, the limits, the worker
-threads and the counters of open streams and uploads.
+"""The state of one running service, shared by its routes: the limits, the model once it is
+loaded, the worker threads and the counters of open streams and uploads.
 
 :func:`create_app <skelgraph.serve.create_app>` stores it as ``app.state.service``; a route takes it
 as a parameter annotated :data:`Service` (a FastAPI dependency). Every route runs on the event
 loop, so the counters need no lock.
+
+The service answers before its model is ready: :meth:`ServiceState.start` loads it in a thread
+(torch alone takes seconds to import), ``/health`` says ``"warming"`` meanwhile, and the routes
+that need the model answer 503 until :attr:`ServiceState.loaded` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from skelgraph.serve.batching import FrameBatcher
-from skelgraph.serve.service import Recognition
+from skelgraph.serve.inputs import InputError
+from skelgraph.serve.pose import PoseService
+
+if TYPE_CHECKING:  # they import torch, which the service loads in the background
+    from skelgraph.serve.batching import FrameBatcher
+    from skelgraph.serve.service import Recognition
 
 __all__ = ["Limits", "Service", "ServiceState", "run_in", "service_state"]
 
 T = TypeVar("T")
+log = logging.getLogger("skelgraph.serve")
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,9 @@ class Limits:
     max_upload_bytes: int
     max_sessions: int
     max_message_bytes: int
+    max_text_bytes: int
     max_frames: int
+    max_pixels: int
     max_errors: int
     idle_timeout: float
     max_pending_uploads: int
@@ -46,46 +59,95 @@ class Limits:
 
 @dataclass
 class ServiceState:
-    """The model, limits, workers and load of one service.
+    """The limits, model, workers and load of one service.
 
     Attributes:
-        recognition (Recognition): The served model.
+        name (str): The name the model is served under.
         limits (Limits): What the service accepts.
+        pose (PoseService): The pose model for JPEG frames and videos.
+        load (Callable): Loads (and warms up) the model; called by :meth:`start`.
+        stream_workers (int): Threads stepping the streams' model.
+        loaded (threading.Event): Set when the model is loaded and warmed up, or failed to load.
+        error (BaseException or None): Why the model failed to load.
+        on_failure (Callable or None): Called with the error, in the loading thread, when the
+            model fails to load (e.g. to stop the server).
+        recognition (Recognition or None): The served model, once loaded.
+        lanes (list[FrameBatcher]): One per stream worker thread, each batching the frames of
+            its share of the streams, once the model is loaded.
         pose_worker (Executor): The thread estimating the poses of streamed JPEG frames.
         upload_worker (Executor): The thread recognising uploads.
-        lanes (list[FrameBatcher]): One per stream worker thread, each batching the frames of
-            its share of the streams.
         sessions (int): Streams open now.
-        uploads (int): Uploads being processed or waiting now.
+        uploads (int): Uploads being received, processed or waiting now.
         opened (int): Streams opened since the start (each stream's number).
     """
 
-    recognition: Recognition
+    name: str
     limits: Limits
-    pose_worker: Executor
-    upload_worker: Executor
-    lanes: list[FrameBatcher]
+    pose: PoseService
+    load: Callable[[], Recognition]
+    stream_workers: int = 1
+    loaded: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    on_failure: Callable[[BaseException], None] | None = None
+    recognition: Recognition | None = None
+    lanes: list[FrameBatcher] = field(default_factory=list)
+    pose_worker: Executor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="skelgraph-pose")
+    )
+    upload_worker: Executor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="skelgraph-upload")
+    )
     sessions: int = 0
     uploads: int = 0
     opened: int = 0
 
-    @classmethod
-    def start(cls, recognition: Recognition, limits: Limits, stream_workers: int) -> ServiceState:
-        """The state of a new service with its worker threads: one for pose estimation, one for
-        uploads and ``stream_workers`` stepping the streams' model."""
-        lanes = [
-            FrameBatcher(
-                recognition, ThreadPoolExecutor(1, thread_name_prefix=f"skelgraph-stream-{i}")
+    def start(self) -> None:
+        """Loads the model with :attr:`load` in a background thread, then makes
+        :attr:`stream_workers` threads stepping the streams' model; :attr:`loaded` tells when
+        it is done or failed."""
+
+        def prepare() -> None:
+            try:
+                from skelgraph.serve.batching import FrameBatcher
+
+                recognition = self.load()
+                self.lanes = [
+                    FrameBatcher(
+                        recognition,
+                        ThreadPoolExecutor(1, thread_name_prefix=f"skelgraph-stream-{i}"),
+                    )
+                    for i in range(self.stream_workers)
+                ]
+                self.recognition = recognition
+            except BaseException as e:  # reported by /health and by every route needing it
+                log.error("the model could not be loaded: %s", e)
+                self.error = e
+                if self.on_failure is not None:
+                    self.on_failure(e)
+            finally:
+                self.loaded.set()
+
+        threading.Thread(target=prepare, name="skelgraph-load", daemon=True).start()
+
+    def status(self) -> str:
+        """``"warming"`` while the model loads, ``"ok"`` once it serves, ``"failed"``."""
+        if not self.loaded.is_set():
+            return "warming"
+        return "failed" if self.error is not None else "ok"
+
+    def model(self) -> Recognition:
+        """The served model.
+
+        Raises:
+            InputError: 503 with the reason while it loads or when it failed to load.
+        """
+        if self.loaded.is_set() and self.recognition is not None:
+            return self.recognition
+        if self.error is None:
+            raise InputError(
+                "warming up: the model is being loaded, try again in a few seconds", status=503
             )
-            for i in range(stream_workers)
-        ]
-        return cls(
-            recognition,
-            limits,
-            pose_worker=ThreadPoolExecutor(1, thread_name_prefix="skelgraph-pose"),
-            upload_worker=ThreadPoolExecutor(1, thread_name_prefix="skelgraph-upload"),
-            lanes=lanes,
-        )
+        raise InputError(f"unavailable: the model failed to load: {self.error}", status=503)
 
     def shutdown(self) -> None:
         """Stops the worker threads, dropping the work still waiting."""
@@ -94,13 +156,13 @@ class ServiceState:
 
     def pose_state(self) -> dict[str, Any]:
         """``{"model", "available", "reason"}`` of the pose model (``reason`` why it is not)."""
-        reason = self.recognition.pose.unavailable()
-        return {"model": self.recognition.pose.model, "available": reason is None, "reason": reason}
+        reason = self.pose.unavailable()
+        return {"model": self.pose.model, "available": reason is None, "reason": reason}
 
     @contextmanager
     def stream_slot(self) -> Iterator[tuple[int, FrameBatcher]]:
         """Counts a stream as open for the ``with`` block; yields its number and the least busy
-        stream worker's batcher, which serves it."""
+        stream worker's batcher, which serves it (the model must be loaded)."""
         self.sessions += 1
         self.opened += 1
         lane = min(self.lanes, key=lambda batcher: batcher.streams)

@@ -5,22 +5,29 @@ A :class:`StreamConnection` reads the stream's messages and queues a reply for e
 without waiting for the replies before it, so that a stream that sends faster than it is answered
 has its next frame in every batch of its :class:`~skelgraph.serve.batching.FrameBatcher`; it sends
 the replies in the order of the messages.
+
+Whatever a message holds, it gets a reply (an error reply for anything malformed, and for any
+failure to process it), and however the reader ends, the sender learns of it, so that the stream
+ends and its session slot is freed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from skelgraph.layouts import Layout, get_layout
-from skelgraph.serve.batching import FrameBatcher
-from skelgraph.serve.inputs import InputError, parse_keypoints, resolve_layout_name
+from skelgraph.serve.inputs import InputError, parse_keypoints, parse_message, resolve_layout_name
 from skelgraph.serve.pose import PoseUnavailable
 from skelgraph.serve.state import ServiceState, run_in
+
+if TYPE_CHECKING:  # it imports torch, which the service loads in the background
+    from skelgraph.serve.batching import FrameBatcher
 
 __all__ = [
     "CLOSE_NORMAL",
@@ -46,6 +53,8 @@ CLOSE_NORMAL, CLOSE_UNSUPPORTED, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = 
 #: end the stream, or :obj:`None` when the client left.
 Queued = asyncio.Future[Any] | tuple[int, str] | None
 
+log = logging.getLogger("skelgraph.serve")
+
 
 class StreamConnection:
     """One accepted WebSocket stream: its hello, then a reply per message, within the service's
@@ -68,8 +77,9 @@ class StreamConnection:
     ) -> None:
         self.websocket = websocket
         self.service = service
+        self.recognition = service.model()
         self.lane = lane
-        self.session = service.recognition.stream(layout)
+        self.session = self.recognition.stream(layout)
         self.replies: asyncio.Queue[Queued] = asyncio.Queue()
         self.last: asyncio.Future[Any] | None = None  # the newest frame's reply
 
@@ -77,7 +87,7 @@ class StreamConnection:
         """Sends the hello (the stream's ``number``, the model, its classes, the stream's layout,
         whether JPEG frames are accepted, the limits), then serves the stream until the client
         leaves or the stream is closed."""
-        recognition, limits = self.service.recognition, self.service.limits
+        recognition, limits = self.recognition, self.service.limits
         hello = {
             "type": "hello",
             "session": number,
@@ -87,6 +97,7 @@ class StreamConnection:
             "pose": self.service.pose_state()["available"],
             "limits": {
                 "max_message_bytes": limits.max_message_bytes,
+                "max_text_bytes": limits.max_text_bytes,
                 "idle_timeout": limits.idle_timeout,
             },
         }
@@ -99,42 +110,50 @@ class StreamConnection:
             await asyncio.gather(reader, return_exceptions=True)
 
     async def _read_messages(self) -> None:
-        """Queues a reply per message until the client leaves or the stream must be closed."""
+        """Queues a reply per message until the client leaves or the stream must be closed; the
+        sender is told whenever the reader ends, however it ends."""
+        try:
+            while (item := await self._read_message()) is not None:
+                self.replies.put_nowait(item)
+                if isinstance(item, tuple):
+                    return
+        finally:
+            self.replies.put_nowait(None)
+
+    async def _read_message(self) -> asyncio.Future[Any] | tuple[int, str] | None:
+        """The reply to the next message, ``(close code, reason)`` to end the stream, or
+        :obj:`None` when the client left."""
         limits = self.service.limits
-        while True:
-            try:
-                message = await asyncio.wait_for(self.websocket.receive(), limits.idle_timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                idle = f"idle: no message for {limits.idle_timeout:g} s"
-                self.replies.put_nowait((CLOSE_NORMAL, idle))
-                return
-            if message["type"] == "websocket.disconnect":
-                self.replies.put_nowait(None)
-                return
-            text, data = message.get("text"), message.get("bytes")
-            size = len(data) if data is not None else _utf8_size(text or "")
-            if size > limits.max_message_bytes:
-                too_big = f"message too big: {size} bytes, limit {limits.max_message_bytes}"
-                self.replies.put_nowait((CLOSE_TOO_BIG, too_big))
-                return
-            try:
-                if data is not None:
-                    reply = await self._frame(data)
-                else:
-                    reply = await self._text(text or "")
-            except PoseUnavailable as e:
-                self.replies.put_nowait((CLOSE_UNSUPPORTED, e.reason))
-                return
-            except ValueError as e:  # malformed: an error reply, in its place
-                reply = asyncio.get_running_loop().create_future()
-                reply.set_result(e)
-            if not reply.done():
-                self.last = reply
-            self.replies.put_nowait(reply)
+        try:
+            message = await asyncio.wait_for(self.websocket.receive(), limits.idle_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return CLOSE_NORMAL, f"idle: no message for {limits.idle_timeout:g} s"
+        if message["type"] == "websocket.disconnect":
+            return None
+        text, data = message.get("text"), message.get("bytes")
+        if data is not None and len(data) > limits.max_message_bytes:
+            return CLOSE_TOO_BIG, (
+                f"message too big: {len(data)} bytes, limit {limits.max_message_bytes}"
+            )
+        if text is not None and (size := _utf8_size(text)) > limits.max_text_bytes:
+            return CLOSE_TOO_BIG, (
+                f"text message too big: {size} bytes, limit {limits.max_text_bytes} (a frame of "
+                "keypoints takes a few KB)"
+            )
+        try:
+            reply = await (self._frame(data) if data is not None else self._text(text or ""))
+        except PoseUnavailable as e:
+            return CLOSE_UNSUPPORTED, e.reason
+        except Exception as e:  # answered in its place, and the stream goes on
+            reply = asyncio.get_running_loop().create_future()
+            reply.set_result(e)
+        if not reply.done():
+            self.last = reply
+        return reply
 
     async def _send_replies(self) -> None:
-        """Sends the queued replies in order (a :class:`ValueError` as an error message) until
-        the client leaves or the stream is closed."""
+        """Sends the queued replies in order (an exception as an error message) until the
+        client leaves or the stream is closed."""
         errors = 0  # malformed messages in a row
         while True:
             item = await self.replies.get()
@@ -143,26 +162,25 @@ class StreamConnection:
             if isinstance(item, tuple):
                 await close_stream(self.websocket, *item)
                 return
-            reply = await item
-            if isinstance(reply, ValueError):  # InputError and the recogniser's shape errors
+            try:
+                reply = await item
+            except Exception as e:
+                reply = e
+            if isinstance(reply, Exception):
                 errors += 1
+                reason = _reason(reply)
                 if errors >= self.service.limits.max_errors:
-                    last_error = f"{errors} malformed messages in a row; last: {reply}"
+                    last_error = f"{errors} malformed messages in a row; last: {reason}"
                     await close_stream(self.websocket, CLOSE_POLICY, last_error)
                     return
-                reply = {"type": "error", "error": str(reply)}
+                reply = {"type": "error", "error": reason}
             else:
                 errors = 0
             await send_message(self.websocket, reply)
 
     async def _text(self, text: str) -> asyncio.Future[Any]:
         """The reply to a text message: a frame of keypoints or a reset."""
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"message: expected a JSON object, got invalid JSON ({e})") from e
-        if not isinstance(obj, dict):
-            raise InputError(f"message: expected a JSON object, got {type(obj).__name__}")
+        obj = parse_message(text)
         layout = resolve_layout_name(obj["layout"]) if "layout" in obj else None
         if obj.get("reset") is True:
             if self.last is not None:  # the frames before the reset are answered first
@@ -181,13 +199,13 @@ class StreamConnection:
             )
         if layout is not None:
             self.session.use_layout(layout)
-        channels = self.service.recognition.channels
+        channels = self.recognition.channels
         keypoints = parse_keypoints(obj["keypoints"], self.session.layout, channels)
         return self.lane.submit(self.session, keypoints)
 
     async def _frame(self, data: bytes) -> asyncio.Future[Any]:
         """The reply to a binary message: a JPEG frame, through the pose model."""
-        reason = self.service.recognition.pose.unavailable()
+        reason = self.recognition.pose.unavailable()
         if reason is not None:
             raise PoseUnavailable(reason, status=415)
         self.session.use_layout(get_layout("coco17"))
@@ -204,6 +222,15 @@ def _attention_edges(value: Any) -> int:
 
 def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _reason(error: Exception) -> str:
+    """What an error reply says: the reason of invalid input (a :class:`ValueError`, as the
+    recogniser's shape errors), the kind of any other failure (logged with its traceback)."""
+    if isinstance(error, ValueError):
+        return str(error)
+    log.error("a stream message failed", exc_info=error)
+    return f"message: could not be processed ({type(error).__name__}); the stream goes on"
 
 
 async def send_message(websocket: WebSocket, message: dict[str, Any]) -> None:

@@ -1,55 +1,87 @@
-"""Recognition of an uploaded skeleton file or video: ``POST /v1/recognize``."""
+"""Recognition of an uploaded skeleton file or video: ``POST /v1/recognize``.
+
+The busy check comes before the body is read, so that refused uploads cost nothing; the body is
+then received on the event loop (only appending its chunks) and everything else, from the
+multipart parsing to the JSON answer, is done in the upload worker thread.
+"""
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
+import json
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from skelgraph.serve.inputs import InputError
+from skelgraph.serve.multipart import file_field
 from skelgraph.serve.state import Service, run_in
+
+if TYPE_CHECKING:
+    from skelgraph.serve.service import Recognition
 
 __all__ = ["router"]
 
 router = APIRouter()
 
+#: the request body, for the API description (the route reads it itself)
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+}
 
-class UploadTooLarge(Exception):
-    """The request body grew past the upload limit while it was read."""
 
-
-@router.post("/v1/recognize")
+@router.post("/v1/recognize", openapi_extra={"requestBody": _UPLOAD_BODY})
 async def recognize(request: Request, service: Service, keypoints: bool = False) -> Response:
     """Predictions for an uploaded skeleton file or video (multipart field ``file``)."""
+    chunks = None
     try:
-        data, filename = await _read_upload(request, service.limits.max_upload_bytes)
+        recognition = service.model()
+        if service.uploads >= service.limits.max_pending_uploads:
+            raise InputError(
+                f"busy: {service.uploads} uploads are being processed, try again later", 503
+            )
+        with service.upload_slot():
+            chunks = await _read_body(request, service.limits.max_upload_bytes)
+            content_type = request.headers["content-type"]
+            answer = await run_in(
+                service.upload_worker, _answer, recognition, chunks, content_type, keypoints
+            )
     except InputError as e:
-        return _error(e.status, e.reason)
-    if service.uploads >= service.limits.max_pending_uploads:
-        return _error(
-            503,
-            f"busy: {service.uploads} uploads are being processed, try again later",
-            headers={"Retry-After": "5"},
-        )
-    recognize_upload = partial(service.recognition.recognize_upload, keypoints=keypoints)
-    with service.upload_slot():
-        try:
-            result = await run_in(service.upload_worker, recognize_upload, data, filename)
-        except InputError as e:
-            return _error(e.status, e.reason)
-    return JSONResponse(result)
+        headers = {"Retry-After": "5"} if e.status == 503 else {}
+        if chunks is None:
+            # refused before its body was read: closing the connection stops the client from
+            # sending it (the server would otherwise receive and drop every byte)
+            headers["Connection"] = "close"
+        return _error(e.status, e.reason, headers)
+    return Response(answer, media_type="application/json")
 
 
-async def _read_upload(request: Request, limit: int) -> tuple[bytes, str]:
-    """The content and file name of the request's multipart field ``file``, read up to ``limit``
-    bytes.
+def _answer(
+    recognition: Recognition, chunks: list[bytes], content_type: str, keypoints: bool
+) -> bytes:
+    """The JSON answer to an upload's body (in the upload worker)."""
+    data, filename = file_field(chunks, content_type)
+    result = recognition.recognize_upload(data, filename, keypoints=keypoints)
+    return json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def _read_body(request: Request, limit: int) -> list[bytes]:
+    """The chunks of the request's ``multipart/form-data`` body, read up to ``limit`` bytes.
 
     Raises:
-        InputError: 413 for a body above ``limit`` bytes, 415 for a body that is not
-            ``multipart/form-data``, 400 for a malformed body or one without the file.
+        InputError: 413 for a body above ``limit`` bytes (refused before it is read when its
+            ``Content-Length`` says so), 415 for a body that is not ``multipart/form-data``,
+            400 when the client leaves before the end of the body.
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -60,32 +92,16 @@ async def _read_upload(request: Request, limit: int) -> tuple[bytes, str]:
             f"-F file=@clip.npz), got content type {request.headers.get('content-type')!r}",
             status=415,
         )
-    received = 0
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        message = await request.receive()
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise UploadTooLarge
-        return message
-
+    chunks, received = [], 0
     try:
-        form = await Request(request.scope, receive).form(max_files=1, max_fields=8)
-    except UploadTooLarge:
-        raise InputError(f"upload: expected at most {limit} bytes, got more", status=413) from None
-    except Exception as e:  # the multipart parser's errors for malformed bodies
-        raise InputError(f"upload: malformed multipart body ({e})", status=400) from e
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InputError(
-                f"upload: expected a file in form field 'file', got fields {sorted(form.keys())}",
-                status=400,
-            )
-        return await upload.read(), upload.filename or ""
-    finally:
-        await form.close()
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise InputError(f"upload: expected at most {limit} bytes, got more", status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise InputError("upload: the client left before sending the whole body", 400) from None
+    return chunks
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -21,6 +21,11 @@ router = APIRouter()
 async def stream(websocket: WebSocket, service: Service, layout: str | None = None) -> None:
     """One recogniser per connection (see the module description for the protocol)."""
     await websocket.accept()
+    try:
+        service.model()
+    except InputError as e:  # still loading, or failed to load
+        await close_stream(websocket, CLOSE_TRY_LATER, e.reason)
+        return
     limit = service.limits.max_sessions
     if service.sessions >= limit:
         reason = f"too many sessions: all {limit} are in use, try again later"

@@ -38,6 +38,11 @@ const capture = document.createElement("canvas");
 
 async function loadInfo() {
   const response = await fetch("/v1/models");
+  if (response.status === 503) {  // the model is still loading: say so, and ask again
+    $("model-info").textContent = (await response.json()).error;
+    setTimeout(loadInfo, 1000);
+    return;
+  }
   state.info = await response.json();
   const model = state.info.models[0];
   $("model-info").textContent =

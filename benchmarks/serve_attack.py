@@ -1,0 +1,318 @@
+"""The web service under attack: well-behaved 30 fps streams while other clients send hostile
+messages and uploads.
+
+Starts ``skelgraph serve`` on a free loopback port (as ``serve_load.py`` does), opens ``--clients``
+well-behaved WebSocket streams sending ``--fps`` keypoint frames per second for ``--duration``
+seconds, and meanwhile, from another process, the same loopback address only and in bounded
+numbers:
+
+* stream attackers: every message of ``tests/hostile.py`` (the 600-byte overflowing integer,
+  nested brackets, extreme coordinates, NaN, ...), a text message above the limit (closed with
+  1009), a JPEG frame without a pose model (1003), a stream that sends nothing (dropped after
+  the 5 s idle timeout), and more streams than there are free sessions (1013);
+* upload attackers: ten 60 MB uploads at once (all but the service's ``--max-pending-uploads``
+  refused before their body is read), then the ``.mat`` and zip bombs, a false ``.npz`` header,
+  extreme coordinates, nested and huge-integer JSON, a non-MAT ``.mat``, a 300-character
+  suffix;
+* other sites: WebSocket handshakes and uploads with a foreign ``Origin``, a rebound ``Host``.
+
+Reports the good streams' replies, reply latency (p50/p99/max), errors and missing replies, what
+the attackers got (status codes, close codes, error replies), the sessions and uploads still
+counted after the attack (all must be free), the server's peak memory, writes
+``benchmarks/results/serve_attack.json`` and prints a table.
+
+    python benchmarks/serve_attack.py                  # 8 clients x 30 fps x 30 s
+    python benchmarks/serve_attack.py --duration 10    # the bounded run of the test suite
+
+Needs ``skelgraph[serve]`` (uvicorn, websockets, httpx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the hostile inputs are the regression tests' own
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import hostile
+from _common import format_table, machine, write_json
+from serve_load import client, free_port, percentile, pick_checkpoint, start_server
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serve_attack.json"
+#: the requirement the run checks
+TARGET_P99_MS = 50.0
+#: sessions kept for the attackers besides the good clients'
+ATTACKER_SESSIONS = 4
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=8, help="good streams (default: 8)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frames per second per stream")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
+    parser.add_argument("--checkpoint", help="checkpoint file or pretrained name")
+    parser.add_argument("--threads", type=int, default=1, help="server torch threads")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="attack rounds (default: one per 3 s of duration)"
+    )
+    parser.add_argument(
+        "--attacks",
+        default=",".join(ATTACKS),
+        help=f"comma-separated attacker kinds, of {', '.join(ATTACKS)}, or 'none' for the "
+        "good streams alone (default: all)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    # serve_load's checkpoint choice reads these
+    parser.set_defaults(model_config="infogcn2_small", model_args=[])
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# attackers
+
+
+async def hostile_streams(url: str, rounds: int, seen: Counter) -> None:
+    """Each round: one stream sending every hostile message (each must get an error reply),
+    one sending an oversized text, one a JPEG frame, one silent, and a flood of streams."""
+    import websockets
+
+    async def exchange(messages: list[str | bytes]) -> None:
+        async with websockets.connect(url, max_size=2**24) as ws:
+            try:
+                await ws.recv()  # hello
+                for message in messages:
+                    await ws.send(message)
+                    reply = json.loads(await ws.recv())
+                    seen[f"stream reply {reply['type']}"] += 1
+                    if "close" in reply:
+                        await ws.recv()  # the close
+            except websockets.ConnectionClosed as e:
+                seen[f"stream closed {e.rcvd.code if e.rcvd else None}"] += 1
+
+    async def flood(count: int) -> None:
+        sockets = []
+        for _ in range(count):
+            ws = await websockets.connect(url)
+            sockets.append(ws)
+            if json.loads(await ws.recv())["type"] == "error":
+                seen["flood refused 1013"] += 1
+                break
+        for ws in sockets:
+            await ws.close()
+
+    async def silent() -> None:  # opens, then never says a word: dropped at the idle timeout
+        async with websockets.connect(url) as ws:
+            try:
+                while True:
+                    await ws.recv()
+            except websockets.ConnectionClosed as e:
+                seen[f"silent stream closed {e.rcvd.code if e.rcvd else None}"] += 1
+
+    quiet = asyncio.create_task(silent())
+    for _ in range(rounds):
+        await exchange(list(hostile.HOSTILE_MESSAGES))
+        await exchange(["x" * (70 * 1024)])
+        await exchange([b"\xff\xd8\xff\xe0" + bytes(100)])
+        await flood(ATTACKER_SESSIONS + 1)
+        await asyncio.sleep(1.0)
+    await quiet
+
+
+#: the uploads, made in the attackers' process before the good streams start (:func:`prepare`)
+UPLOADS: list[tuple[str, bytes]] = []
+#: 60 MB of random bytes, sent as an ``.npz``
+BIG = b""
+
+
+def prepare() -> None:
+    """Makes the hostile uploads (seconds of CPU: not while the good streams are measured)."""
+    global BIG
+    UPLOADS[:] = hostile_uploads()
+    BIG = os.urandom(60 * 2**20)
+
+
+def hostile_uploads() -> list[tuple[str, bytes]]:
+    return [
+        ("bomb.mat", hostile.mat_bomb()),
+        ("bomb.npz", hostile.zip_bomb()),
+        ("header.npz", hostile.false_npz_header()),
+        ("extreme.npz", hostile.extreme_npz()),
+        ("nested.json", b"[" * 100_000 + b"]" * 100_000),
+        ("huge.json", b'{"keypoints": [[' + b"9" * 400 + b", 0, 1]]]}"),
+        ("five.json", b'{"keypoints": [[5]]}'),
+        ("text.mat", b"MATLAB 5.0 MAT-file" + bytes(300)),
+        ("a." + "x" * 300, b"data"),
+    ]
+
+
+async def hostile_posts(base: str, rounds: int, seen: Counter) -> None:
+    """A burst of ten 60 MB uploads at once, then each round: every hostile upload and the
+    requests of other sites."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+
+        async def post(name: str, data: bytes, headers: dict | None = None) -> None:
+            try:
+                r = await http.post("/v1/recognize", files={"file": (name, data)}, headers=headers)
+                seen[f"upload {r.status_code}"] += 1
+            except httpx.TransportError:  # refused early: closed while the body was being sent
+                seen["upload closed early"] += 1
+
+        await asyncio.gather(*(post("big.npz", BIG) for _ in range(10)))
+        for _ in range(rounds):
+            for name, data in UPLOADS:
+                await post(name, data)
+            await post("a.json", b"{}", {"origin": "http://evil.example"})
+            r = await http.get("/health", headers={"host": "rebound.example"})
+            seen[f"rebound host {r.status_code}"] += 1
+            await asyncio.sleep(1.0)
+
+
+async def other_origin(url: str, rounds: int, seen: Counter) -> None:
+    import websockets
+
+    for _ in range(rounds):
+        try:
+            async with websockets.connect(url, origin="http://evil.example"):
+                seen["foreign origin accepted"] += 1
+        except websockets.InvalidStatus as e:
+            seen[f"foreign origin {e.response.status_code}"] += 1
+        await asyncio.sleep(2.0)
+
+
+#: the attacker kinds by name
+ATTACKS = {"streams": hostile_streams, "uploads": hostile_posts, "origins": other_origin}
+
+
+def run_attackers(port: int, rounds: int, kinds: list[str]) -> Counter:
+    """The attackers of the given kinds, in a process of their own (so that their work does not
+    delay the good clients' timing); what they got."""
+    url, base = f"ws://127.0.0.1:{port}/v1/stream", f"http://127.0.0.1:{port}"
+    seen: Counter = Counter()
+
+    async def attackers() -> None:
+        targets = {"streams": url, "uploads": base, "origins": url}
+        await asyncio.gather(*(ATTACKS[kind](targets[kind], rounds, seen) for kind in kinds))
+
+    asyncio.run(attackers())
+    return seen
+
+
+async def attack(port: int, args: argparse.Namespace) -> tuple[list[dict], Counter, float]:
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    rounds = args.rounds or max(1, int(args.duration // 3))
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        await loop.run_in_executor(pool, prepare)  # before the good streams start
+
+        async def attackers() -> Counter:
+            await asyncio.sleep(0.5)  # the good streams connect first
+            kinds = [] if args.attacks == "none" else args.attacks.split(",")
+            return await loop.run_in_executor(pool, run_attackers, port, rounds, kinds)
+
+        start = time.perf_counter()
+        *good, seen = await asyncio.gather(
+            *(client(url, i, args.fps, args.duration) for i in range(args.clients)), attackers()
+        )
+    return good, seen, time.perf_counter() - start
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident memory (Linux ``VmHWM``), MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import httpx
+
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="serve-attack-") as tmp:
+        checkpoint, description = pick_checkpoint(args, Path(tmp))
+        port = free_port()
+        load_before = os.getloadavg()
+        sessions = args.clients + ATTACKER_SESSIONS
+        server = start_server(checkpoint, port, args.threads, sessions, 1, ("--idle-timeout", "5"))
+        try:
+            rss_ready = peak_rss_mib(server.pid)
+            good, seen, wall = asyncio.run(attack(port, args))
+            time.sleep(6.0)  # the silent attacker's stream is dropped after the idle timeout
+            after = httpx.get(f"http://127.0.0.1:{port}/health").json()
+            rss_peak = peak_rss_mib(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    load_after = os.getloadavg()
+    latencies = [x for r in good for x in r["latency"]]
+    errors = [e for r in good for e in r["errors"]]
+    summary = {
+        "clients": args.clients,
+        "fps": args.fps,
+        "duration_s": args.duration,
+        "frames_sent": sum(r["frames"] for r in good),
+        "replies": len(latencies),
+        "errors": len(errors),
+        "missing": sum(r["missing"] for r in good),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies, default=float("nan")),
+        "sessions_after": after["sessions"],
+        "uploads_after": after["uploads"],
+        "attacks": sum(seen.values()),
+        "rss_ready_mib": rss_ready,
+        "rss_peak_mib": rss_peak,
+        "wall_s": wall,
+    }
+    passed = (
+        not errors
+        and summary["missing"] == 0
+        and summary["p99_ms"] <= TARGET_P99_MS
+        and after["sessions"] == 0
+        and after["uploads"] == 0
+        and "foreign origin accepted" not in seen
+    )
+    record = {
+        "summary": summary,
+        "passed": passed,
+        "target": f"good streams: every reply, no error, p99 <= {TARGET_P99_MS} ms; every "
+        "session and upload slot free afterwards; foreign origins refused",
+        "attacks": args.attacks,
+        "attackers_got": dict(sorted(seen.items())),
+        "checkpoint": description,
+        "server_torch_threads": args.threads,
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+        "machine": machine(),
+        "first_errors": errors[:5],
+    }
+    write_json(args.out, record)
+    columns = ["clients", "fps", "duration_s", "replies", "errors", "missing", "p50_ms"]
+    columns += ["p99_ms", "max_ms", "attacks", "sessions_after", "uploads_after", "rss_peak_mib"]
+    print(format_table([summary], columns))
+    print("attackers got: " + ", ".join(f"{k} x{v}" for k, v in sorted(seen.items())))
+    print(
+        f"model: {description}; load average before {load_before[0]:.2f}, after "
+        f"{load_after[0]:.2f} ({machine()['cores']} cores)"
+    )
+    print(f"{'PASS' if passed else 'FAIL'}: {record['target']}; results in {args.out}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
