@@ -34,6 +34,9 @@ from skelgraph.serve.inputs import InputError, load_skeleton_upload
 
 #: the most memory (bytes traced by tracemalloc) one fuzzed input may cost
 MAX_PEAK = 64 * 2**20
+#: the whole server process is traced while it serves, threads left by earlier tests of the same
+#: session included; the bombs refused (a .mat unpacking to 885 MB, an .npz to 2.6 GB) lie far above
+MAX_SERVER_PEAK = 256 * 2**20
 
 
 def fuzz(examples: int) -> settings:
@@ -102,7 +105,7 @@ def test_http_api_from_its_openapi_schema(app) -> None:
             tracemalloc.stop()
         service = app.state.service
         assert service.uploads == 0 and service.sessions == 0
-    assert peak < MAX_PEAK, peak
+    assert peak < MAX_SERVER_PEAK, peak
 
 
 # ---------------------------------------------------------------------------------------------
