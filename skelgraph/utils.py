@@ -1,7 +1,9 @@
 """Small generic helpers shared by every layer: atomic file writes, seeding, device selection,
 the user cache folder and progress reporting.
 
-The lowest layer of the package: it imports nothing from it.
+The lowest layer of the package: it imports nothing from it, and torch only inside the functions
+that need it, so that what imports this module alone (the clip, ``skelgraph serve`` before it
+listens) starts without torch's second of import time.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "LineProgress",
@@ -38,6 +42,8 @@ PathLike = str | os.PathLike[str]
 
 def seed_everything(seed: int) -> None:
     """Seeds Python's ``random``, NumPy's global generator and torch (CPU and CUDA)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -55,6 +61,8 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 def seed_worker(worker_id: int) -> None:
     """Seeds NumPy and ``random`` in a DataLoader worker from its torch seed (a
     ``worker_init_fn``)."""
+    import torch
+
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -70,6 +78,8 @@ def resolve_device(name: str | None = "auto", local_rank: int = 0) -> torch.devi
     Raises:
         ValueError: When a CUDA device is named but CUDA is not available.
     """
+    import torch
+
     if name is None or name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     elif name == "cuda":

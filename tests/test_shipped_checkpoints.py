@@ -51,7 +51,8 @@ def old_meta(model_args: dict, *, complete: bool = True) -> dict:
     }
     if complete:
         return meta
-    return {k: meta[k] for k in ("classes", "layout", "in_channels", "model", "model_args")}
+    required = ("classes", "layout", "in_channels", "window", "model", "model_args")
+    return {k: meta[k] for k in required}
 
 
 @pytest.mark.parametrize("complete", [True, False])
