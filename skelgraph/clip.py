@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from skelgraph import _safe_json
 from skelgraph._limits import TooLarge, check_unpacked
+from skelgraph._safe_json import loads as safe_json_loads
 from skelgraph.layouts import Layout, get_layout, list_layouts
 from skelgraph.utils import atomic_write
 
@@ -168,7 +168,7 @@ class SkeletonClip:
         fps = _npz_scalar(fields, "fps", path, "fiu", "a number")
         source = _npz_scalar(fields, "source", path, "U", "a str")
         meta_json = _npz_scalar(fields, "meta", path, "U", "a JSON str")
-        meta = {} if meta_json is None else _safe_json.loads(meta_json, f"{path}: field 'meta'")
+        meta = {} if meta_json is None else safe_json_loads(meta_json, f"{path}: field 'meta'")
         if not isinstance(meta, dict):
             raise ValueError(
                 f"{path}: field 'meta' expected a JSON object, got {type(meta).__name__}"
@@ -345,7 +345,7 @@ def _npz_layout(fields: Mapping[str, np.ndarray], path: Path) -> Layout | str:
             raise ValueError(f"{path}: missing field 'layout' (and 'layout_json')")
         return name
     try:
-        return Layout.from_dict(_safe_json.loads(stored, "layout_json"))
+        return Layout.from_dict(safe_json_loads(stored, "layout_json"))
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
         raise ValueError(f"{path}: field 'layout_json' is not a valid layout ({e})") from e
 

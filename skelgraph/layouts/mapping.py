@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from skelgraph.layouts import builtin
+from skelgraph.layouts.builtin import COCO17, NTU25, OPENPOSE18, PENN13
 from skelgraph.layouts.layout import Layout, _side
 from skelgraph.layouts.registry import get_layout
 
@@ -96,7 +96,7 @@ class MappingWarning(UserWarning):
 def _vocabulary() -> frozenset[str]:
     """The canonical joint names the mapping knows: the built-in layouts' joints, the synonyms
     and the derivations."""
-    layouts = (builtin.COCO17, builtin.PENN13, builtin.OPENPOSE18, builtin.NTU25)
+    layouts = (COCO17, PENN13, OPENPOSE18, NTU25)
     names = {_canonical(j) for layout in layouts for j in layout.joints}
     for table in (SYNONYMS, DERIVATIONS):
         names.update(table)
