@@ -37,6 +37,15 @@ PENN13_POSE = np.array(
 )
 
 
+#: the smallest InfoGCN++ the service and file tests serve: fast to load and to step
+TINY_INFOGCN2: dict[str, Any] = {
+    "channels": 16,
+    "depth": 1,
+    "head_channels": 16,
+    "decoder_channels": 8,
+}
+
+
 def write_infogcn2_checkpoint(
     path: Path, classes: Sequence[str], *, window: int = 16, **model_args: Any
 ) -> Path:

@@ -23,7 +23,7 @@ from hypothesis.errors import Unsatisfiable
 
 pytest.importorskip("fastapi", reason="the web service needs skelgraph[serve]")
 
-from helpers import write_infogcn2_checkpoint
+from helpers import TINY_INFOGCN2, write_infogcn2_checkpoint
 from hostile import HOSTILE_MESSAGES
 from serving import ready_client, running
 from test_data import make_penn_root, random_clip
@@ -55,10 +55,7 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     path = write_infogcn2_checkpoint(
         tmp_path_factory.mktemp("fuzz") / "tiny.pt",
         ["a", "b", "c"],
-        channels=16,
-        depth=1,
-        head_channels=16,
-        decoder_channels=8,
+        **TINY_INFOGCN2,
         num_future=2,
     )
     return create_app(path, max_sessions=2, max_upload_bytes=1_000_000, max_errors=10**6)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_infogcn2_checkpoint
+from helpers import TINY_INFOGCN2, write_infogcn2_checkpoint
 from hostile import extreme_npz, false_npz_header, zip_bomb
 from test_data import make_penn_root, random_clip
 
@@ -42,10 +42,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_infogcn2_checkpoint(
         tmp_path_factory.mktemp("files") / "tiny.pt",
         ["a", "b"],
-        channels=16,
-        depth=1,
-        head_channels=16,
-        decoder_channels=8,
+        **TINY_INFOGCN2,
         num_future=2,
     )
 

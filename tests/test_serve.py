@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the web service needs skelgraph[serve]")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from fastapi.testclient import TestClient
-from helpers import write_infogcn2_checkpoint
+from helpers import TINY_INFOGCN2, write_infogcn2_checkpoint
 from serving import ready_client, running
 from starlette.websockets import WebSocketDisconnect
 
@@ -41,10 +41,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_infogcn2_checkpoint(
         tmp_path_factory.mktemp("serve") / "tiny.pt",
         CLASSES,
-        channels=16,
-        depth=1,
-        head_channels=16,
-        decoder_channels=8,
+        **TINY_INFOGCN2,
         num_future=NUM_FUTURE,
     )
 

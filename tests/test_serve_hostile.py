@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web service needs skelgraph[serve]")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
-from helpers import write_infogcn2_checkpoint
+from helpers import TINY_INFOGCN2, write_infogcn2_checkpoint
 from hostile import (
     EXTREME_MESSAGE,
     HOSTILE_MESSAGES,
@@ -43,10 +43,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_infogcn2_checkpoint(
         tmp_path_factory.mktemp("hostile") / "tiny.pt",
         CLASSES,
-        channels=16,
-        depth=1,
-        head_channels=16,
-        decoder_channels=8,
+        **TINY_INFOGCN2,
         num_future=2,
     )
 
