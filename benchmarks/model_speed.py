@@ -6,8 +6,10 @@ frames, 14 classes, each model at its default configuration. For every model and
 
 * ``train b32``: one training step on a batch of 32: forward, the model's loss, backward and an
   SGD step (training mode);
-* ``infer b32``: a batch of 32 under :func:`torch.inference_mode` (eval mode);
-* ``infer b1``: one window, the online case.
+* ``infer b32``: the clip-level prediction (class scores at the model's default reduction,
+  :meth:`~skelgraph.models.base.SkeletonModel.clip_logits`) of a batch of 32 under
+  :func:`torch.inference_mode` (eval mode);
+* ``infer b1``: the same for one window.
 
 bfloat16 autocast is only faster where the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX);
 the flags found are printed and stored with the results.
@@ -16,7 +18,8 @@ To tell how far a time is from what the machine can do, every case's floating-po
 counted once (:class:`torch.utils.flop_counter.FlopCounterMode`: matrix products, convolutions and
 attention) and divided by its median time, and the machine's matrix-product throughput is measured
 on a large square product (``4096 × 4096``, float32 and bfloat16) with the same threads: a case
-cannot run faster than its operations at that rate.
+cannot run faster than its operations at that rate. ``% of peak`` is a case's GFLOP/s as a share of
+that rate in its precision.
 
 Times are medians of repeated calls measured round-robin over all cases (so load from other
 processes spreads evenly over them), with 2 intra-op threads (``--threads``). The reference
@@ -124,11 +127,14 @@ def cases(
         loss.backward()
         optimizer.step()
 
+    # a clip-level prediction; versions without ``clip_logits`` reduce the full forward
+    predict = getattr(model, "clip_logits", None) or (lambda batch: model(batch).video_logits())
+
     def infer(batch: torch.Tensor) -> Callable[[], Any]:
         def run() -> Any:
             model.eval()
             with torch.inference_mode(), precision(dtype):
-                return model(batch).logits
+                return predict(batch)
 
         return run
 
@@ -233,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = malloc_settings()
     bf16 = bf16_support()
     peak = {label: gemm_peak(dtype or torch.float32) for label, dtype in PRECISIONS.items()}
+    for row in rows:
+        row["% of peak"] = f"{100 * row['GFLOP/s'] / peak[row['precision']]:.0f}"
     print(f"malloc: {settings}")
     print(f"threads: {threads}, parameters: {params}, native bf16 (CPU flags): {bf16}")
     print(
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "median ms",
         "GFLOP",
         "GFLOP/s",
+        "% of peak",
         "reference ms",
         "speed-up",
         "3x target",

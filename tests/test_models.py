@@ -21,6 +21,7 @@ from skelgraph.models import (
 )
 from skelgraph.models.agcn import bone_features
 from skelgraph.models.base import StreamingModel
+from skelgraph.models.ensemble import Ensemble
 from skelgraph.models.infogcn2 import parameter_breakdown
 from skelgraph.nn.ode import rollout
 
@@ -298,6 +299,44 @@ def test_reduce_option_sets_the_default_clip_prediction():
             out = model(x)
         expected = out.logits[:, -1] if reduce == "last" else out.logits.mean(dim=1)
         torch.testing.assert_close(out.video_logits(), expected)
+
+
+def test_infogcn2_computes_only_the_steps_asked_for():
+    model = small_infogcn2().eval()
+    x = joints(3, 9)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    with torch.no_grad():
+        full = model(x, mask)
+        last = model(x, mask, steps="last")
+        some = model(x, mask, steps=[2, 6, 8])
+    assert last.logits.shape == (3, 1, K)
+    assert last.steps.tolist() == [[8], [4], [8]]
+    rows = torch.arange(3).unsqueeze(1)
+    torch.testing.assert_close(last.logits, full.logits[rows, last.steps])
+    torch.testing.assert_close(last.forecast, full.forecast[rows, last.steps])
+    torch.testing.assert_close(last.latent_pred, full.latent_pred[rows, last.steps])
+    torch.testing.assert_close(last.video_logits(), full.video_logits("last", mask))
+    assert some.forecast.shape == (3, 3, 3, V, 2)
+    torch.testing.assert_close(some.logits, full.logits[:, [2, 6, 8]])
+    torch.testing.assert_close(some.forecast, full.forecast[:, [2, 6, 8]])
+    for bad in ("first", [3, 3], [9], [[1, 2]]):
+        with pytest.raises(ValueError, match="steps"):
+            model(x, mask, steps=bad)
+
+
+@pytest.mark.parametrize("reduce", ["last", "mean"])
+def test_clip_logits_equal_the_reduced_forward(reduce):
+    model = small_infogcn2(reduce=reduce).eval()
+    members = [small_infogcn2(reduce=reduce), small_infogcn2(reduce=reduce)]
+    ensemble = Ensemble.from_models(members, mirror=True).eval()
+    stgcn = create("stgcn", num_classes=K, layout="coco17").eval()
+    x = joints(2, 8)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[0, 6:] = False
+    with torch.no_grad():
+        for m in (model, ensemble, stgcn):
+            torch.testing.assert_close(m.clip_logits(x, mask), m(x, mask).video_logits(None, mask))
 
 
 def test_video_logits_of_clip_level_output():

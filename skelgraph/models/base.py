@@ -22,6 +22,7 @@ __all__ = [
     "StreamingModel",
     "check_input",
     "frame_graph",
+    "last_real_step",
     "resolve_layout",
     "step_each",
     "step_streams",
@@ -48,6 +49,11 @@ class ModelOutput:
         mask (Tensor, optional): the frame mask :math:`(B, T)` the model was given.
         extras (dict): further model-specific tensors (e.g. the scores of each stream).
         reduce (str): the model's default for :meth:`video_logits`, ``"last"`` or ``"mean"``.
+        steps (Tensor, optional): when a per-step model computed some steps only (e.g.
+            ``forward(x, mask, steps="last")`` of :class:`~skelgraph.models.InfoGCN2`), their
+            frame indices :math:`(B, S)` in increasing order; ``logits``, ``forecast`` and
+            ``latent_pred`` then hold those :math:`S` steps and :meth:`video_logits` reduces
+            over them. :obj:`None` when every step was computed.
     """
 
     logits: Tensor
@@ -57,6 +63,7 @@ class ModelOutput:
     mask: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
     reduce: str = "last"
+    steps: Tensor | None = None
 
     def video_logits(self, reduce: str | None = None, mask: Tensor | None = None) -> Tensor:
         r"""Clip-level scores :math:`(B, K)` from the per-step logits.
@@ -74,6 +81,8 @@ class ModelOutput:
         logits = self.logits
         if logits.size(1) == 1:
             return logits[:, 0]
+        if self.steps is not None:
+            return logits[:, -1] if reduce == "last" else logits.mean(dim=1)
         mask = self.mask if mask is None else mask
         if mask is None:
             return logits[:, -1] if reduce == "last" else logits.mean(dim=1)
@@ -82,13 +91,20 @@ class ModelOutput:
                 f"video_logits: mask: expected shape {list(logits.shape[:2])}, "
                 f"got {list(mask.shape)}"
             )
-        mask = mask | ~mask.any(dim=1, keepdim=True)
         if reduce == "last":
-            frames = torch.arange(1, mask.size(1) + 1, device=mask.device)
-            last = (mask * frames).argmax(dim=1)
+            last = last_real_step(mask)
             return logits[torch.arange(logits.size(0), device=logits.device), last]
+        mask = mask | ~mask.any(dim=1, keepdim=True)
         weight = mask.unsqueeze(-1).to(logits.dtype)
         return (logits * weight).sum(dim=1) / weight.sum(dim=1)
+
+
+def last_real_step(mask: Tensor) -> Tensor:
+    """The index of every sample's last real frame :math:`(B,)` from a frame mask
+    :math:`(B, T)`; the last frame for a sample without a real one."""
+    mask = mask | ~mask.any(dim=1, keepdim=True)
+    frames = torch.arange(1, mask.size(1) + 1, device=mask.device)
+    return (mask * frames).argmax(dim=1)
 
 
 @dataclass
@@ -167,6 +183,15 @@ class SkeletonModel(nn.Module):
     ) -> dict[str, Tensor]:
         """The training objective: a dict with the total under ``"loss"`` and each term."""
         raise NotImplementedError
+
+    def clip_logits(
+        self, x: Tensor, mask: Tensor | None = None, reduce: str | None = None
+    ) -> Tensor:
+        """Clip-level scores :math:`(B, K)` for joints ``x`` :math:`(B, V, T, C)` and an optional
+        frame mask :math:`(B, T)`: :meth:`ModelOutput.video_logits` of :meth:`forward`'s output
+        with ``reduce`` (default: the model's). Per-step models override it to compute only the
+        steps the reduction reads (the last one for ``"last"``), with the same numbers."""
+        return self(x, mask).video_logits(reduce, mask)
 
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """The output of :meth:`forward` on ``x`` :math:`(B, V, T, C)` and the graphs and

@@ -238,6 +238,26 @@ class Ensemble(SkeletonModel):
         bool frame mask :math:`(B, T)`."""
         return self._forward(x, mask)
 
+    def clip_logits(
+        self, x: Tensor, mask: Tensor | None = None, reduce: str | None = None
+    ) -> Tensor:
+        """Fused clip scores :math:`(B, K)`. With ``reduce="last"`` the fused last step is the
+        fusion of every member's last step, so each member computes only that
+        (:meth:`~skelgraph.models.base.SkeletonModel.clip_logits`); the mean over steps of the
+        fused scores needs every step."""
+        if reduce is None:  # the first member's default, as forward's output carries it
+            reduce = getattr(self.members[0], "reduce", "last")
+        if reduce != "last":
+            return super().clip_logits(x, mask, reduce)
+        check_input("Ensemble", x, mask, self.layout.num_joints, self.in_channels)
+        return fuse_logits(
+            [
+                member.clip_logits(view, mask, reduce)
+                for member in self.members
+                for view in self._views(x)
+            ]
+        )
+
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """:meth:`forward` and every member's maps on the input as given (not its mirror
         image), named ``"members.<i>.<layer>"`` (see

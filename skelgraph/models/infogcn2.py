@@ -95,6 +95,7 @@ from skelgraph.models.base import (
     ModelOutput,
     SkeletonModel,
     check_input,
+    last_real_step,
     resolve_layout,
 )
 from skelgraph.models.losses import infogcn2_loss
@@ -373,10 +374,30 @@ class InfoGCN2(SkeletonModel):
         reset_children(self)
         nn.init.normal_(self.joint_embedding, std=0.02)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, steps: str | Tensor | None = None
+    ) -> ModelOutput:
         """Per-step logits, forecasts and latents for joints ``x`` :math:`(B, V, T, C)` and an
-        optional bool frame mask :math:`(B, T)`."""
-        return self._forward(x, mask, None)
+        optional bool frame mask :math:`(B, T)`.
+
+        The encoder always runs on every frame (step :math:`t` attends to the frames before
+        it); ``steps`` chooses where the rollout, the motion decoder and the classification
+        head run, which is most of the work of a window: :obj:`None` for every step (training),
+        ``"last"`` for every sample's last real frame (a clip-level prediction), or frame
+        indices :math:`(S,)` or :math:`(B, S)` in increasing order. The steps computed equal
+        those of the full pass (to float rounding); ``logits``, ``forecast`` and
+        ``latent_pred`` then hold :math:`S` steps and :attr:`ModelOutput.steps` their indices.
+        """
+        return self._forward(x, mask, steps=steps)
+
+    def clip_logits(
+        self, x: Tensor, mask: Tensor | None = None, reduce: str | None = None
+    ) -> Tensor:
+        """Clip-level scores :math:`(B, K)`; for ``reduce="last"`` the rollout and the head run
+        at every sample's last real frame only."""
+        reduce = self.reduce if reduce is None else reduce
+        steps = "last" if reduce == "last" else None
+        return self._forward(x, mask, steps=steps).video_logits(reduce, mask)
 
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """:meth:`forward` and, per SA-GC layer of the encoder (``"encoder.<l>.spatial"``) and
@@ -403,6 +424,7 @@ class InfoGCN2(SkeletonModel):
         mask: Tensor | None,
         spatial: dict[str, Tensor] | None = None,
         temporal: dict[str, Tensor] | None = None,
+        steps: str | Tensor | None = None,
     ) -> ModelOutput:
         """:meth:`forward`; when the dicts are given, the SA-GC attention :math:`(B, T, H, V, V)`
         and the temporal attention :math:`(B, V, H, T, T)` of every layer are stored in them
@@ -425,6 +447,9 @@ class InfoGCN2(SkeletonModel):
         latents = h  # [B, V, T, D]
 
         z = latents.transpose(1, 2).contiguous()  # [B, T, V, D]: the per-frame layout
+        index = self._step_index(steps, mask, B, T, x.device)
+        if index is not None:
+            z = z[torch.arange(B, device=x.device).unsqueeze(1), index]  # [B, S, V, D]
         future = self._rollout(z)
         forecast = self.decoder(future).permute(1, 2, 0, 3, 4)
         logits = self._classify(torch.cat([z, *future.unbind(0)], dim=-1), spatial)
@@ -435,7 +460,39 @@ class InfoGCN2(SkeletonModel):
             latent_pred=future.permute(1, 2, 0, 3, 4),
             mask=mask,
             reduce=self.reduce,
+            steps=index,
         )
+
+    @staticmethod
+    def _step_index(
+        steps: str | Tensor | None, mask: Tensor | None, B: int, T: int, device: torch.device
+    ) -> Tensor | None:
+        """The frame indices :math:`(B, S)` that ``steps`` asks for (see :meth:`forward`), or
+        :obj:`None` for every step."""
+        if steps is None:
+            return None
+        if isinstance(steps, str):
+            if steps != "last":
+                raise ValueError(
+                    f"InfoGCN2: steps: expected None, 'last' or frame indices, got {steps!r}"
+                )
+            last = torch.full((B,), T - 1, device=device) if mask is None else last_real_step(mask)
+            return last.unsqueeze(1)
+        index = torch.as_tensor(steps, dtype=torch.long, device=device)
+        if index.dim() == 1:
+            index = index.expand(B, -1)
+        if (
+            index.dim() != 2
+            or index.size(0) != B
+            or index.numel() == 0
+            or bool((index < 0).any() | (index >= T).any())
+            or bool((index.diff(dim=1) <= 0).any())
+        ):
+            raise ValueError(
+                f"InfoGCN2: steps: expected increasing frame indices in [0, {T}) of shape [S] or "
+                f"[{B}, S], got {steps.tolist() if isinstance(steps, Tensor) else steps!r}"
+            )
+        return index
 
     def init_state(self, batch_size: int = 1) -> InfoGCN2State:
         """The state before the first frame of ``batch_size`` streams, for :meth:`step`."""

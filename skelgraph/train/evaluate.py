@@ -91,6 +91,7 @@ def predict(
     reduce: str = "mean",
     dtype: torch.dtype | None = None,
     with_loss: bool = False,
+    forecast: bool = True,
     desc: str = "eval",
     progress: bool = True,
 ) -> ClipPredictions:
@@ -108,6 +109,10 @@ def predict(
         reduce: Per-step to video logits: ``"last"`` or ``"mean"``.
         dtype: Autocast dtype, or :obj:`None` for float32.
         with_loss: Also average ``model.loss`` terms over the samples.
+        forecast: Also measure the forecast errors of forecasting models. Without it (and
+            without ``with_loss``) only the clip scores are computed
+            (:meth:`~skelgraph.models.base.SkeletonModel.clip_logits`), which spares a per-step
+            model the work at the steps ``reduce`` does not read.
         desc: Progress-bar label.
         progress: Show a progress bar (rank 0 only).
     """
@@ -126,6 +131,13 @@ def predict(
         for batch in bar:
             batch = batch.to(ctx.device)
             x, mask = to_dense(batch)
+            if not (with_loss or forecast):
+                with autocast(ctx.device, dtype):
+                    video = model.clip_logits(x, mask, reduce)
+                logits.append(video.float().cpu())
+                labels.append(batch.y.cpu())
+                clip_ids.append(batch.clip_id.cpu())
+                continue
             with autocast(ctx.device, dtype):
                 out = model(x, mask)
                 losses = model.loss(out, x, batch.y, mask) if with_loss else {}
@@ -360,6 +372,7 @@ def split_predictor(
             ctx=ctx,
             reduce=config.reduce,
             dtype=dtype,
+            forecast=fraction == 1.0,
             desc="test" if fraction == 1.0 else f"{fraction:.0%} observed",
             progress=progress,
         )
