@@ -60,6 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="autocast"
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the models' forward with torch.compile (pays off on large test sets)",
+    )
+    parser.add_argument(
         "--tta",
         choices=("none", "mirror"),
         default="none",
@@ -140,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                     f"{args.checkpoint[0]}), got {meta['classes']}"
                 )
             classes = meta["classes"]
+            if args.compile:
+                model.compile()
             if args.tta == "mirror":
                 model = mirrored(model).eval()
             config = _eval_config(meta, args)

@@ -72,6 +72,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(the config key early_recognition=false)",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model's forward with torch.compile (the config key compile=true)",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="no progress and no per-epoch lines, only the final metrics (off a terminal "
@@ -101,6 +106,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"limit={args.limit}")
     if args.no_early:
         overrides.append("early_recognition=false")
+    if args.compile:
+        overrides.append("compile=true")
     return overrides
 
 

@@ -238,6 +238,12 @@ class Ensemble(SkeletonModel):
         bool frame mask :math:`(B, T)`."""
         return self._forward(x, mask)
 
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Compiles every member's forward in place (:meth:`torch.nn.Module.compile`), which
+        the fused forward and :meth:`clip_logits` both call."""
+        for member in self.members:
+            member.compile(*args, **kwargs)
+
     def clip_logits(
         self, x: Tensor, mask: Tensor | None = None, reduce: str | None = None
     ) -> Tensor:

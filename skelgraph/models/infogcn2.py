@@ -397,7 +397,7 @@ class InfoGCN2(SkeletonModel):
         at every sample's last real frame only."""
         reduce = self.reduce if reduce is None else reduce
         steps = "last" if reduce == "last" else None
-        return self._forward(x, mask, steps=steps).video_logits(reduce, mask)
+        return self(x, mask, steps=steps).video_logits(reduce, mask)
 
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """:meth:`forward` and, per SA-GC layer of the encoder (``"encoder.<l>.spatial"``) and
@@ -559,9 +559,10 @@ class InfoGCN2(SkeletonModel):
                 h, attention = layer.forward_dense(h, return_attention=True)
                 spatial[f"head.{i}"] = attention.view(B, T, *attention.shape[2:])
         # mean_v (W_v h_v + b) = ([h_1 ... h_V] W) / V + b; scaling the small [B·T, K] product
-        # (not the features or the weight) costs the least, forward and backward
-        logits = torch.add(
-            self.classifier.bias, F.linear(h.view(B * T, -1), self.classifier.weight), alpha=1 / V
+        # (not the features or the weight) inside one addmm costs the least, forward and
+        # backward (torch.compile's torch.add(bias, product, alpha=...) drops the scaling)
+        logits = torch.addmm(
+            self.classifier.bias, h.view(B * T, -1), self.classifier.weight.t(), alpha=1 / V
         )
         return logits.view(B, T, -1)
 

@@ -95,6 +95,9 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.progress = progress and self.ctx.is_main
         self.module = model.to(self.ctx.device)
+        if config.compile:
+            # in place: every call of the module runs compiled, the parameter names stay
+            self.module.compile()
         self.model = wrap_model(self.module, self.ctx)
 
         self.train_sampler = make_sampler(train_set, self.ctx, shuffle=True, seed=config.seed)
