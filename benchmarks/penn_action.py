@@ -1,5 +1,5 @@
-"""Penn Action: InfoGCN++, ST-GCN and 2s-AGCN trained on the official training split and evaluated
-once on the official test split.
+"""Penn Action: InfoGCN++, InfoGCN, ST-GCN and 2s-AGCN trained on the official training split and
+evaluated once on the official test split.
 
 Protocol. Every model is trained by the library's :class:`~skelgraph.train.Trainer` from a shipped
 configuration (``skelgraph/configs/<name>.yaml``, plus ``--overrides``) on the official training
@@ -16,7 +16,10 @@ them (in ``WORK_DIR/models-refit``, apart from the held-out models).
 
 Entries. Each ``--configs`` item is one row of the table: a configuration name (or YAML file), or
 several joined by ``+``, trained one after another. A member may carry its own overrides after
-colons: ``infogcn2_blog:model.args.features=[bone]``. Members that see the same samples (window,
+colons: ``infogcn2_blog:model.args.features=[bone]``, and its weight in the average of the
+probabilities as ``weight=W`` (not a configuration key; default 1), e.g. InfoGCN's six streams
+with its weights 1.5 for the positions and 1 for the motion (see :mod:`skelgraph.train.streams`).
+Members that see the same samples (window,
 sampling, evaluation crop, preprocessing, ``reduce``) are fused into one
 :class:`~skelgraph.models.Ensemble` (per-step class probabilities averaged; e.g. InfoGCN++ on the
 joint, bone and motion streams); members that differ (e.g. the causal InfoGCN++ and 2s-AGCN) are
@@ -53,6 +56,12 @@ Usage::
     python benchmarks/penn_action.py --jobs 2 --threads 1 --tta \\
         --configs "penn_action_infogcn2+agcn2s"           # two models trained at once
     python benchmarks/penn_action.py --refit --configs penn_action_infogcn2   # final model
+    python benchmarks/penn_action.py --jobs 2 --threads 1 --configs \\
+        "penn_action_infogcn:weight=1.5+penn_action_infogcn:model.args.features=[bone]:weight=1.5\\
++penn_action_infogcn:model.args.features=[relative2]:weight=1.5\\
++penn_action_infogcn:model.args.features=[velocity]\\
++penn_action_infogcn:model.args.features=[bone_velocity]\\
++penn_action_infogcn:model.args.features=[relative2_velocity]"   # InfoGCN's six streams
 """
 
 from __future__ import annotations
@@ -99,7 +108,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 PENN_ACTION = REPO.parent / "shared" / "data" / "penn_action"
 DEFAULT_CONFIGS = ("infogcn2_blog", "stgcn", "agcn2s")
-DISPLAY = {"infogcn2": "InfoGCN++", "stgcn": "ST-GCN", "agcn2s": "2s-AGCN", "ensemble": "Ensemble"}
+DISPLAY = {
+    "infogcn": "InfoGCN",
+    "infogcn2": "InfoGCN++",
+    "stgcn": "ST-GCN",
+    "agcn2s": "2s-AGCN",
+    "ensemble": "Ensemble",
+}
 
 #: ``--quick``: classes, training and test clips per class of the subset.
 QUICK_CLASSES, QUICK_TRAIN, QUICK_TEST = 3, 5, 2
@@ -119,6 +134,7 @@ QUICK_MODEL_OVERRIDES = {
         "model.args.head_channels=16",
         "model.args.decoder_channels=8",
     ),
+    "infogcn": ("model.args.channels=[8, 8]", "model.args.strides=[1, 2]"),
     "stgcn": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
     "agcn2s": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
 }
@@ -126,27 +142,49 @@ QUICK_MODEL_OVERRIDES = {
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One trained model of an entry: a configuration and its own overrides."""
+    """One trained model of an entry: a configuration, its own overrides and its weight in the
+    entry's average of probabilities."""
 
     config: str
     overrides: tuple[str, ...] = ()
+    weight: float = 1.0
 
     @property
     def spec(self) -> str:
+        """The trained model (the weight apart: a model is trained once, whatever its weight)."""
         return ":".join((self.config, *self.overrides))
 
 
 def parse_entry(text: str) -> list[Member]:
-    """``"a+b:key=value:key=value"`` → members ``a`` and ``b`` (with its overrides)."""
+    """``"a+b:key=value:weight=1.5"`` → members ``a`` and ``b`` (with its overrides and its
+    weight)."""
     members = []
     for part in text.split("+"):
         config, *overrides = (p.strip() for p in part.split(":"))
         if not config or not all("=" in o for o in overrides):
             raise ValueError(
-                f"--configs {text!r}: expected CONFIG[:KEY=VALUE...] joined by '+', got {part!r}"
+                f"--configs {text!r}: expected CONFIG[:KEY=VALUE...][:weight=W] joined by '+', "
+                f"got {part!r}"
             )
-        members.append(Member(config, tuple(overrides)))
+        weights = [o.partition("=")[2] for o in overrides if o.partition("=")[0] == "weight"]
+        try:
+            weight = float(weights[-1]) if weights else 1.0
+        except ValueError:
+            weight = math.nan
+        if not (0 < weight < math.inf):
+            raise ValueError(
+                f"--configs {text!r}: {part!r}: weight: expected a positive number, "
+                f"got {weights[-1]!r}"
+            )
+        kept = tuple(o for o in overrides if o.partition("=")[0] != "weight")
+        members.append(Member(config, kept, weight))
     return members
+
+
+def member_weights(members: Sequence[Member]) -> list[float] | None:
+    """The members' weights, :obj:`None` when they are all 1 (plain averages)."""
+    weights = [m.weight for m in members]
+    return None if all(w == 1.0 for w in weights) else weights
 
 
 def slug(text: str) -> str:
@@ -336,7 +374,7 @@ def group_predictor(
     checkpoint, or their :class:`Ensemble` (also one member with ``--tta``), saved in ``WORK_DIR/
     eval``. ``predict_at`` (:func:`split_predictor` on ``args.split``) remembers its predictions,
     and groups met before in the run are reused."""
-    key = tuple(m.spec for m in members)
+    key = tuple(m.spec if m.weight == 1.0 else f"{m.spec}:weight={m.weight:g}" for m in members)
     if key in predictors:
         return predictors[key]
     records = [trained[m.spec][0] for m in members]
@@ -347,7 +385,10 @@ def group_predictor(
         model, meta = load_checkpoint(paths[0], map_location=device)
         checkpoint = paths[0]
     else:
-        model, meta = Ensemble.from_checkpoints(paths, mirror=args.tta, map_location=device)
+        weights = member_weights(members)
+        model, meta = Ensemble.from_checkpoints(
+            paths, mirror=args.tta, weights=weights, map_location=device
+        )
         out = stage_dir(args, "eval") / (slug("+".join(key)) + ("-tta" if args.tta else ""))
         out.mkdir(parents=True, exist_ok=True)
         checkpoint = str(out / "ensemble.pt")
@@ -433,8 +474,11 @@ def run_entry(
     ]
     classes = trained[members[0].spec][2].base.classes
     out = stage_dir(args, "eval") / (slug(text) + ("-tta" if args.tta else "")) / args.split
+    # a group weighs the sum of its members' weights: the same weighted mean as one ensemble
+    weights = member_weights(members)
+    group_weights = None if weights is None else [sum(weights[i] for i in g) for g in groups]
     metrics, _ = report_split(
-        lambda f: fuse_predictions([group.predict_at(f) for group in fused]),
+        lambda f: fuse_predictions([group.predict_at(f) for group in fused], group_weights),
         classes,
         out,
         progress=not args.quiet,
@@ -453,6 +497,7 @@ def run_entry(
         "ensemble": len(members) > 1,
         "score_fusion": len(groups) > 1,
         "configs": [m.spec for m in members],
+        "weights": [m.weight for m in members],
         "streams": ["+".join(r["features"]) for r in records],
         "tta": "mirror" if args.tta else None,
         "members": records,

@@ -6,17 +6,19 @@ its features with :class:`InputFeatures` stays an online model. For joints
 channel) and the *parent* :math:`p(v)` of a joint, the neighbour one hop closer to the body centre
 (the centre joints' parent is the centre itself, the mean of ``layout.center``):
 
-============== =================================================================================
-name           value
-============== =================================================================================
-``joint``      :math:`x_{t,v}`
-``bone``       :math:`x_{t,v} - x_{t,p(v)}`
-``relative2``  :math:`x_{t,v} - x_{t,p^k(v)}` for :math:`k = 2, 3, \dots` (InfoGCN's k-th mode:
-               the position relative to the :math:`k`-th ancestor; ``bone`` is :math:`k = 1`)
-``velocity``   :math:`x_{t,v} - x_{t-1,v}` (zero at the first frame)
-``bone_velocity`` the velocity of the bone vector
-``centre``     :math:`x_{t,v} - \bar{x}_{t}`, the position relative to the frame's own centre
-============== =================================================================================
+====================== ==========================================================================
+name                   value
+====================== ==========================================================================
+``joint``              :math:`x_{t,v}`
+``bone``               :math:`x_{t,v} - x_{t,p(v)}`
+``relative2``          :math:`x_{t,v} - x_{t,p^k(v)}` for :math:`k = 2, 3, \dots` (InfoGCN's k-th
+                       mode: the position relative to the :math:`k`-th ancestor; ``bone`` is
+                       :math:`k = 1`)
+``velocity``           :math:`x_{t,v} - x_{t-1,v}` (zero at the first frame)
+``bone_velocity``      the velocity of the bone vector
+``relative2_velocity`` the velocity of ``relative<k>`` (the motion of the k-th mode)
+``centre``             :math:`x_{t,v} - \bar{x}_{t}`, relative to the frame's own centre
+====================== ==========================================================================
 
 The output stacks the chosen features' coordinates and appends the confidence once:
 :math:`C_{out} = F (C - 1) + 1`.
@@ -33,12 +35,20 @@ from torch import Tensor, nn
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.layouts.graph import parents
 
-__all__ = ["FEATURES", "InputFeatures"]
+__all__ = ["FEATURES", "InputFeatures", "check_features"]
 
 #: Feature names accepted by :class:`InputFeatures` (``relative<k>`` for any k >= 2).
-FEATURES = ("joint", "bone", "relative<k>", "velocity", "bone_velocity", "centre")
+FEATURES = (
+    "joint",
+    "bone",
+    "relative<k>",
+    "velocity",
+    "bone_velocity",
+    "relative<k>_velocity",
+    "centre",
+)
 
-_RELATIVE = re.compile(r"relative(\d+)$")
+_RELATIVE = re.compile(r"relative(\d+)(_velocity)?$")
 
 
 class InputFeatures(nn.Module):
@@ -60,11 +70,7 @@ class InputFeatures(nn.Module):
     ) -> None:
         super().__init__()
         layout = get_layout(layout)
-        features = tuple(features)
-        if not features:
-            raise ValueError("InputFeatures: features: expected at least one feature, got none")
-        if len(set(features)) != len(features):
-            raise ValueError(f"InputFeatures: features: repeated names in {list(features)}")
+        features = check_features(features)
         if in_channels < 2:
             raise ValueError(f"InputFeatures: in_channels: expected >= 2, got {in_channels}")
         self.features = features
@@ -79,11 +85,6 @@ class InputFeatures(nn.Module):
         for name in features:
             k = _order(name)
             if k is None:
-                if name not in FEATURES:
-                    raise ValueError(
-                        f"InputFeatures: features: expected names from {list(FEATURES)}, "
-                        f"got {name!r}"
-                    )
                 if name in ("bone", "bone_velocity"):
                     k = 1
                 elif name != "centre":
@@ -111,6 +112,8 @@ class InputFeatures(nn.Module):
                 parts.append(_velocity(self._relative(coords, 1)))
             elif name == "centre":
                 parts.append(self._relative(coords, 0))
+            elif name.endswith("_velocity"):
+                parts.append(_velocity(self._relative(coords, _order(name) or 1)))
             else:
                 parts.append(self._relative(coords, _order(name) or 1))
         return torch.cat([*parts, confidence], dim=-1)
@@ -118,7 +121,7 @@ class InputFeatures(nn.Module):
     @property
     def history(self) -> int:
         """Earlier frames the features of a frame depend on: 1 with a velocity, else 0."""
-        return int(any(name in ("velocity", "bone_velocity") for name in self.features))
+        return int(any(name.endswith("velocity") for name in self.features))
 
     def step(self, x_t: Tensor, previous: Tensor | None = None) -> Tensor:
         r"""The features of one frame, equal to :meth:`forward`'s at that frame of the clip.
@@ -147,6 +150,26 @@ class InputFeatures(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={list(self.features)}, in_channels={self.in_channels}"
+
+
+def check_features(features: Sequence[str]) -> tuple[str, ...]:
+    """``features`` as a tuple, after checking that it names at least one feature of
+    :data:`FEATURES` (``relative<k>`` with :math:`k \\ge 2`), none twice.
+
+    Raises:
+        ValueError: naming the offending names and the valid ones.
+    """
+    features = tuple(features)
+    if not features:
+        raise ValueError("InputFeatures: features: expected at least one feature, got none")
+    if len(set(features)) != len(features):
+        raise ValueError(f"InputFeatures: features: repeated names in {list(features)}")
+    for name in features:
+        if _order(name) is None and (name not in FEATURES or "<k>" in name):
+            raise ValueError(
+                f"InputFeatures: features: expected names from {list(FEATURES)}, got {name!r}"
+            )
+    return features
 
 
 def _order(name: str) -> int | None:

@@ -17,6 +17,27 @@ def penn_action_root() -> Path:
     return PENN_ACTION_ROOT
 
 
+@pytest.fixture(scope="session")
+def penn32(penn_action_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A skeleton folder of 32 Penn Action clips, 4 of each of 8 classes (every one ``train``)."""
+    from collections import Counter
+
+    from skelgraph.data import write_skeleton_folder
+    from skelgraph.data.penn_action import penn_action_files, read_penn_action
+
+    items: list = []
+    per_class: Counter = Counter()
+    for path in penn_action_files(penn_action_root)[::10]:
+        clip, label, _ = read_penn_action(path)
+        if per_class[label] < 4 and (label in per_class or len(per_class) < 8):
+            per_class[label] += 1
+            items.append((clip, label, "train"))
+    assert len(items) == 32
+    folder = tmp_path_factory.mktemp("penn32")
+    write_skeleton_folder(folder, items, progress=False)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -51,9 +51,17 @@ def write_infogcn2_checkpoint(
 ) -> Path:
     """Saves an untrained InfoGCN++ for ``penn13`` (keypoints x, y, confidence) with ``model_args``
     and default preprocessing to ``path``."""
-    model = create("infogcn2", num_classes=len(classes), layout="penn13", **model_args)
+    return write_model_checkpoint(path, "infogcn2", classes, window=window, **model_args)
+
+
+def write_model_checkpoint(
+    path: Path, name: str, classes: Sequence[str], *, window: int = 16, **model_args: Any
+) -> Path:
+    """Saves an untrained registered model ``name`` for ``penn13`` (keypoints x, y, confidence)
+    with ``model_args`` and default preprocessing to ``path``."""
+    model = create(name, num_classes=len(classes), layout="penn13", **model_args)
     meta = make_meta(
-        model="infogcn2",
+        model=name,
         model_args=model.config,
         classes=list(classes),
         layout="penn13",

@@ -86,6 +86,34 @@ def test_mirror_tta_averages_the_model_on_the_flipped_input():
     assert len(mirrored(pair).members) == 2 and not pair.mirror
 
 
+def test_weights_average_the_probabilities_per_member_and_view():
+    models = [stgcn(0), stgcn(1)]
+    x = joints()
+    ensemble = Ensemble.from_models(models, weights=[3, 1]).eval()
+    tta = Ensemble.from_models(models, mirror=True, weights=[3, 1]).eval()
+    with torch.no_grad():
+        p0, p1 = (m(x).logits.softmax(-1) for m in models)
+        torch.testing.assert_close(ensemble(x).logits.exp(), (3 * p0 + p1) / 4)
+        f0, f1 = (m(flip_by_hand(x)).logits.softmax(-1) for m in models)
+        torch.testing.assert_close(tta(x).logits.exp(), (3 * (p0 + f0) + p1 + f1) / 8)
+    assert ensemble.weights == [3.0, 1.0] and ensemble.config["weights"] == [3.0, 1.0]
+    assert Ensemble.from_models(models).config["weights"] is None
+    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match=r"weights \(one per member\): expected 2 positive"):
+            Ensemble.from_models(models, weights=bad)
+
+
+def test_weighted_score_fusion():
+    logits = [np.log([[0.5, 0.5]]), np.log([[0.9, 0.1]])]
+    predictions = [
+        ClipPredictions(np.arange(1), np.zeros(1, int), l.astype(np.float32), {}, None)
+        for l in logits
+    ]
+    fused = fuse_predictions(predictions, [1.0, 3.0])
+    # (1 * 0.5 + 3 * 0.9) / 4 = 0.8 and (1 * 0.5 + 3 * 0.1) / 4 = 0.2
+    np.testing.assert_allclose(np.exp(fused.logits), [[0.8, 0.2]], rtol=1e-6)
+
+
 def test_members_must_agree_on_the_time_length():
     ensemble = Ensemble.from_models([infogcn2(0), stgcn(1)])
     with pytest.raises(ValueError, match=r"time length.*members\[1\] \(stgcn\)"):
@@ -276,8 +304,29 @@ def test_from_checkpoints_names_the_mismatching_file_and_field(tmp_path, capsys)
     out = tmp_path / "out.pt"
     assert main(["ensemble", str(out), str(first), str(other_window)]) == 1
     assert "meta field 'window'" in capsys.readouterr().err and not out.exists()
+    assert main(["ensemble", str(out), str(first), str(first), "--weights", "1.5"]) == 1
+    assert "--weights: expected one per checkpoint (2), got 1" in capsys.readouterr().err
+    assert main(["ensemble", str(out), str(first), str(first), "--weights", "1", "-2"]) == 1
+    assert "expected 2 positive numbers" in capsys.readouterr().err and not out.exists()
     fuse_checkpoints(out, [first], mirror=True)
     assert load_checkpoint(out)[1]["inference"]["tta"] == "mirror"
+
+
+def test_weights_are_saved_in_the_fused_checkpoint(tmp_path, capsys):
+    classes = ["a", "b", "c", "d"]
+    members = [stgcn(0), stgcn(1)]
+    paths = [write_member(tmp_path / f"m{i}.pt", m, classes) for i, m in enumerate(members)]
+    out = tmp_path / "fused.pt"
+    args = ["ensemble", str(out), *map(str, paths), "--weights", "1.5", "1"]
+    assert main(args) == 0
+    assert "weights [1.5, 1.0]" in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)
+    assert state["meta"]["model_args"]["weights"] == [1.5, 1.0]
+    model, _ = load_checkpoint(out)
+    x = joints()
+    with torch.no_grad():
+        p0, p1 = (m(x).logits.softmax(-1) for m in members)
+        torch.testing.assert_close(model(x).logits.exp(), (1.5 * p0 + p1) / 2.5)
 
 
 def test_from_models_checks_the_shared_arguments():
@@ -296,16 +345,19 @@ def test_streaming_needs_every_member_to_stream():
 
 def test_step_equals_forward():
     models = [infogcn2(0), infogcn2(1, features=["joint", "velocity"])]
-    ensemble = Ensemble.from_models(models, mirror=True).eval()
+    ensemble = Ensemble.from_models(models, mirror=True, weights=[2, 1]).eval()
     assert isinstance(ensemble, StreamingEnsemble)
     x = joints(frames=7)
     with torch.inference_mode():
         out = ensemble(x)
         state = ensemble.init_state(x.size(0))
+        streams = [ensemble.init_state(1) for _ in range(x.size(0))]
         for t in range(x.size(2)):
             logits, forecast, state = ensemble.step(x[:, :, t], state)
             torch.testing.assert_close(logits, out.logits[:, t], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(forecast, out.forecast[:, t], atol=1e-4, rtol=1e-4)
+            logits, _, streams = ensemble.step_streams(x[:, :, t], streams)
+            torch.testing.assert_close(logits, out.logits[:, t], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match=r"x_t: expected shape \[B, 13, 3\]"):
         ensemble.step(x[:, :, 0, :2], ensemble.init_state(2))
 

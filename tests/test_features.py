@@ -30,6 +30,20 @@ def test_each_feature_matches_its_definition():
     torch.testing.assert_close(out[..., -1], x[..., -1])
 
 
+def test_motion_of_the_kth_mode():
+    layout = get_layout("penn13")
+    x = torch.randn(2, 13, 6, 3)
+    rel, rel_vel = InputFeatures(layout, 3, ["relative2", "relative2_velocity"])(x)[..., :-1].split(
+        2, dim=-1
+    )
+    torch.testing.assert_close(rel_vel[:, :, 0], torch.zeros_like(rel_vel[:, :, 0]))
+    torch.testing.assert_close(rel_vel[:, :, 1:], rel[:, :, 1:] - rel[:, :, :-1])
+    features = InputFeatures(layout, 3, ["relative3_velocity"])
+    assert features.history == 1
+    step = features.step(x[:, :, 4], x[:, :, 3])
+    torch.testing.assert_close(step, features(x)[:, :, 4])
+
+
 def test_features_are_causal():
     features = InputFeatures("coco17", 3, ["joint", "bone", "velocity", "bone_velocity"])
     x = torch.randn(1, 17, 10, 3)
@@ -45,6 +59,9 @@ def test_features_are_causal():
         (["joint", "joint"], "repeated"),
         (["speed"], "'speed'"),
         (["relative1"], "k >= 2"),
+        (["relative1_velocity"], "k >= 2"),
+        (["relative<k>"], "'relative<k>'"),
+        (["relative<k>_velocity"], "'relative<k>_velocity'"),
     ],
 )
 def test_bad_feature_names_are_named(names, message):

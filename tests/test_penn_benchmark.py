@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "penn_action.py"
@@ -100,3 +101,23 @@ def test_refit_trains_on_the_whole_training_split(tmp_path):
 
     refused = run_quick(tmp_path, "--refit", "--split", "val", "--configs", "infogcn2_small")
     assert refused.returncode == 2 and "--refit" in refused.stderr
+
+
+def test_weighted_streams_form_one_ensemble(tmp_path):
+    """InfoGCN's stream weights in an entry: one weighted ensemble, each model trained once."""
+    joint = "penn_action_infogcn:weight=1.5"
+    entry = f"{joint}+penn_action_infogcn:model.args.features=[velocity]"
+    done = run_quick(tmp_path, "--configs", entry, "penn_action_infogcn")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "penn_action_quick.json").read_text())
+    weighted, single = record["results"]
+    assert weighted["ensemble"] and not weighted["score_fusion"]
+    assert weighted["weights"] == [1.5, 1.0] and weighted["streams"] == ["joint", "velocity"]
+    assert weighted["model"] == "InfoGCN ×2 ensemble" and single["model"] == "InfoGCN"
+    # the weight is no configuration key: the joint model is the unweighted entry's
+    assert weighted["members"][0]["checkpoint"] == single["checkpoint"]
+    state = torch.load(weighted["checkpoint"], weights_only=True)
+    assert state["meta"]["model_args"]["weights"] == [1.5, 1.0]
+
+    refused = run_quick(tmp_path, "--configs", "penn_action_infogcn:weight=0")
+    assert refused.returncode == 1 and "weight: expected a positive number" in refused.stderr

@@ -11,6 +11,9 @@ digits, e.g. ``0``), a stream URL (``rtsp://``, ``rtmp://``, ``http(s)://``, ...
 file. Videos go through the pose model frame by frame (one tracked person, ``coco17``); every
 frame's keypoints are fed to an :class:`~skelgraph.online.OnlineRecognizer`, which predicts the
 action so far (and the coming poses, for forecasting models) from the frames seen up to then.
+A streaming model (InfoGCN++) advances frame by frame; an offline model (e.g. ST-GCN, 2s-AGCN,
+InfoGCN) classifies whole windows, so every frame it is run on the window of the last
+``window`` frames of its checkpoint, and the table says so.
 
 The checkpoint is a path or the name of a pretrained model shipped with the package (default
 ``penn-action``: a skeleton clip needs no download and no OpenCV). Outputs:
@@ -497,6 +500,14 @@ def _recognize(args: argparse.Namespace, source: Source, recognizer: OnlineRecog
         + f" from {args.checkpoint}",
         file=table_file,
     )
+    if not recognizer.streaming:
+        print(
+            f"model {recognizer.meta['model']} is an offline model: it classifies whole windows, "
+            f"not frame by frame; every row is its prediction for the window of the last "
+            f"{recognizer.window} frames (all frames so far at the start), recomputed at each "
+            f"frame",
+            file=table_file,
+        )
     last: Prediction | None = None
     with ExitStack() as outputs:
         jsonl: IO[str] | None = None

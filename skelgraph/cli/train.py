@@ -10,6 +10,13 @@ A quick run, to see that data, config and machine work together before a long on
     skelgraph train --config infogcn2_small --data data/mine --work-dir work/quick \\
         --max-steps 20 --limit 64
 
+A multi-stream ensemble: one model per input stream, fused with a weight each into
+``WORK_DIR/ensemble.pt`` and evaluated, e.g. InfoGCN's six streams (the joint, bone and
+second-mode positions weighted 1.5, their motion 1; see :mod:`skelgraph.train.streams`)::
+
+    skelgraph train --config penn_action_infogcn --data data/penn_action \\
+        --work-dir work_dirs/infogcn6 --streams infogcn
+
 Under ``torchrun --nproc-per-node N -m skelgraph train ...`` the same command trains with
 DistributedDataParallel (``batch_size`` is per process). ``--help`` lists every config key with
 its default.
@@ -18,11 +25,16 @@ its default.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from skelgraph.train.config import available_configs, config_help, load_config
+from skelgraph.train.config import TrainConfig, available_configs, config_help, load_config
+
+if TYPE_CHECKING:
+    from skelgraph.train.streams import Stream
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -89,6 +101,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where preprocessed data is cached (default: ~/.cache/skelgraph)",
     )
     parser.add_argument(
+        "--streams",
+        metavar="STREAM[,STREAM...]",
+        help="train one model per input stream into WORK_DIR/<stream> and fuse them into "
+        "WORK_DIR/ensemble.pt: a recipe (infogcn: InfoGCN's six streams) or "
+        "FEATURE[+FEATURE...][:WEIGHT] each, comma-separated, e.g. joint:1.5,velocity (each "
+        "sets model.args.features)",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
@@ -114,10 +134,11 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Loads the config, trains, evaluates ``best.pt`` and prints the metric table."""
     from skelgraph.train.distributed import cleanup, init_distributed
-    from skelgraph.train.run import train
+    from skelgraph.train.run import train, train_streams
 
     try:
         config = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
+        streams = None if args.streams is None else _streams(args.streams.split(","), config)
     except (ValueError, FileNotFoundError) as e:
         print(f"skelgraph train: error: {e}", file=sys.stderr)
         return 1
@@ -125,15 +146,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"skelgraph train: error: --data {args.data}: no such directory", file=sys.stderr)
         return 1
     ctx = init_distributed(config.device)
+    options = {"resume": args.resume, "cache_dir": args.cache_dir, "progress": not args.quiet}
     try:
-        train(
-            config,
-            args.data,
-            args.work_dir,
-            resume=args.resume,
-            cache_dir=args.cache_dir,
-            progress=not args.quiet,
-        )
+        if streams is None:
+            train(config, args.data, args.work_dir, **options)
+        else:
+            train_streams(config, streams, args.data, args.work_dir, **options)
     finally:
         cleanup(ctx)
     return 0
+
+
+def _streams(specs: list[str], config: TrainConfig) -> list[Stream]:
+    """The streams of ``--streams``, checked against the configured model before anything is
+    trained: it must take input ``features``."""
+    from skelgraph.models.registry import model_class
+    from skelgraph.train.streams import parse_streams
+
+    streams = parse_streams(specs)
+    if "features" not in inspect.signature(model_class(config.model.name)).parameters:
+        raise ValueError(
+            f"--streams: model {config.model.name!r} takes no input features "
+            f"(model.args.features); expected a model such as infogcn, infogcn2 or stgcn"
+        )
+    return streams

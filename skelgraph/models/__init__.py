@@ -15,6 +15,7 @@ from __future__ import annotations
 from skelgraph.models.agcn import AGCN2s
 from skelgraph.models.base import ModelOutput, SkeletonModel
 from skelgraph.models.ensemble import Ensemble
+from skelgraph.models.infogcn import InfoGCN
 from skelgraph.models.infogcn2 import InfoGCN2
 from skelgraph.models.pretrained import available_pretrained, load_pretrained, pretrained_path
 from skelgraph.models.registry import available_models, create, register_model, registered_name
@@ -24,6 +25,7 @@ __all__ = [
     "STGCN",
     "AGCN2s",
     "Ensemble",
+    "InfoGCN",
     "InfoGCN2",
     "ModelOutput",
     "SkeletonModel",

@@ -1,17 +1,22 @@
 r"""Ensembles of registered models: averaged class probabilities, optional mirror test-time
-augmentation, one checkpoint for several trained models.
+augmentation and member weights, one checkpoint for several trained models.
 
-For member models :math:`m = 1..M` with per-step logits :math:`\ell^{(m)}_t` the ensemble's
-per-step logits are the log of the averaged member probabilities,
+For member models :math:`m = 1..M` with per-step logits :math:`\ell^{(m)}_t` and weights
+:math:`w_m > 0` (all 1 unless given) the ensemble's per-step logits are the log of the weighted
+average of the member probabilities,
 
 .. math::
-    \ell_t = \log \frac{1}{M'} \sum_{m, v} \mathrm{softmax}\big(\ell^{(m)}_t(v(X))\big),
+    \ell_t = \log \frac{\sum_{m, v} w_m \, \mathrm{softmax}\big(\ell^{(m)}_t(v(X))\big)}
+    {\sum_{m, v} w_m},
 
 over the views :math:`v` of the input: the input itself and, with ``mirror=True``, its left/right
 mirror image (the :math:`x` coordinate negated — the preprocessing centres every clip on the pelvis
-— and the joints permuted with :meth:`Layout.flip_permutation`); :math:`M'` counts the
-(member, view) pairs. The members must agree on the logits' time length (per-step models such as
-``infogcn2`` with each other, clip-level models such as ``stgcn`` and ``agcn2s`` with each other).
+— and the joints permuted with :meth:`Layout.flip_permutation`). InfoGCN's six-stream recipe
+weighs its three position streams 1.5 and its three motion streams 1 (its reference code sums the
+weighted scores; the weighted mean of the probabilities keeps the fused scores log-probabilities,
+which the shared trainer and losses expect). The members must agree on the logits' time length
+(per-step models such as ``infogcn2`` with each other, clip-level models such as ``stgcn`` and
+``agcn2s`` with each other).
 
 The training loss is the sum of the members' own losses on the input (so an ensemble can also be
 trained jointly with the shared trainer); an ensemble of streaming members (``init_state`` /
@@ -70,6 +75,7 @@ __all__ = [
     "Ensemble",
     "EnsembleOutput",
     "StreamingEnsemble",
+    "check_weights",
     "fuse_checkpoints",
     "fuse_logits",
     "mirrored",
@@ -82,11 +88,30 @@ _SHARED_META = ("classes", "layout", "in_channels", "window", "preprocess")
 _SHARED_INFERENCE = ("sampling", "stride", "p_interval", "reduce")
 
 
-def fuse_logits(logits: Sequence[Tensor]) -> Tensor:
-    r"""The log of the averaged class probabilities of several logits of the same shape
-    :math:`(*, K)`: :math:`\log \frac{1}{M} \sum_m \mathrm{softmax}(\ell^{(m)})`, in float32."""
+def fuse_logits(logits: Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
+    r"""The log of the (weighted) averaged class probabilities of several logits of the same shape
+    :math:`(*, K)`: :math:`\log \sum_m w_m \mathrm{softmax}(\ell^{(m)}) / \sum_m w_m`, in
+    float32; equal weights without ``weights`` (one positive number per logits)."""
     stacked = torch.stack([entry.float().log_softmax(dim=-1) for entry in logits])
-    return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
+    if weights is None:
+        return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
+    weights = check_weights(weights, len(logits), "fuse_logits: weights")
+    log_w = torch.tensor(weights, dtype=torch.float64).log()
+    log_w = (log_w - torch.logsumexp(log_w, dim=0)).to(stacked.device, torch.float32)
+    return torch.logsumexp(stacked + log_w.view(-1, *([1] * (stacked.dim() - 1))), dim=0)
+
+
+def check_weights(weights: Sequence[float], count: int, name: str) -> list[float]:
+    """``weights`` as a list of floats after checking that there are ``count`` of them, each
+    positive and finite.
+
+    Raises:
+        ValueError: naming ``name``, the expected count and what was given.
+    """
+    values = [float(w) for w in weights]
+    if len(values) != count or not all(math.isfinite(w) and w > 0 for w in values):
+        raise ValueError(f"{name}: expected {count} positive numbers, got {list(weights)!r}")
+    return values
 
 
 @dataclass
@@ -144,6 +169,9 @@ class Ensemble(SkeletonModel):
             the ensemble's values.
         mirror (bool): also run every member on the left/right mirrored input and average those
             probabilities too (test-time augmentation). (default: :obj:`False`)
+        weights (list of float, optional): one positive weight per member for the average of
+            the probabilities (a member's mirror view has its weight); recorded in
+            :attr:`config` and so in checkpoints. (default: :obj:`None`, equal weights)
 
     Shapes:
         - **input:** :math:`(B, V, T, C)`, optional mask :math:`(B, T)`
@@ -172,6 +200,7 @@ class Ensemble(SkeletonModel):
         *,
         members: Sequence[Mapping[str, Any]],
         mirror: bool = False,
+        weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         layout = resolve_layout(layout)
@@ -180,6 +209,11 @@ class Ensemble(SkeletonModel):
                 f"Ensemble: members: expected a non-empty list of {{'name', 'args'}}, "
                 f"got {members!r}"
             )
+        self.weights = (
+            None
+            if weights is None
+            else check_weights(weights, len(members), "Ensemble: weights (one per member)")
+        )
         shared = {"num_classes": num_classes, "layout": layout, "in_channels": in_channels}
         modules = []
         for i, member in enumerate(members):
@@ -209,7 +243,7 @@ class Ensemble(SkeletonModel):
 
     def _make_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The arguments as recorded by :class:`SkeletonModel`, with every member's as its model
-        recorded them (defaults filled in) and ``mirror`` as a bool."""
+        recorded them (defaults filled in), ``mirror`` as a bool and ``weights`` as floats."""
         names = [member["name"] for member in arguments["members"]]
         return {
             **super()._make_config(arguments),
@@ -218,6 +252,7 @@ class Ensemble(SkeletonModel):
                 for name, module in zip(names, self.members, strict=True)
             ],
             "mirror": self.mirror,
+            "weights": self.weights,
         }
 
     @property
@@ -232,6 +267,14 @@ class Ensemble(SkeletonModel):
 
     def _views(self, x: Tensor) -> list[Tensor]:
         return [x, self.flip(x)] if self.mirror else [x]
+
+    def _fuse(self, logits: Sequence[Tensor]) -> Tensor:
+        """:func:`fuse_logits` of the (member, view) logits in member-major order, every view
+        with its member's weight."""
+        if self.weights is None:
+            return fuse_logits(logits)
+        views = len(logits) // len(self.weights)
+        return fuse_logits(logits, [w for w in self.weights for _ in range(views)])
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EnsembleOutput:
         """Fused per-step log-probabilities for joints ``x`` :math:`(B, V, T, C)` and an optional
@@ -302,7 +345,7 @@ class Ensemble(SkeletonModel):
                 logits.append(out.logits)
         first = outputs[0]
         return EnsembleOutput(
-            logits=fuse_logits(logits),
+            logits=self._fuse(logits),
             forecast=first.forecast,
             mask=mask,
             reduce=first.reduce,
@@ -312,9 +355,9 @@ class Ensemble(SkeletonModel):
     def loss(
         self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """The sum of the members' losses on the unmirrored input: ``{"loss", "cls",
-        "loss_0", "loss_1", ...}``; ``"cls"`` is the (untrained) cross-entropy of the fused
-        scores, for logging."""
+        """The sum of the members' losses on the unmirrored input (unweighted: every member
+        learns on its own): ``{"loss", "cls", "loss_0", "loss_1", ...}``; ``"cls"`` is the
+        (untrained) cross-entropy of the fused scores, for logging."""
         if not isinstance(out, EnsembleOutput) or len(out.members) != len(self.members):
             raise ValueError(
                 f"Ensemble.loss: out: expected the EnsembleOutput of this ensemble's forward "
@@ -333,8 +376,15 @@ class Ensemble(SkeletonModel):
     # -- construction from trained models -------------------------------------------------------
 
     @classmethod
-    def from_models(cls, models: Sequence[SkeletonModel], *, mirror: bool = False) -> Ensemble:
-        """An ensemble of copies of trained registered models (same classes, layout, channels).
+    def from_models(
+        cls,
+        models: Sequence[SkeletonModel],
+        *,
+        mirror: bool = False,
+        weights: Sequence[float] | None = None,
+    ) -> Ensemble:
+        """An ensemble of copies of trained registered models (same classes, layout, channels),
+        with ``weights`` (one per model) when given.
 
         Raises:
             ValueError: naming the model and the field that differs from the first model's.
@@ -356,6 +406,7 @@ class Ensemble(SkeletonModel):
             in_channels=first["in_channels"],
             members=members,
             mirror=mirror,
+            weights=weights,
         )
         for member, model in zip(ensemble.members, models, strict=True):
             member.load_state_dict(model.state_dict())
@@ -368,6 +419,7 @@ class Ensemble(SkeletonModel):
         paths: Sequence[PathLike],
         *,
         mirror: bool = False,
+        weights: Sequence[float] | None = None,
         map_location: str | torch.device = "cpu",
     ) -> tuple[Ensemble, dict[str, Any]]:
         """Builds an ensemble from trained checkpoints (:mod:`skelgraph.models.checkpoint`) of the
@@ -376,6 +428,7 @@ class Ensemble(SkeletonModel):
         Args:
             paths: Checkpoint files; an ensemble checkpoint becomes one (nested) member.
             mirror: Mirror test-time augmentation.
+            weights: One positive weight per checkpoint (default: equal weights).
             map_location: Device of the model.
 
         Returns:
@@ -419,6 +472,7 @@ class Ensemble(SkeletonModel):
             in_channels=first.in_channels,
             members=[{"name": m.model, "args": m.model_args} for m in metas],
             mirror=mirror,
+            weights=weights,
         )
         for member, path, state in zip(ensemble.members, paths, states, strict=True):
             load_weights(member, state["state_dict"], source=f"checkpoint {path}")
@@ -485,7 +539,7 @@ class StreamingEnsemble(Ensemble):
                     forecast = step_forecast
                 logits.append(step_logits)
                 new_state.append(member_state)
-        return fuse_logits(logits), forecast, tuple(new_state)
+        return self._fuse(logits), forecast, tuple(new_state)
 
     def step_streams(
         self,
@@ -524,7 +578,7 @@ class StreamingEnsemble(Ensemble):
                 forecast = member_forecast[:B]
             for k, member_state in enumerate(member_states):
                 new_states[k % B][slots[k // B]] = member_state
-        return fuse_logits(logits), forecast, [tuple(state) for state in new_states]
+        return self._fuse(logits), forecast, [tuple(state) for state in new_states]
 
 
 def mirrored(model: SkeletonModel) -> Ensemble:
@@ -540,14 +594,19 @@ def mirrored(model: SkeletonModel) -> Ensemble:
 
 
 def fuse_checkpoints(
-    out: PathLike, paths: Sequence[PathLike], *, mirror: bool = False
+    out: PathLike,
+    paths: Sequence[PathLike],
+    *,
+    mirror: bool = False,
+    weights: Sequence[float] | None = None,
 ) -> tuple[Ensemble, dict[str, Any]]:
     """Fuses trained checkpoints into one ensemble checkpoint ``out`` (the trainer's format, so
-    ``skelgraph test --checkpoint out`` evaluates it); see :meth:`Ensemble.from_checkpoints`.
+    ``skelgraph test --checkpoint out`` evaluates it), with ``weights`` (one per checkpoint)
+    when given; see :meth:`Ensemble.from_checkpoints`.
 
     Returns:
         ``(model, meta)`` as written.
     """
-    model, meta = Ensemble.from_checkpoints(paths, mirror=mirror)
+    model, meta = Ensemble.from_checkpoints(paths, mirror=mirror, weights=weights)
     save_checkpoint(out, model, meta)
     return model, meta

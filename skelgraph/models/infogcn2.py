@@ -35,7 +35,14 @@ Data flow for joints :math:`X \in \mathbb{R}^{B \times V \times T \times C}` (co
    code does) :math:`\to` SA-GC :math:`\to` SA-GC :math:`\to` per-joint linear map :math:`\to`
    mean over joints, giving logits for every frame :math:`(B, T, K)`. Every joint has its own
    linear map :math:`W_v` (:math:`\ell_t = \frac{1}{V} \sum_v W_v h_{t,v} + b`), which is one
-   product with the concatenated joint features.
+   product with the concatenated joint features. With ``information_bottleneck=True`` InfoGCN's
+   latent head (:class:`~skelgraph.nn.InformationBottleneck`) takes the per-joint map's place:
+   the head's features of every frame, averaged over the joints, become the latent
+   :math:`\mathbf{z}_t` (sampled in training, its mean in evaluation; ``extras["z"]``
+   :math:`(B, T, D)`, :math:`D` = ``head_channels``) that the classifier reads, and the loss adds
+   InfoGCN's two latent terms over the real steps
+   (:func:`~skelgraph.models.losses.bottleneck_terms`), so that the two objectives can be
+   compared on this architecture. Off by default.
 
 Every layer acts within a frame or causally along time and the normalisations are per joint and
 frame (layer norm), so the logits, forecasts and latents at frame :math:`t` never depend on later
@@ -98,8 +105,9 @@ from skelgraph.models.base import (
     last_real_step,
     resolve_layout,
 )
-from skelgraph.models.losses import infogcn2_loss
+from skelgraph.models.losses import bottleneck_terms, infogcn2_loss
 from skelgraph.models.registry import register_model
+from skelgraph.nn.bottleneck import InformationBottleneck
 from skelgraph.nn.ode import FIXED_STEP_METHODS, ODEDynamics, rk4_rollout, rollout
 from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import reset_children
@@ -247,12 +255,22 @@ class InfoGCN2(SkeletonModel):
         label_smoothing (float): of the classification loss. (default: :obj:`0.1`)
         detach_feature_target (bool): stop-gradient on the feature-consistency target.
             (default: :obj:`True`)
+        information_bottleneck (bool): classify every step through InfoGCN's latent head and
+            add its objective (see the module description). (default: :obj:`False`)
+        prior_gain (float): norm of the bottleneck's class prior means. (default: :obj:`3.0`)
+        noise_ratio (float): exponent scale of the latent's standard deviation.
+            (default: :obj:`0.5`)
+        prior_seed (int): seed of the class prior means. (default: :obj:`0`)
+        ib_lambda_1 (float): weight of the norm of the mean latent. (default: :obj:`1e-4`)
+        ib_lambda_2 (float): weight of the class means' distance to their priors.
+            (default: :obj:`0.1`)
 
     Shapes:
         - **input:** :math:`(B, V, T, C)`, optional mask :math:`(B, T)`
         - **output:** :class:`ModelOutput` with ``logits`` :math:`(B, T, K)`, ``forecast``
           :math:`(B, T, N, V, C - 1)`, ``latents`` :math:`(B, V, T, D)`, ``latent_pred``
-          :math:`(B, T, N, V, D)`
+          :math:`(B, T, N, V, D)`; with the bottleneck ``extras["z"]``
+          :math:`(B, T, C_{head})`
     """
 
     def __init__(
@@ -282,6 +300,12 @@ class InfoGCN2(SkeletonModel):
         lambda_feat: float = 0.1,
         label_smoothing: float = 0.1,
         detach_feature_target: bool = True,
+        information_bottleneck: bool = False,
+        prior_gain: float = 3.0,
+        noise_ratio: float = 0.5,
+        prior_seed: int = 0,
+        ib_lambda_1: float = 1e-4,
+        ib_lambda_2: float = 0.1,
     ) -> None:
         super().__init__()
         layout = resolve_layout(layout)
@@ -296,6 +320,12 @@ class InfoGCN2(SkeletonModel):
         ):
             if value < least:
                 raise ValueError(f"InfoGCN2: {name}: expected an integer >= {least}, got {value}")
+        if information_bottleneck and head_channels < num_classes:
+            raise ValueError(
+                f"InfoGCN2: head_channels: expected at least num_classes = {num_classes} with "
+                f"information_bottleneck (the latent holds one orthogonal prior mean per "
+                f"class), got {head_channels}"
+            )
         if attention_window is not None and attention_window < 1:
             raise ValueError(
                 f"InfoGCN2: attention_window: expected an integer >= 1 or None, "
@@ -363,9 +393,19 @@ class InfoGCN2(SkeletonModel):
             )
             for c_in in (head_in, head_channels)
         )
-        # Per-joint classifier weights W_v: the mean over joints of W_v h_v is one product with
-        # the concatenated joint features [V·C_head] -> K.
-        self.classifier = nn.Linear(V * head_channels, num_classes)
+        self.bottleneck: InformationBottleneck | None = None
+        if information_bottleneck:
+            self.bottleneck = InformationBottleneck(
+                head_channels,
+                num_classes,
+                prior_gain=prior_gain,
+                noise_ratio=noise_ratio,
+                prior_seed=prior_seed,
+            )
+        else:
+            # Per-joint classifier weights W_v: the mean over joints of W_v h_v is one product
+            # with the concatenated joint features [V·C_head] -> K.
+            self.classifier = nn.Linear(V * head_channels, num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -452,13 +492,14 @@ class InfoGCN2(SkeletonModel):
             z = z[torch.arange(B, device=x.device).unsqueeze(1), index]  # [B, S, V, D]
         future = self._rollout(z)
         forecast = self.decoder(future).permute(1, 2, 0, 3, 4)
-        logits = self._classify(torch.cat([z, *future.unbind(0)], dim=-1), spatial)
+        logits, z_step = self._classify(torch.cat([z, *future.unbind(0)], dim=-1), spatial)
         return ModelOutput(
             logits=logits,
             forecast=forecast,
             latents=latents,
             latent_pred=future.permute(1, 2, 0, 3, 4),
             mask=mask,
+            extras={} if z_step is None else {"z": z_step},
             reduce=self.reduce,
             steps=index,
         )
@@ -531,7 +572,7 @@ class InfoGCN2(SkeletonModel):
             h = block.step(h, cache)
         future = self._rollout(h)  # [N, B, V, D]
         forecast = self.decoder(future).transpose(0, 1)
-        logits = self._classify(torch.cat([h, *future.unbind(0)], dim=-1).unsqueeze(1))
+        logits, _ = self._classify(torch.cat([h, *future.unbind(0)], dim=-1).unsqueeze(1))
         state.previous = x_t.detach().clone()
         state.frames += 1
         return logits.squeeze(1), forecast, state
@@ -547,9 +588,13 @@ class InfoGCN2(SkeletonModel):
             return rk4_rollout(self.dynamics, z, self.num_future, self.step_size)
         return rollout(self.dynamics, z, self.num_future, self.step_size, self.ode_solver)
 
-    def _classify(self, h: Tensor, spatial: dict[str, Tensor] | None = None) -> Tensor:
-        """Head on the per-frame concatenation :math:`(B, T, V, (N+1) D) \\to (B, T, K)`;
-        the attention of its layers :math:`(B, T, H, V, V)` goes to ``spatial`` when given."""
+    def _classify(
+        self, h: Tensor, spatial: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Head on the per-frame concatenation :math:`(B, T, V, (N+1) D) \\to (B, T, K)`, and
+        with the bottleneck the latent of every frame :math:`(B, T, C_{head})` (else
+        :obj:`None`); the attention of its layers :math:`(B, T, H, V, V)` goes to ``spatial``
+        when given."""
         B, T, V, C = h.shape
         h = h.view(B * T, V, 1, C)
         for i, layer in enumerate(self.head):
@@ -558,20 +603,25 @@ class InfoGCN2(SkeletonModel):
             else:
                 h, attention = layer.forward_dense(h, return_attention=True)
                 spatial[f"head.{i}"] = attention.view(B, T, *attention.shape[2:])
+        if self.bottleneck is not None:
+            out = self.bottleneck(h.view(B, T, V, -1).mean(dim=2))
+            return out.logits, out.z
         # mean_v (W_v h_v + b) = ([h_1 ... h_V] W) / V + b; scaling the small [B·T, K] product
         # (not the features or the weight) inside one addmm costs the least, forward and
         # backward (torch.compile's torch.add(bias, product, alpha=...) drops the scaling)
         logits = torch.addmm(
             self.classifier.bias, h.view(B * T, -1), self.classifier.weight.t(), alpha=1 / V
         )
-        return logits.view(B, T, -1)
+        return logits.view(B, T, -1), None
 
     def loss(
         self, out: ModelOutput, x: Tensor, y: Tensor, mask: Tensor | None = None
     ) -> dict[str, Tensor]:
         """:func:`~skelgraph.models.losses.infogcn2_loss` with this model's weights:
-        ``{"loss", "cls", "pred", "feat"}``."""
-        return infogcn2_loss(
+        ``{"loss", "cls", "pred", "feat"}``; with the bottleneck plus ``ib_lambda_1`` times
+        ``"z_norm"`` and ``ib_lambda_2`` times ``"z_prior"`` over the real steps
+        (:func:`~skelgraph.models.losses.bottleneck_terms`)."""
+        terms = infogcn2_loss(
             out.logits,
             out.forecast,
             out.latents,
@@ -584,6 +634,15 @@ class InfoGCN2(SkeletonModel):
             label_smoothing=self.config["label_smoothing"],
             detach_feature_target=self.config["detach_feature_target"],
         )
+        if self.bottleneck is None:
+            return terms
+        z_norm, z_prior = bottleneck_terms(out.extras["z"], y, self.bottleneck.prior_means, mask)
+        terms["loss"] = (
+            terms["loss"]
+            + self.config["ib_lambda_1"] * z_norm
+            + self.config["ib_lambda_2"] * z_prior
+        )
+        return {**terms, "z_norm": z_norm, "z_prior": z_prior}
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:

@@ -1,4 +1,5 @@
-r"""Training objectives: per-step classification, future-motion prediction, feature consistency.
+r"""Training objectives: per-step classification, future-motion prediction, feature consistency
+(InfoGCN++), and InfoGCN's information bottleneck.
 
 The InfoGCN++ objective (blog §4.1) for per-step logits :math:`\hat{y}_t`, forecasts
 :math:`\hat{X}^{(t)}_{t+n}` and rolled-out latents :math:`\hat{Z}^{(t)}_{t+n}` made at frame
@@ -25,6 +26,24 @@ the whole batch. The blog's :math:`1 / (T C)` in :math:`\mathcal{L}_{\mathrm{cls
 steps of its implementation (the class sum is the cross-entropy itself). :math:`\mathrm{sg}` is a
 stop-gradient on the target latents (optional): without it the consistency term can pull the
 encoder's latents toward a collapsed, easily predicted solution.
+
+The InfoGCN objective (:func:`information_bottleneck_loss`) for latents :math:`z_n` that the
+classifier reads (one per sample, or one per real step of a per-step model), labels :math:`y_n`
+and the fixed class prior means :math:`m_c` of :class:`~skelgraph.nn.InformationBottleneck`:
+
+.. math::
+    \mathcal{L}_{\mathrm{IB}} = \mathcal{L}_{\mathrm{cls}}
+        + \lambda_1 \Big\Vert \frac{1}{N} \sum_{n} z_n \Big\Vert_2
+        + \lambda_2 \frac{1}{|\mathcal{C}| D} \sum_{c \in \mathcal{C}}
+            \Vert \bar{z}_c - m_c \Vert_2^2,
+    \qquad \bar{z}_c = \frac{1}{N_c} \sum_{n : y_n = c} z_n,
+
+over the :math:`N` latents of the batch, :math:`\mathcal{C}` the classes present in it (each with
+:math:`N_c` latents) and :math:`D` the latent size: the norm of the batch's mean latent
+(``"z_norm"``, the marginal kept near the origin) and the mean squared error between each
+present class's mean latent and its prior mean (``"z_prior"``, InfoGCN's MMD term with the class
+means as the statistic), with InfoGCN's defaults :math:`\lambda_1 = 10^{-4}`,
+:math:`\lambda_2 = 0.1` and :math:`\epsilon = 0.1`.
 """
 
 from __future__ import annotations
@@ -34,10 +53,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "bottleneck_terms",
     "classification_loss",
     "future_pair_mask",
     "future_prediction_loss",
     "infogcn2_loss",
+    "information_bottleneck_loss",
 ]
 
 
@@ -157,3 +178,78 @@ def infogcn2_loss(
     feat = future_prediction_loss(latent_pred, target, mask)
     total = cls + lambda_pred * pred + lambda_feat * feat
     return {"loss": total, "cls": cls, "pred": pred, "feat": feat}
+
+
+def bottleneck_terms(
+    z: Tensor, y: Tensor, prior_means: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""The two latent terms of :math:`\mathcal{L}_{\mathrm{IB}}` (see the module description):
+    the norm of the batch's mean latent and the mean squared error between the present classes'
+    mean latents and their prior means, in float32.
+
+    Args:
+        z (Tensor): latents :math:`(B, T', D)`, one per sample (:math:`T' = 1`) or step.
+        y (Tensor): :math:`(B,)` labels; every step of a sample has its label.
+        prior_means (Tensor): :math:`(K, D)` class prior means.
+        mask (Tensor, optional): :math:`(B, T')` real steps; the others are left out.
+
+    Returns:
+        (Tensor, Tensor): ``z_norm`` and ``z_prior``, 0-d; both zero when no step is real.
+    """
+    if z.dim() != 3 or y.shape != z.shape[:1] or prior_means.shape[1:] != z.shape[2:]:
+        raise ValueError(
+            f"bottleneck_terms: expected z [B, T, D], y [B] and prior_means [K, D], got "
+            f"{list(z.shape)}, {list(y.shape)} and {list(prior_means.shape)}"
+        )
+    if mask is not None and mask.shape != z.shape[:2]:
+        raise ValueError(
+            f"bottleneck_terms: mask: expected shape {list(z.shape[:2])}, got {list(mask.shape)}"
+        )
+    labels = y.view(-1, 1).expand(z.shape[:2])
+    z = z.float()
+    if mask is not None:
+        z, labels = z[mask], labels[mask]
+    else:
+        z, labels = z.reshape(-1, z.size(-1)), labels.reshape(-1)
+    if z.size(0) == 0:
+        zero = z.new_zeros(())
+        return zero, zero
+    z_norm = torch.linalg.vector_norm(z.mean(dim=0))
+    one_hot = F.one_hot(labels, prior_means.size(0)).to(z.dtype)  # [N, K]
+    counts = one_hot.sum(dim=0)
+    present = counts > 0
+    class_means = (one_hot.t() @ z)[present] / counts[present, None]
+    z_prior = F.mse_loss(class_means, prior_means[present].to(z.dtype))
+    return z_norm, z_prior
+
+
+def information_bottleneck_loss(
+    logits: Tensor,
+    z: Tensor,
+    y: Tensor,
+    prior_means: Tensor,
+    mask: Tensor | None = None,
+    *,
+    lambda_1: float = 1e-4,
+    lambda_2: float = 0.1,
+    label_smoothing: float = 0.1,
+) -> dict[str, Tensor]:
+    r"""The InfoGCN objective :math:`\mathcal{L}_{\mathrm{IB}}` and its terms.
+
+    Args:
+        logits (Tensor): scores :math:`(B, T', K)` read from ``z``.
+        z (Tensor): latents :math:`(B, T', D)`.
+        y (Tensor): :math:`(B,)` labels.
+        prior_means (Tensor): :math:`(K, D)` class prior means.
+        mask (Tensor, optional): :math:`(B, T')` real steps (per-step models).
+        lambda_1 (float): :math:`\lambda_1`, weight of ``"z_norm"``. (default: :obj:`1e-4`)
+        lambda_2 (float): :math:`\lambda_2`, weight of ``"z_prior"``. (default: :obj:`0.1`)
+        label_smoothing (float): :math:`\epsilon`. (default: :obj:`0.1`)
+
+    Returns:
+        dict: ``{"loss", "cls", "z_norm", "z_prior"}``, 0-d tensors.
+    """
+    cls = classification_loss(logits, y, mask, label_smoothing=label_smoothing)
+    z_norm, z_prior = bottleneck_terms(z, y, prior_means, mask)
+    total = cls + lambda_1 * z_norm + lambda_2 * z_prior
+    return {"loss": total, "cls": cls, "z_norm": z_norm, "z_prior": z_prior}

@@ -16,6 +16,7 @@ from skelgraph.nn.stgcn import (
     reset_children,
     resolve_partitions,
 )
+from skelgraph.nn.temporal_conv import TemporalConv
 
 _STRATEGY_BY_SUBSETS = {1: "uniform", 2: "distance", 3: "spatial"}
 
@@ -229,11 +230,12 @@ class AGCNBlock(GraphTemporalBlock):
             adaptive=adaptive,
             causal=causal,
         )
-        super().__init__(
-            gcn,
+        tcn = TemporalConv(
+            out_channels,
+            out_channels,
+            kernel_size,
             stride=stride,
-            kernel_size=kernel_size,
             dropout=dropout,
-            residual=residual,
             causal=causal,
         )
+        super().__init__(gcn, tcn, residual=residual)

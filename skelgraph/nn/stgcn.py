@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.layouts.graph import spatial_partitions
-from skelgraph.nn.temporal_conv import TemporalConv
+from skelgraph.nn.temporal_conv import MultiScaleTemporalConv, TemporalConv
 
 PARTITION_STRATEGIES = ("uniform", "distance", "spatial")
 
@@ -259,19 +259,19 @@ class GraphTemporalBlock(DenseGraphModule):
         + \mathcal{R}(\mathbf{X})\big)
 
     :math:`\mathcal{S}` is :meth:`spatial` (the spatial layer ``gcn``), :math:`\mathrm{TCN}` a
-    :class:`~skelgraph.nn.temporal_conv.TemporalConv` and :math:`\mathcal{R}` the identity (same
-    channels, stride 1), a strided :math:`1 \times 1` convolution with batch norm, or zero
-    (``residual=False``). With ``causal=True`` output frame :math:`t` depends on input frames
-    :math:`\le s t` only, provided :math:`\mathcal{S}` acts on each frame separately or causally
-    (and, in training mode, up to batch-norm statistics).
+    temporal unit (:class:`~skelgraph.nn.temporal_conv.TemporalConv` or
+    :class:`~skelgraph.nn.temporal_conv.MultiScaleTemporalConv`) and :math:`\mathcal{R}` the
+    identity (same channels, stride 1), a strided :math:`1 \times 1` convolution with batch norm,
+    or zero (``residual=False``). With a causal unit, output frame :math:`t` depends on input
+    frames :math:`\le s t` only, provided :math:`\mathcal{S}` acts on each frame separately or
+    causally (and, in training mode, up to batch-norm statistics).
 
     Args:
         gcn (DenseGraphModule): the spatial layer, :math:`C_{in} \to C_{out}`.
-        stride (int): temporal stride :math:`s`.
-        kernel_size (int): temporal kernel size.
-        dropout (float): dropout after the temporal convolution.
+        tcn (TemporalConv or MultiScaleTemporalConv): the temporal unit,
+            :math:`C_{out} \to C_{out}`; its ``kernel_size``, ``stride`` :math:`s` and ``causal``
+            are the block's.
         residual (bool): add :math:`\mathcal{R}`.
-        causal (bool): pad the past only in the temporal convolution.
 
     Shapes:
         - **input:** :math:`(B \cdot V, T, C_{in})` or :math:`(B, C_{in}, T, V)`
@@ -280,36 +280,22 @@ class GraphTemporalBlock(DenseGraphModule):
     """
 
     def __init__(
-        self,
-        gcn: DenseGraphModule,
-        *,
-        stride: int,
-        kernel_size: int,
-        dropout: float,
-        residual: bool,
-        causal: bool,
+        self, gcn: DenseGraphModule, tcn: TemporalConv | MultiScaleTemporalConv, *, residual: bool
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = gcn.in_channels, gcn.out_channels
         self.num_joints = gcn.num_joints
         self.layout_name = gcn.layout_name
-        self.stride = stride
-        self.causal = causal
+        self.stride = tcn.stride
+        self.causal = tcn.causal
         self.gcn = gcn
-        self.tcn = TemporalConv(
-            self.out_channels,
-            self.out_channels,
-            kernel_size,
-            stride=stride,
-            dropout=dropout,
-            causal=causal,
-        )
+        self.tcn = tcn
         self.residual: nn.Module | None = None
-        if residual and self.in_channels == self.out_channels and stride == 1:
+        if residual and self.in_channels == self.out_channels and self.stride == 1:
             self.residual = nn.Identity()
         elif residual:
             self.residual = nn.Sequential(
-                nn.Conv2d(self.in_channels, self.out_channels, 1, stride=(stride, 1)),
+                nn.Conv2d(self.in_channels, self.out_channels, 1, stride=(self.stride, 1)),
                 nn.BatchNorm2d(self.out_channels),
             )
 
@@ -387,14 +373,15 @@ class STGCNBlock(GraphTemporalBlock):
             partition=partition,
             edge_importance=edge_importance,
         )
-        super().__init__(
-            gcn,
+        tcn = TemporalConv(
+            out_channels,
+            out_channels,
+            kernel_size,
             stride=stride,
-            kernel_size=kernel_size,
             dropout=dropout,
-            residual=residual,
             causal=causal,
         )
+        super().__init__(gcn, tcn, residual=residual)
         self.bn = nn.BatchNorm2d(out_channels)
 
     def spatial(self, x: Tensor) -> Tensor:

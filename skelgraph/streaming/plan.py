@@ -51,8 +51,9 @@ class FramePlan:
     layer's constants made once (see :class:`~skelgraph.streaming.sagc.SAGCFrame`,
     :class:`~skelgraph.streaming.temporal.TemporalFrame`,
     :class:`~skelgraph.streaming.rk4.RK4Frame`), the embedding's joint table and the transposed
-    weights of the decoder and the classifier, made from the weights as they are: build a new
-    one after they change (or the model moves).
+    weights of the decoder and the classifier (or of the information bottleneck's mean latent and
+    its classifier), made from the weights as they are: build a new one after they change (or the
+    model moves).
 
     :meth:`step` advances one stream like :meth:`InfoGCN2.step <skelgraph.models.InfoGCN2.step>`
     in evaluation mode (to float rounding); :meth:`step_streams` advances :math:`B` independent
@@ -104,10 +105,16 @@ class FramePlan:
                 out.out_features,
             )
             self.head = [SAGCFrame(layer) for layer in model.head]
-            self.classifier = (
-                model.classifier.weight.detach().t().contiguous(),
-                model.classifier.bias.detach(),
+            # the per-joint classifier, or the bottleneck's maps in evaluation: the hidden
+            # layer, the mean latent and the classifier that reads it
+            linears = (
+                [model.classifier]
+                if model.bottleneck is None
+                else [model.bottleneck.hidden, model.bottleneck.mu, model.bottleneck.classifier]
             )
+            self.classifier = [
+                (lin.weight.detach().t().contiguous(), lin.bias.detach()) for lin in linears
+            ]
             windows = {temporal.window for _, temporal in self.encoder}
             self.window = windows.pop() if len(windows) == 1 else None
             V = model.layout.num_joints
@@ -324,9 +331,14 @@ class FramePlan:
         h = torch.cat([h, *future.unbind(0)], dim=-1)
         for layer in self.head:
             h = layer(h)
-        weight_t, bias = self.classifier
-        joints = h.view(-1, V * self.head[-1].out_channels)  # mean_v W_v h_v = [h_1 … h_V] W / V
-        logits = torch.addmm(bias, joints, weight_t, alpha=1 / V)
+        width = self.head[-1].out_channels
+        if len(self.classifier) == 1:
+            ((weight_t, bias),) = self.classifier
+            joints = h.view(-1, V * width)  # mean_v W_v h_v = [h_1 … h_V] W / V
+            return torch.addmm(bias, joints, weight_t, alpha=1 / V), forecast.transpose(0, 1)
+        (hidden_t, hidden_b), (mu_t, mu_b), (weight_t, bias) = self.classifier
+        hidden = torch.addmm(hidden_b, h.view(-1, V, width).mean(dim=1), hidden_t).relu_()
+        logits = torch.addmm(bias, torch.addmm(mu_b, hidden, mu_t), weight_t)
         return logits, forecast.transpose(0, 1)
 
 

@@ -236,11 +236,14 @@ def evaluate(
     )
 
 
-def fuse_predictions(predictions: Sequence[ClipPredictions]) -> ClipPredictions:
+def fuse_predictions(
+    predictions: Sequence[ClipPredictions], weights: Sequence[float] | None = None
+) -> ClipPredictions:
     r"""Score fusion: the clip predictions of several models on the same clips, fused into one
-    whose logits are the log of the averaged class probabilities,
-    :math:`\ell = \log \frac{1}{M} \sum_m \mathrm{softmax}(\ell^{(m)})`, and whose forecast
-    errors are the first model's (loss terms are dropped). One prediction is returned as it is.
+    whose logits are the log of the (weighted) averaged class probabilities,
+    :math:`\ell = \log \sum_m w_m \mathrm{softmax}(\ell^{(m)}) / \sum_m w_m` (equal weights
+    without ``weights``, one positive number per prediction), and whose forecast errors are the
+    first model's (loss terms are dropped). One prediction is returned as it is.
 
     Raises:
         ValueError: when the predictions differ in their clips, labels or number of classes.
@@ -266,7 +269,7 @@ def fuse_predictions(predictions: Sequence[ClipPredictions]) -> ClipPredictions:
                 f"fuse_predictions: predictions[{i}].logits: expected shape "
                 f"{list(first.logits.shape)}, got {list(other.logits.shape)}"
             )
-    fused = fuse_logits([torch.from_numpy(p.logits) for p in predictions])
+    fused = fuse_logits([torch.from_numpy(p.logits) for p in predictions], weights)
     return ClipPredictions(
         clip_ids=first.clip_ids,
         labels=first.labels,

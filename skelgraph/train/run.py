@@ -2,24 +2,31 @@
 Action root) and hold out its validation part (:func:`~skelgraph.train.data.split_data`), build the
 model, fit it (:class:`~skelgraph.train.trainer.Trainer`), and evaluate ``best.pt`` on the test
 split, or the validation part when there is none (:func:`~skelgraph.train.evaluate.evaluate_split`).
+:func:`train_streams` does it once per input stream and fuses the models into a weighted
+ensemble (``skelgraph train --streams``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from skelgraph.models import create
-from skelgraph.models.checkpoint import load_weights, make_meta, read_checkpoint
+from skelgraph.models.checkpoint import load_weights, make_meta, read_checkpoint, save_checkpoint
+from skelgraph.models.ensemble import Ensemble
 from skelgraph.preprocess import PreprocessConfig
-from skelgraph.train.config import TrainConfig, save_config
+from skelgraph.train.config import TrainConfig, apply_overrides, save_config
 from skelgraph.train.data import DataSplits, inference_settings, split_data
-from skelgraph.train.distributed import DistContext, init_distributed, main_first
+from skelgraph.train.distributed import DistContext, barrier, init_distributed, main_first
 from skelgraph.train.evaluate import evaluate_split
+from skelgraph.train.streams import Stream
 from skelgraph.train.trainer import Trainer
 from skelgraph.utils import PathLike, resolve_device, seed_everything
 
-__all__ = ["prepare", "train"]
+__all__ = ["prepare", "train", "train_streams"]
 
 
 def prepare(
@@ -98,18 +105,40 @@ def train(
     )
     fit = trainer.fit(resume=resume)
     load_weights(trainer.module, read_checkpoint(trainer.best_path, ctx.device)["state_dict"])
+    metrics, table, split = _final_evaluation(
+        trainer.module, data, config, data_root, work_dir, ctx, cache_dir, progress
+    )
+    if ctx.is_main:
+        print(f"{split} metrics of {trainer.best_path} (epoch {fit['best_epoch']}):\n{table}")
+    metrics["fit"] = {k: v for k, v in fit.items() if k != "history"}
+    return metrics
+
+
+def _final_evaluation(
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    data_root: PathLike,
+    work_dir: Path,
+    ctx: DistContext,
+    cache_dir: PathLike | None,
+    progress: bool,
+) -> tuple[dict[str, Any], str, str]:
+    """Evaluates ``model`` on the test split, else the validation clips, else the training
+    split, with its report in ``work_dir/<split>``; returns the metrics, the table and the
+    split's name."""
     if data.test_split is not None:
-        split, clips, out = data.test_split, None, work_dir / "test"
+        split, clips, name = data.test_split, None, "test"
     elif data.val is not None:
-        split, clips, out = data.val_split, data.val_clips, work_dir / "val"
+        split, clips, name = data.val_split, data.val_clips, "val"
     else:
-        split, clips, out = data.pool_split, None, work_dir / "train"
+        split, clips, name = data.pool_split, None, "train"
     metrics, table = evaluate_split(
-        trainer.module,
+        model,
         data_root,
         config,
         data.base.classes,
-        out,
+        work_dir / name,
         split=split,
         clips=clips,
         ctx=ctx,
@@ -117,7 +146,62 @@ def train(
         early=config.early_recognition,
         progress=progress,
     )
+    return metrics, table, name
+
+
+def train_streams(
+    config: TrainConfig,
+    streams: Sequence[Stream],
+    data_root: PathLike,
+    work_dir: PathLike,
+    *,
+    resume: bool = False,
+    cache_dir: PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Trains one model per input stream and fuses them into a weighted ensemble.
+
+    Every stream is :func:`train` of ``config`` with the stream's ``model.args.features``, in
+    ``work_dir/<stream name>`` (the same seed, so the same validation clips); their ``best.pt``
+    are then fused with the streams' weights (:meth:`Ensemble.from_checkpoints`) into
+    ``work_dir/ensemble.pt``, which is evaluated as :func:`train` evaluates one model (report in
+    ``work_dir/test``, ``val`` or ``train``).
+
+    Args:
+        config: The training configuration of every stream's model.
+        streams: The streams (:func:`~skelgraph.train.streams.parse_streams`).
+        data_root, work_dir, resume, cache_dir, progress: as for :func:`train`.
+
+    Returns:
+        The ensemble's evaluation metrics plus ``"streams"``: every stream's metrics (with its
+        ``"fit"``) by stream name.
+    """
+    work_dir = Path(work_dir)
+    per_stream = {}
+    for stream in streams:
+        per_stream[stream.name] = train(
+            apply_overrides(config, [stream.override]),
+            data_root,
+            work_dir / stream.name,
+            resume=resume,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    ctx = init_distributed(config.device)
+    paths = [work_dir / stream.name / "best.pt" for stream in streams]
+    weights = [stream.weight for stream in streams]
+    model, meta = Ensemble.from_checkpoints(paths, weights=weights, map_location=ctx.device)
+    out = work_dir / "ensemble.pt"
     if ctx.is_main:
-        print(f"{out.name} metrics of {trainer.best_path} (epoch {fit['best_epoch']}):\n{table}")
-    metrics["fit"] = {k: v for k, v in fit.items() if k != "history"}
+        save_checkpoint(out, model, meta)
+    barrier(ctx)
+    with main_first(ctx):
+        data = split_data(data_root, config, cache_dir, progress=progress and ctx.is_main)
+    metrics, table, split = _final_evaluation(
+        model, data, config, data_root, work_dir, ctx, cache_dir, progress
+    )
+    if ctx.is_main:
+        described = ", ".join(f"{s.name} ×{s.weight:g}" for s in streams)
+        print(f"{split} metrics of {out} ({len(streams)} streams: {described}):\n{table}")
+    metrics["streams"] = per_stream
     return metrics
