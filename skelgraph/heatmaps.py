@@ -260,12 +260,13 @@ def keypoint_heatmaps(
         Tensor: :math:`(B, V, F, H, W)`.
     """
     points, confidence = _clean("keypoint_heatmaps", points, confidence, sigma, persons)
-    rows = _profile(points[..., 1], size[0], sigma) * confidence.unsqueeze(-1)  # [B, M, F, V, H]
-    columns = _profile(points[..., 0], size[1], sigma)  # [B, M, F, V, W]
+    # [B, M, V, F, *] profiles of the rows and the columns
+    rows = _profile(points[..., 1], size[0], sigma) * confidence.unsqueeze(-1)
+    columns = _profile(points[..., 0], size[1], sigma)
+    rows, columns = rows.transpose(2, 3).contiguous(), columns.transpose(2, 3).contiguous()
     if persons == "sum" or points.size(1) == 1:
-        return torch.einsum("bmfvh,bmfvw->bvfhw", rows, columns)
-    maps = rows.unsqueeze(-1) * columns.unsqueeze(-2)  # [B, M, F, V, H, W]
-    return maps.amax(dim=1).transpose(1, 2)
+        return torch.einsum("bmvfh,bmvfw->bvfhw", rows, columns)
+    return _combine_persons(rows.unsqueeze(-1) * columns.unsqueeze(-2), persons)
 
 
 def limb_heatmaps(
@@ -303,23 +304,26 @@ def limb_heatmaps(
             f"limb_heatmaps: bones: expected joint indices in [0, {points.size(-2)}), got "
             f"{bones.tolist()}"
         )
-    start, end = points[..., bones[:, 0], :], points[..., bones[:, 1], :]  # [B, M, F, L, 2]
+    # every [B, M, F, L] quantity as [B, M, L, F], so that the maps come out channel first
+    start = points[..., bones[:, 0], :].transpose(2, 3).contiguous()  # [B, M, L, F, 2]
+    end = points[..., bones[:, 1], :].transpose(2, 3).contiguous()
     weight = torch.minimum(confidence[..., bones[:, 0]], confidence[..., bones[:, 1]])
+    weight = weight.transpose(2, 3).contiguous()[..., None, None]  # [B, M, L, F, 1, 1]
     # in units of sigma * sqrt(2), so that the value is exp(-squared distance)
     unit = 1.0 / (sigma * math.sqrt(2.0))
     delta = (end - start) * unit
-    dx, dy = delta[..., 0, None, None], delta[..., 1, None, None]  # [B, M, F, L, 1, 1]
+    dx, dy = delta[..., 0, None, None], delta[..., 1, None, None]  # [B, M, L, F, 1, 1]
     inverse = 1.0 / delta.square().sum(dim=-1).clamp_min(torch.finfo(delta.dtype).tiny)
     px = ((_centres(size[1], points) - start[..., 0, None]) * unit).unsqueeze(-2)  # [..., 1, W]
     py = ((_centres(size[0], points) - start[..., 1, None]) * unit).unsqueeze(-1)  # [..., H, 1]
-    along = px * (dx * inverse[..., None, None]) + py * (dy * inverse[..., None, None])
-    t = along.clamp(0.0, 1.0)  # [B, M, F, L, H, W]
+    # at most three full-size [B, M, L, F, H, W] tensors live at once
+    t = (px * (dx * inverse[..., None, None]) + py * (dy * inverse[..., None, None])).clamp_(0, 1)
     off_x = torch.addcmul(px, t, dx, value=-1.0)
     off_y = torch.addcmul(py, t, dy, value=-1.0)
-    exponent = torch.addcmul(off_x.square().neg_(), off_y, off_y, value=-1.0)
-    maps = exponent.clamp(min=_EXPONENT_FLOOR).exp_() * weight[..., None, None]
-    combined = maps.sum(dim=1) if persons == "sum" else maps.amax(dim=1)  # [B, F, L, H, W]
-    return combined.transpose(1, 2)
+    del t
+    exponent = off_x.square_().addcmul_(off_y, off_y).neg_().clamp_(min=_EXPONENT_FLOOR)
+    del off_y
+    return _combine_persons(exponent.exp() * weight, persons)
 
 
 def flip_heatmaps(volume: Tensor, layout: Layout | str, input: str = "keypoint") -> Tensor:
@@ -504,6 +508,14 @@ class PoseHeatmaps(nn.Module):
             f"resolution={list(self.size)}, frames={self.frames}, padding={self.padding}, "
             f"crop_area={self.crop_area}, persons={self.persons}"
         )
+
+
+def _combine_persons(maps: Tensor, persons: str) -> Tensor:
+    """:math:`(B, M, K, F, H, W)` maps to :math:`(B, K, F, H, W)`: their maximum or sum over the
+    persons."""
+    if maps.size(1) == 1:
+        return maps[:, 0]
+    return maps.sum(dim=1) if persons == "sum" else maps.amax(dim=1)
 
 
 def _profile(coordinate: Tensor, length: int, sigma: float) -> Tensor:
