@@ -1,5 +1,5 @@
-"""Penn Action: InfoGCN++, ST-GCN and 2s-AGCN trained on the official training split and evaluated
-once on the official test split.
+"""Penn Action: InfoGCN++, ST-GCN, 2s-AGCN and PoseC3D trained on the official training split and
+evaluated once on the official test split.
 
 Protocol. Every model is trained by the library's :class:`~skelgraph.train.Trainer` from a shipped
 configuration (``skelgraph/configs/<name>.yaml``, plus ``--overrides``) on the official training
@@ -53,6 +53,9 @@ Usage::
     python benchmarks/penn_action.py --jobs 2 --threads 1 --tta \\
         --configs "penn_action_infogcn2+agcn2s"           # two models trained at once
     python benchmarks/penn_action.py --refit --configs penn_action_infogcn2   # final model
+    python benchmarks/penn_action.py --jobs 2 --threads 1 --configs posec3d_lite \
+        posec3d_lite:model.args.input=limb \
+        "posec3d_lite+posec3d_lite:model.args.input=limb"  # joints, bones, both fused
 """
 
 from __future__ import annotations
@@ -99,7 +102,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 PENN_ACTION = REPO.parent / "shared" / "data" / "penn_action"
 DEFAULT_CONFIGS = ("infogcn2_blog", "stgcn", "agcn2s")
-DISPLAY = {"infogcn2": "InfoGCN++", "stgcn": "ST-GCN", "agcn2s": "2s-AGCN", "ensemble": "Ensemble"}
+DISPLAY = {
+    "infogcn2": "InfoGCN++",
+    "stgcn": "ST-GCN",
+    "agcn2s": "2s-AGCN",
+    "posec3d": "PoseC3D",
+    "ensemble": "Ensemble",
+}
 
 #: ``--quick``: classes, training and test clips per class of the subset.
 QUICK_CLASSES, QUICK_TRAIN, QUICK_TEST = 3, 5, 2
@@ -121,6 +130,15 @@ QUICK_MODEL_OVERRIDES = {
     ),
     "stgcn": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
     "agcn2s": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
+    "posec3d": (
+        "model.args.resolution=16",
+        "model.args.frames=8",
+        "model.args.base_channels=4",
+        "model.args.stage_blocks=[1, 1]",
+        "model.args.inflate=[false, true]",
+        "model.args.spatial_strides=[2, 2]",
+        "model.args.temporal_strides=[1, 2]",
+    ),
 }
 
 
@@ -221,6 +239,15 @@ def member_config(member: Member, args: argparse.Namespace) -> TrainConfig:
     return load_config(member.config, [*quick, *args.overrides, *member.overrides, *refit])
 
 
+def member_streams(config: TrainConfig) -> list[str]:
+    """What a member sees: its input features, or for PoseC3D its heatmaps (keypoint, limb or
+    both)."""
+    args = config.model.args
+    if config.model.name == "posec3d":
+        return [str(args.get("input", "keypoint"))]
+    return list(args.get("features", ["joint"]))
+
+
 def stage_dir(args: argparse.Namespace, stage: str) -> Path:
     """``WORK_DIR/models`` or ``WORK_DIR/eval``; ``models-refit`` and ``eval-refit`` with
     ``--refit``, so that refitted models never resume or replace held-out ones."""
@@ -248,7 +275,7 @@ def train_member(
         "config": member.config,
         "overrides": list(member.overrides),
         "model": config.model.name,
-        "features": list(config.model.args.get("features", ["joint"])),
+        "features": member_streams(config),
         "work_dir": str(work),
         "checkpoint": str(trainer.best_path),
         "epochs": config.epochs,

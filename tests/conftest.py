@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,25 @@ def penn_action_root() -> Path:
     if not (PENN_ACTION_ROOT / "labels").is_dir():
         pytest.skip(f"Penn Action annotations not found at {PENN_ACTION_ROOT} (needs ../shared)")
     return PENN_ACTION_ROOT
+
+
+@pytest.fixture(scope="session")
+def penn32(penn_action_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A skeleton folder of 32 Penn Action clips, 4 of each of 8 classes, all marked train."""
+    from skelgraph.data import write_skeleton_folder
+    from skelgraph.data.penn_action import penn_action_files, read_penn_action
+
+    items: list = []
+    per_class: Counter = Counter()
+    for path in penn_action_files(penn_action_root)[::10]:
+        clip, label, _ = read_penn_action(path)
+        if per_class[label] < 4 and (label in per_class or len(per_class) < 8):
+            per_class[label] += 1
+            items.append((clip, label, "train"))
+    assert len(items) == 32
+    folder = tmp_path_factory.mktemp("penn32")
+    write_skeleton_folder(folder, items, progress=False)
+    return folder
 
 
 @pytest.fixture(autouse=True)

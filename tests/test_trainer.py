@@ -2,16 +2,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from skelgraph.data import make_loader, write_skeleton_folder
-from skelgraph.data.penn_action import penn_action_files, read_penn_action
+from skelgraph.data import make_loader
 from skelgraph.layouts import get_layout
 from skelgraph.train.config import (
     TrainConfig,
@@ -205,22 +202,6 @@ TINY = [
     "batch_size=8",
     "early_recognition=false",
 ]
-
-
-@pytest.fixture(scope="module")
-def penn32(penn_action_root, tmp_path_factory) -> Path:
-    """A skeleton folder of 32 Penn Action clips, 4 of each of 8 classes."""
-    items: list = []
-    per_class: Counter = Counter()
-    for path in penn_action_files(penn_action_root)[::10]:
-        clip, label, _ = read_penn_action(path)
-        if per_class[label] < 4 and (label in per_class or len(per_class) < 8):
-            per_class[label] += 1
-            items.append((clip, label, "train"))
-    assert len(items) == 32
-    folder = tmp_path_factory.mktemp("penn32")
-    write_skeleton_folder(folder, items, progress=False)
-    return folder
 
 
 def test_resume_continues_at_the_right_epoch(penn32, tmp_path):

@@ -1,7 +1,9 @@
-"""Graph and temporal layers for skeleton sequences: batched PyG graphs, ``x`` ``[B·V, T, C]``."""
+"""Graph and temporal layers for skeleton sequences: batched PyG graphs, ``x`` ``[B·V, T, C]``;
+the 3D ResNet of pseudo-heatmap volumes ``[B, K, T, H, W]``."""
 
 from skelgraph.nn.agcn import AdaptiveGraphConv, AGCNBlock
 from skelgraph.nn.ode import ODEDynamics, SinusoidalTimeEmbedding, rk4_rollout, rollout
+from skelgraph.nn.resnet3d import Bottleneck3d, SlowOnly3d
 from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import STGCNBlock, STGCNConv, graph_partitions
 from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
@@ -11,12 +13,14 @@ __all__ = [
     "SAGC",
     "AGCNBlock",
     "AdaptiveGraphConv",
+    "Bottleneck3d",
     "CausalTemporalAttention",
     "KVCache",
     "ODEDynamics",
     "STGCNBlock",
     "STGCNConv",
     "SinusoidalTimeEmbedding",
+    "SlowOnly3d",
     "TemporalConv",
     "graph_partitions",
     "rk4_rollout",

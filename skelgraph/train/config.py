@@ -79,7 +79,9 @@ class ModelConfig:
 
     name: str = field(
         default="infogcn2",
-        metadata=_doc("A name known to skelgraph.models.create (infogcn2, stgcn, agcn2s)."),
+        metadata=_doc(
+            "A name known to skelgraph.models.create (infogcn2, stgcn, agcn2s, posec3d)."
+        ),
     )
     args: dict[str, Any] = field(
         default_factory=dict,
