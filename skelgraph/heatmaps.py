@@ -56,6 +56,7 @@ from skelgraph.clip import SkeletonClip
 from skelgraph.layouts import Layout, get_layout
 
 __all__ = [
+    "CROP_RATIOS",
     "HEATMAP_INPUTS",
     "PERSON_REDUCTIONS",
     "PoseHeatmaps",
