@@ -1,5 +1,5 @@
-"""Penn Action: InfoGCN++, InfoGCN, ST-GCN and 2s-AGCN trained on the official training split and
-evaluated once on the official test split.
+"""Penn Action: InfoGCN++, InfoGCN, ST-GCN, 2s-AGCN and PoseC3D trained on the official training
+split and evaluated once on the official test split.
 
 Protocol. Every model is trained by the library's :class:`~skelgraph.train.Trainer` from a shipped
 configuration (``skelgraph/configs/<name>.yaml``, plus ``--overrides``) on the official training
@@ -62,6 +62,9 @@ Usage::
 +penn_action_infogcn:model.args.features=[velocity]\\
 +penn_action_infogcn:model.args.features=[bone_velocity]\\
 +penn_action_infogcn:model.args.features=[relative2_velocity]"   # InfoGCN's six streams
+    python benchmarks/penn_action.py --jobs 2 --threads 1 --configs posec3d_lite \\
+        posec3d_lite:model.args.input=limb \\
+        "posec3d_lite+posec3d_lite:model.args.input=limb"  # joints, bones, both fused
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ DISPLAY = {
     "infogcn2": "InfoGCN++",
     "stgcn": "ST-GCN",
     "agcn2s": "2s-AGCN",
+    "posec3d": "PoseC3D",
     "ensemble": "Ensemble",
 }
 
@@ -137,6 +141,15 @@ QUICK_MODEL_OVERRIDES = {
     "infogcn": ("model.args.channels=[8, 8]", "model.args.strides=[1, 2]"),
     "stgcn": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
     "agcn2s": ("model.args.channels=[16, 16]", "model.args.strides=[1, 2]"),
+    "posec3d": (
+        "model.args.resolution=16",
+        "model.args.frames=8",
+        "model.args.base_channels=4",
+        "model.args.stage_blocks=[1, 1]",
+        "model.args.inflate=[false, true]",
+        "model.args.spatial_strides=[2, 2]",
+        "model.args.temporal_strides=[1, 2]",
+    ),
 }
 
 
@@ -259,6 +272,15 @@ def member_config(member: Member, args: argparse.Namespace) -> TrainConfig:
     return load_config(member.config, [*quick, *args.overrides, *member.overrides, *refit])
 
 
+def member_streams(config: TrainConfig) -> list[str]:
+    """What a member sees: its input features, or for PoseC3D its heatmaps (keypoint, limb or
+    both)."""
+    args = config.model.args
+    if config.model.name == "posec3d":
+        return [str(args.get("input", "keypoint"))]
+    return list(args.get("features", ["joint"]))
+
+
 def stage_dir(args: argparse.Namespace, stage: str) -> Path:
     """``WORK_DIR/models`` or ``WORK_DIR/eval``; ``models-refit`` and ``eval-refit`` with
     ``--refit``, so that refitted models never resume or replace held-out ones."""
@@ -286,7 +308,7 @@ def train_member(
         "config": member.config,
         "overrides": list(member.overrides),
         "model": config.model.name,
-        "features": list(config.model.args.get("features", ["joint"])),
+        "features": member_streams(config),
         "work_dir": str(work),
         "checkpoint": str(trainer.best_path),
         "epochs": config.epochs,

@@ -313,13 +313,16 @@ class OnlineRecognizer:
         effective adjacency (``"encoder.0.spatial"`` of InfoGCN++, which depends on the last
         two frames only, so it is recomputed from them exactly and cheaply, apart from the
         frame plan), or for other models the mean of every layer's graph at the last frame of
-        the window. Costs nothing unless called.
+        the window. Costs nothing unless called; empty for a model without graphs (PoseC3D).
         """
         frames = list(self._frames) if not self.streaming else self._recent
         if not frames:
             return []
         with torch.inference_mode():
-            maps = self.model.attention(torch.stack(frames, dim=1).unsqueeze(0))
+            try:
+                maps = self.model.attention(torch.stack(frames, dim=1).unsqueeze(0))
+            except NotImplementedError:  # the model reports no attention
+                return []
         first = [g for name, g in maps.graphs.items() if name.endswith("encoder.0.spatial")]
         graphs = first or list(maps.graphs.values())
         graph = torch.stack([g[0, -1].mean(dim=0) for g in graphs]).mean(dim=0).float().numpy()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,7 @@ def penn_action_root() -> Path:
 
 @pytest.fixture(scope="session")
 def penn32(penn_action_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A skeleton folder of 32 Penn Action clips, 4 of each of 8 classes (every one ``train``)."""
-    from collections import Counter
-
+    """A skeleton folder of 32 Penn Action clips, 4 of each of 8 classes, all marked train."""
     from skelgraph.data import write_skeleton_folder
     from skelgraph.data.penn_action import penn_action_files, read_penn_action
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,13 +9,13 @@ import torch
 
 from skelgraph import SkeletonClip
 from skelgraph.cli import main
-from skelgraph.cli.test import _eval_config
 from skelgraph.data import example_clips, write_skeleton_folder
 from skelgraph.layouts import get_layout
 from skelgraph.models import Ensemble, InfoGCN2, create, registered_name
 from skelgraph.models.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from skelgraph.models.ensemble import StreamingEnsemble, fuse_checkpoints, mirrored
 from skelgraph.preprocess import PreprocessConfig
+from skelgraph.train.checkpoint_data import evaluation_config
 from skelgraph.train.evaluate import ClipPredictions, fuse_predictions, split_predictor
 from skelgraph.train.metrics import classification_metrics
 from skelgraph.train.report import describe_model
@@ -261,9 +260,7 @@ def test_skelgraph_test_fuses_scores_of_models_with_their_own_samples(tmp_path, 
     predictions, configs = [], []
     for path in paths:
         model, meta = load_checkpoint(path)
-        config = _eval_config(
-            meta, argparse.Namespace(batch_size=8, precision="fp32", device="cpu", limit=None)
-        )
+        config = evaluation_config(meta, batch_size=8, precision="fp32", device="cpu")
         configs.append(config)
         predict_at = split_predictor(model, data, config, classes, split="test", progress=False)
         predictions.append(predict_at(1.0))

@@ -107,6 +107,22 @@ def test_builtin_structure(name):
     assert perm.dtype == np.int64
     np.testing.assert_array_equal(perm[perm], np.arange(layout.num_joints))
     assert [_mirror_name(layout.joints[p]) for p in perm] == list(layout.joints)
+    bones = layout.bone_flip_permutation()
+    assert bones.dtype == np.int64
+    np.testing.assert_array_equal(bones[bones], np.arange(layout.num_bones))
+    for b, (child, parent) in enumerate(layout.bones):
+        assert set(layout.bones[bones[b]]) == {perm[child], perm[parent]}
+
+
+def test_bone_flip_permutation_needs_mirrored_bones():
+    five = _hand_layout()
+    assert five.bone_flip_permutation().tolist() == [1, 0, 3, 2]
+    lopsided = Layout.from_dict(five.to_dict() | {"name": "lopsided", "bones": [[1, 0], [3, 1]]})
+    with pytest.raises(
+        ValueError,
+        match=r"mirror image \(right_shoulder, chest\) of bone 0 \(left_shoulder, chest\)",
+    ):
+        lopsided.bone_flip_permutation()
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -45,7 +45,7 @@ def small_infogcn2(**kwargs) -> InfoGCN2:
 
 
 def test_registry_lists_and_creates_models():
-    assert available_models() == ["agcn2s", "ensemble", "infogcn", "infogcn2", "stgcn"]
+    assert available_models() == ["agcn2s", "ensemble", "infogcn", "infogcn2", "posec3d", "stgcn"]
     model = create("agcn2s", num_classes=3, channels=[8, 8], strides=[1, 2])
     assert isinstance(model, AGCN2s)
     assert model.config["layout"] == "coco17"
@@ -54,7 +54,8 @@ def test_registry_lists_and_creates_models():
 def test_registry_unknown_name_lists_known_ones():
     with pytest.raises(
         ValueError,
-        match=r"expected one of \['agcn2s', 'ensemble', 'infogcn', 'infogcn2', 'stgcn'\]",
+        match=r"expected one of \['agcn2s', 'ensemble', 'infogcn', 'infogcn2', 'posec3d', "
+        r"'stgcn'\]",
     ):
         create("resnet", num_classes=3)
 

@@ -84,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model.eval()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.clip is not None:
-        code = _explain_clip(model, meta, args)
-        if code:
-            return code
-    if args.data is not None:
-        _explain_classes(model, meta, args)
+    try:
+        if args.clip is not None:
+            code = _explain_clip(model, meta, args)
+            if code:
+                return code
+        if args.data is not None:
+            _explain_classes(model, meta, args)
+    except NotImplementedError as e:  # e.g. PoseC3D: no graphs to draw
+        print(f"skelgraph explain: {e}; the explanations draw a model's graphs", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -94,33 +93,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _eval_config(meta: dict[str, Any], args: argparse.Namespace) -> Any:
-    """A training config carrying the checkpoint's sample settings and the command's options."""
-    from skelgraph.train.config import config_from_dict
-
-    inference = meta.get("inference", {})
-    data = {"window": meta["window"], "preprocess": meta.get("preprocess", {})}
-    if "p_interval" in inference:
-        data["p_interval_val"] = inference["p_interval"]
-    data.update({k: inference[k] for k in ("sampling", "stride") if k in inference})
-    return config_from_dict(
-        {
-            "data": data,
-            "batch_size": args.batch_size,
-            "precision": args.precision,
-            "device": args.device,
-            "limit": args.limit,
-            "reduce": inference.get("reduce", "mean"),
-        }
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Loads the checkpoints, checks the data against each, evaluates (fusing several checkpoints'
     scores) and prints the metric table."""
     from skelgraph.models.checkpoint import load_checkpoint
     from skelgraph.models.ensemble import mirrored
-    from skelgraph.train.checkpoint_data import check_compatible
+    from skelgraph.train.checkpoint_data import check_compatible, evaluation_config
     from skelgraph.train.data import open_dataset
     from skelgraph.train.distributed import cleanup, init_distributed, main_first
     from skelgraph.train.evaluate import fuse_predictions, report_split, split_predictor
@@ -149,7 +127,13 @@ def run(args: argparse.Namespace) -> int:
                 model.compile()
             if args.tta == "mirror":
                 model = mirrored(model).eval()
-            config = _eval_config(meta, args)
+            config = evaluation_config(
+                meta,
+                batch_size=args.batch_size,
+                precision=args.precision,
+                device=args.device,
+                limit=args.limit,
+            )
             with main_first(ctx):
                 dataset = open_dataset(
                     args.data,

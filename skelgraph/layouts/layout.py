@@ -163,6 +163,30 @@ class Layout:
             perm[left], perm[right] = right, left
         return perm
 
+    def bone_flip_permutation(self) -> np.ndarray:
+        """The bone order after a left/right swap, shape ``(num_bones,)`` int64.
+
+        Entry ``b`` is the index of the bone joining the mirror images of bone ``b``'s joints
+        (in either direction), so ``per_bone[..., layout.bone_flip_permutation()]`` relabels values
+        of the bones of a mirrored skeleton; applying it twice is the identity.
+
+        Raises:
+            ValueError: when the mirror image of a bone is not a bone of the layout.
+        """
+        joints = self.flip_permutation()
+        index = {frozenset(bone): b for b, bone in enumerate(self.bones)}
+        perm = np.empty(self.num_bones, dtype=np.int64)
+        for b, (child, parent) in enumerate(self.bones):
+            mirror = frozenset((int(joints[child]), int(joints[parent])))
+            if mirror not in index:
+                raise ValueError(
+                    f"layout {self.name!r}: bones: expected the mirror image "
+                    f"({self.joints[joints[child]]}, {self.joints[joints[parent]]}) of bone {b} "
+                    f"({self.joints[child]}, {self.joints[parent]}) among the bones, got none"
+                )
+            perm[b] = index[mirror]
+        return perm
+
     @classmethod
     def from_names(
         cls,

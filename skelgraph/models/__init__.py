@@ -17,6 +17,7 @@ from skelgraph.models.base import ModelOutput, SkeletonModel
 from skelgraph.models.ensemble import Ensemble
 from skelgraph.models.infogcn import InfoGCN
 from skelgraph.models.infogcn2 import InfoGCN2
+from skelgraph.models.posec3d import PoseC3D
 from skelgraph.models.pretrained import available_pretrained, load_pretrained, pretrained_path
 from skelgraph.models.registry import available_models, create, register_model, registered_name
 from skelgraph.models.stgcn import STGCN
@@ -28,6 +29,7 @@ __all__ = [
     "InfoGCN",
     "InfoGCN2",
     "ModelOutput",
+    "PoseC3D",
     "SkeletonModel",
     "available_models",
     "available_pretrained",

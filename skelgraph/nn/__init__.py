@@ -1,8 +1,10 @@
-"""Graph and temporal layers for skeleton sequences: batched PyG graphs, ``x`` ``[B·V, T, C]``."""
+"""Graph and temporal layers for skeleton sequences: batched PyG graphs, ``x`` ``[B·V, T, C]``;
+the 3D ResNet of pseudo-heatmap volumes ``[B, K, T, H, W]``."""
 
 from skelgraph.nn.agcn import AdaptiveGraphConv, AGCNBlock
 from skelgraph.nn.bottleneck import BottleneckOutput, InformationBottleneck
 from skelgraph.nn.ode import ODEDynamics, SinusoidalTimeEmbedding, rk4_rollout, rollout
+from skelgraph.nn.resnet3d import Bottleneck3d, SlowOnly3d
 from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import STGCNBlock, STGCNConv, graph_partitions
 from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
@@ -12,6 +14,7 @@ __all__ = [
     "SAGC",
     "AGCNBlock",
     "AdaptiveGraphConv",
+    "Bottleneck3d",
     "BottleneckOutput",
     "CausalTemporalAttention",
     "InformationBottleneck",
@@ -21,6 +24,7 @@ __all__ = [
     "STGCNBlock",
     "STGCNConv",
     "SinusoidalTimeEmbedding",
+    "SlowOnly3d",
     "TemporalConv",
     "graph_partitions",
     "rk4_rollout",

@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "forecast_errors": "metrics",
     "curve_auc": "metrics",
     "check_compatible": "checkpoint_data",
+    "evaluation_config": "checkpoint_data",
     "init_distributed": "distributed",
     "resolve_precision": "precision",
     "measure_precision": "precision",

@@ -1,5 +1,6 @@
-"""A checkpoint and the data its model is evaluated on: the folder sampled as the model expects
-(:func:`checkpoint_folder`), and whether a dataset fits the model (:func:`check_compatible`)."""
+"""A checkpoint and the data its model is evaluated on: the evaluation settings of its meta
+(:func:`evaluation_config`), the folder sampled as the model expects (:func:`checkpoint_folder`),
+and whether a dataset fits the model (:func:`check_compatible`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,39 @@ from typing import Any
 from skelgraph.data import SkeletonFolder
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.preprocess import PreprocessConfig
+from skelgraph.train.config import TrainConfig, config_from_dict
 from skelgraph.utils import PathLike
 
-__all__ = ["check_compatible", "checkpoint_folder"]
+__all__ = ["check_compatible", "checkpoint_folder", "evaluation_config"]
+
+
+def evaluation_config(
+    meta: Mapping[str, Any],
+    *,
+    batch_size: int = 64,
+    precision: str = "auto",
+    device: str = "auto",
+    limit: int | None = None,
+) -> TrainConfig:
+    """A training config carrying the sample settings of a checkpoint's meta (window,
+    preprocessing, evaluation crop, sampling, ``reduce``) and the given evaluation options: what
+    :func:`~skelgraph.train.evaluate.split_predictor` needs to evaluate the checkpoint's model as
+    it was trained to be evaluated."""
+    inference = meta.get("inference", {})
+    data = {"window": meta["window"], "preprocess": meta.get("preprocess", {})}
+    if "p_interval" in inference:
+        data["p_interval_val"] = inference["p_interval"]
+    data.update({k: inference[k] for k in ("sampling", "stride") if k in inference})
+    return config_from_dict(
+        {
+            "data": data,
+            "batch_size": batch_size,
+            "precision": precision,
+            "device": device,
+            "limit": limit,
+            "reduce": inference.get("reduce", "mean"),
+        }
+    )
 
 
 def checkpoint_folder(

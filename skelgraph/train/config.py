@@ -80,7 +80,7 @@ class ModelConfig:
     name: str = field(
         default="infogcn2",
         metadata=_doc(
-            "A name known to skelgraph.models.create (infogcn2, infogcn, stgcn, agcn2s)."
+            "A name known to skelgraph.models.create (infogcn2, infogcn, stgcn, agcn2s, posec3d)."
         ),
     )
     args: dict[str, Any] = field(
