@@ -503,6 +503,7 @@ def run_entry(
         lambda f: fuse_predictions([group.predict_at(f) for group in fused], group_weights),
         classes,
         out,
+        early=not args.no_early,
         progress=not args.quiet,
     )
     models = [group.model for group in fused]
@@ -528,7 +529,7 @@ def run_entry(
         "classes": list(classes),
         "num_clips": metrics["num_samples"],
         **{
-            key: metrics[key]
+            key: metrics.get(key)  # no early-recognition curve with --no-early
             for key in (
                 "top1",
                 "top5",
@@ -617,14 +618,17 @@ def tables(results: Sequence[dict[str, Any]]) -> str:
             "top-1 %": 100 * r["top1"],
             "mean class acc %": 100 * r["mean_class_acc"],
             "macro F1 %": 100 * r["macro_f1"],
-            "early AUC %": 100 * r["early_auc"],
+            "early AUC %": "-" if r["early_auc"] is None else 100 * r["early_auc"],
             "train min": r["train_time_s"] / 60,
             "params": f"{r['parameters']:,}",
         }
         for r in results
     ]
     columns = list(rows[0])
-    fractions = results[0]["early_recognition"]["fractions"]
+    curves = [r for r in results if r["early_recognition"] is not None]
+    if not curves:
+        return format_table(rows, columns)
+    fractions = curves[0]["early_recognition"]["fractions"]
     early = [
         {
             "model": r["model"] + (", TTA" if r["tta"] else ""),
@@ -633,7 +637,7 @@ def tables(results: Sequence[dict[str, Any]]) -> str:
                 for f, a in zip(fractions, r["early_recognition"]["accuracy"], strict=True)
             },
         }
-        for r in results
+        for r in curves
     ]
     early_columns = ["model", *(f"{f:.0%}" for f in fractions)]
     return (
@@ -719,6 +723,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="dataset cache folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-early",
+        action="store_true",
+        help="skip the early-recognition curves (ten more passes over the clips per model)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
@@ -789,7 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     path = write_json(args.output_dir / f"{args.name}.json", record)
     plot_confusions(results, args.output_dir / f"{args.name}_confusion.png", args.split)
-    plot_early(results, args.output_dir / f"{args.name}_early.png", args.split)
+    if not args.no_early:
+        plot_early(results, args.output_dir / f"{args.name}_early.png", args.split)
     print(
         f"Penn Action, {args.split} split, {results[0]['num_clips']} clips; machine: {info['cpu']}"
         f" ({info['cores']} cores), devices {', '.join(info['devices'])}"
