@@ -607,11 +607,18 @@ class InfoGCN2(SkeletonModel):
             out = self.bottleneck(h.view(B, T, V, -1).mean(dim=2))
             return out.logits, out.z
         # mean_v (W_v h_v + b) = ([h_1 ... h_V] W) / V + b; scaling the small [B·T, K] product
-        # (not the features or the weight) inside one addmm costs the least, forward and
-        # backward (torch.compile's torch.add(bias, product, alpha=...) drops the scaling)
-        logits = torch.addmm(
-            self.classifier.bias, h.view(B * T, -1), self.classifier.weight.t(), alpha=1 / V
-        )
+        # (not the features or the weight) costs the least, forward and backward
+        joints = h.view(B * T, -1)
+        if torch.compiler.is_compiling():
+            # torch.compile drops the alpha of torch.add(bias, product, alpha=...); addmm keeps
+            # it (eager keeps torch.add, whose rounding the shipped checkpoints' logits carry)
+            logits = torch.addmm(
+                self.classifier.bias, joints, self.classifier.weight.t(), alpha=1 / V
+            )
+        else:
+            logits = torch.add(
+                self.classifier.bias, F.linear(joints, self.classifier.weight), alpha=1 / V
+            )
         return logits.view(B, T, -1), None
 
     def loss(
