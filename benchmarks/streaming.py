@@ -10,6 +10,10 @@ joints). Measured per frame:
   the per-step head, plus causal preprocessing and the forecast mapped back to pixels);
 * ``recompute``: the same update recomputing the whole window of 64 frames every frame
   (``streaming=False``), what an online recogniser without caches does;
+* ``onnxruntime``: the same online recogniser with ``backend="onnxruntime"``: the frame plan's
+  step exported to ONNX (once, cached) and run by onnxruntime with one intra-op thread
+  (:class:`skelgraph.export.OnnxRuntimePlan`); skipped, and said so, without
+  ``skelgraph[onnx]``;
 * ``packaged``: the online recogniser of the packaged ``penn-action-fast`` (the default model of
   ``skelgraph serve``: 32 channels, 2 blocks, attention window 64, penn13 joints, joint and
   velocity features) on the same COCO-17 stream, mapped to its joints, in a pass of its own;
@@ -20,9 +24,9 @@ joints). Measured per frame:
 
 The ``fps`` column is 1000 / mean ms, the throughput of that stage alone.
 
-``online`` and ``recompute`` run interleaved frame by frame on the same stream (so load from
-other processes spreads evenly over both); their statistics cover the frames after the first
-window, when the caches are full. Percentiles are of single-frame wall-clock times, with 1
+``online``, ``recompute`` and ``onnxruntime`` run interleaved frame by frame on the same stream
+(so load from other processes spreads evenly over them); their statistics cover the frames after
+the first window, when the caches are full. Percentiles are of single-frame wall-clock times, with 1
 intra-op thread by default (``--threads``): a frame is a few hundred operations on tensors of a
 few thousand elements, which gain nothing from a second thread, and on cores shared with other
 processes every parallel region may wait a whole scheduler slice for its second thread. The
@@ -67,8 +71,9 @@ TARGETS = {"online p50 ms": 3.0, "online p99 ms": 6.0, "speed-up": 5.0}
 
 
 def recognizers(seed: int = 0) -> dict[str, OnlineRecognizer]:
-    """The cached recogniser (with the model's frame plan) and the recomputing one, sharing one
-    untrained default model."""
+    """The cached recogniser (with the model's frame plan), the recomputing one and, with
+    onnxruntime installed, the cached one on onnxruntime, sharing one untrained default
+    model."""
     torch.manual_seed(seed)
     model = create("infogcn2", num_classes=CLASSES, layout=LAYOUT, attention_window=WINDOW)
     meta = make_meta(
@@ -80,10 +85,15 @@ def recognizers(seed: int = 0) -> dict[str, OnlineRecognizer]:
         window=WINDOW,
         preprocess=PreprocessConfig().to_dict(),
     )
-    return {
+    runs = {
         "online": OnlineRecognizer(model, meta, plan=build_plan(model)),
         "recompute": OnlineRecognizer(model, meta, streaming=False),
     }
+    try:
+        runs["onnxruntime"] = OnlineRecognizer(model, meta, backend="onnxruntime")
+    except ImportError as e:
+        print(f"onnxruntime skipped: {e}")
+    return runs
 
 
 def keypoint_stream(num_frames: int, seed: int = 0) -> np.ndarray:
@@ -215,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     descriptions = {
         "online": "online recogniser (caches)",
         "recompute": f"recompute the {WINDOW}-frame window",
+        "onnxruntime": "online, frame step on onnxruntime",
         "packaged": f"online, packaged {PACKAGED}",
         "pose": "pose stage (yolo11n-pose, CPU)",
         "end-to-end": "pose + online recogniser",
@@ -226,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"stage": descriptions[name], **stats, "fps": 1e3 / stats["mean ms"]})
     speedup = paired_ratio(times["recompute"], times["online"])
     results["speed-up (paired median)"] = speedup
+    if "onnxruntime" in times:  # > 1: onnxruntime faster than the torch frame plan
+        results["onnxruntime speed-up over online (paired median)"] = paired_ratio(
+            times["online"], times["onnxruntime"]
+        )
     # a virtual machine's speed drifts from run to run while this ratio stays: the per-frame
     # time on a machine that recomputes the window in the reference time
     results["online ms at the reference speed"] = REFERENCE_RECOMPUTE_MS / speedup
@@ -238,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads: {threads}, malloc: {malloc_settings()}, note: {args.note or '-'}")
     print(format_table(rows, ["stage", "p50 ms", "p99 ms", "mean ms", "fps", "frames"]))
     print(f"online vs recompute: {speedup:.1f}x faster (median of per-frame ratios)")
+    if "onnxruntime" in times:
+        ratio = results["onnxruntime speed-up over online (paired median)"]
+        print(f"onnxruntime vs online (torch frame plan): {ratio:.2f}x as fast")
     print(
         f"online at the reference speed (recompute in {REFERENCE_RECOMPUTE_MS:.0f} ms, here "
         f"{results['recompute']['p50 ms']:.1f}): "
@@ -261,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pose_model": POSE_MODEL if stages is not None else None,
                 "frame_size": list(FRAME_SIZE),
                 "threads": threads,
+                "onnxruntime": "measured" if "onnxruntime" in times else "skipped: not installed",
             },
             "note": args.note,
             "machine": machine(),

@@ -201,5 +201,7 @@ def _relative_matrix(parent: list[int], centre: Tensor, k: int) -> Tensor:
 
 def _velocity(coords: Tensor) -> Tensor:
     """:math:`x_t - x_{t-1}` along the time axis (dim 2), zero at the first frame."""
-    previous = torch.cat([coords[:, :, :1], coords[:, :, :-1]], dim=2)
-    return coords - previous
+    # the frame before each (the first its own) gathered by index: no view of T - 1 frames,
+    # whose layout would make torch.export assume T != 2
+    before = (torch.arange(coords.size(2), device=coords.device) - 1).clamp_(min=0)
+    return coords - coords.index_select(2, before)

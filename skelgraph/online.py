@@ -12,7 +12,10 @@ in any layout that maps to the model's) and
    ensemble of them) advances its caches by one frame through its frame plan
    (:func:`~skelgraph.streaming.build_plan`, made with the recogniser), so the logits equal the
    offline model's per-step logits on the same clip; any other model is run on the last
-   ``meta["window"]`` preprocessed frames each time (the generic fallback);
+   ``meta["window"]`` preprocessed frames each time (the generic fallback). With
+   ``backend="onnxruntime"`` the frame step (or, in the fallback, the clip scores) is exported to
+   ONNX once and run by onnxruntime instead
+   (:func:`~skelgraph.export.runtime.onnxruntime_backend`), to the same outputs;
 4. returns a :class:`Prediction`: the softmax of the logits, the label (optionally smoothed over
    time) and the model's forecast of the next :math:`N` poses, de-normalised back to the input
    coordinates (pixels for video) and mapped back to the input layout.
@@ -31,7 +34,7 @@ import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +48,9 @@ from skelgraph.models.base import SkeletonModel, StreamingModel, step_streams
 from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
 from skelgraph.preprocess import CausalPreprocessor, PreprocessConfig
 from skelgraph.streaming import build_plan
+
+if TYPE_CHECKING:
+    from skelgraph.export.runtime import OnnxRuntimeClip
 
 __all__ = ["OnlineRecognizer", "Prediction"]
 
@@ -107,10 +113,16 @@ class OnlineRecognizer:
             needs a :class:`~skelgraph.models.base.StreamingModel`) or recompute the last
             ``window`` frames every time (:obj:`False`, e.g. to compare the two).
             (default: :obj:`None`: the caches when the model has them)
-        plan (StreamingModel, optional): the model's frame plan,
-            :func:`~skelgraph.streaming.build_plan` of ``model`` on ``device``: recognisers that
-            share one are advanced together by :meth:`update_many`. (default: :obj:`None`: built
-            from ``model`` when streaming)
+        plan (StreamingModel or OnnxRuntimeClip, optional): what runs the model: when
+            streaming its frame plan, :func:`~skelgraph.streaming.build_plan` of ``model`` on
+            ``device`` or its :class:`~skelgraph.export.runtime.OnnxRuntimePlan`: recognisers
+            that share one are advanced together by :meth:`update_many`; when not, an
+            :class:`~skelgraph.export.runtime.OnnxRuntimeClip` of it, or :obj:`None` for the
+            model itself. (default: :obj:`None`: made from ``model`` for ``backend``)
+        backend (str, optional): ``"torch"`` or ``"onnxruntime"``
+            (:func:`~skelgraph.export.runtime.onnxruntime_backend`: exported once, on the CPU,
+            needs ``skelgraph[onnx]``), what makes the ``plan`` when none is given.
+            (default: ``"torch"``)
 
     A frame is a few hundred operations on small tensors: they run fastest with one intra-op
     thread (``torch.set_num_threads(1)`` or ``OMP_NUM_THREADS=1`` in the serving process; more
@@ -122,9 +134,10 @@ class OnlineRecognizer:
         input_layout (Layout): the layout :meth:`update` receives.
         window (int): frames the generic fallback recomputes (``meta["window"]``).
         streaming (bool): whether the model runs frame by frame with its caches.
-        plan (StreamingModel or None): what steps the model's frames when streaming, made from
-            the model's weights as they were then: after the weights change or the model moves,
-            assign ``build_plan(recognizer.model)``.
+        plan (StreamingModel or OnnxRuntimeClip or None): what steps the model's frames when
+            streaming (else what computes the window's scores, :obj:`None` for the model
+            itself), made from the model's weights as they were then: after the weights change
+            or the model moves, assign ``build_plan(recognizer.model)``.
         forecast_joints (numpy.ndarray): :obj:`(V_in,)` bool, the input joints the model
             forecasts itself (the others copy their nearest such joint).
         preprocessor (CausalPreprocessor): the causal preprocessing of the stream.
@@ -139,7 +152,8 @@ class OnlineRecognizer:
         smoothing: float = 0.0,
         device: str | torch.device = "cpu",
         streaming: bool | None = None,
-        plan: StreamingModel | None = None,
+        plan: StreamingModel | OnnxRuntimeClip | None = None,
+        backend: str = "torch",
     ) -> None:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(
@@ -176,9 +190,20 @@ class OnlineRecognizer:
         self.streaming = can_stream if streaming is None else bool(streaming)
         if plan is not None and plan is not model and getattr(plan, "model", None) is not model:
             raise ValueError("OnlineRecognizer: plan: expected a plan of the model (build_plan)")
-        self.plan = None
-        if self.streaming:
-            self.plan = build_plan(self.model) if plan is None else plan
+        if not self.streaming and isinstance(plan, StreamingModel):
+            plan = None  # a frame plan, unused without streaming
+        if backend != "torch":  # (the export machinery is imported only when used)
+            from skelgraph.export.runtime import BACKENDS, onnxruntime_backend
+
+            if backend not in BACKENDS:
+                raise ValueError(
+                    f"OnlineRecognizer: backend: expected one of {BACKENDS}, got {backend!r}"
+                )
+            if plan is None:
+                plan = onnxruntime_backend(self.model, streaming=self.streaming)
+        elif plan is None and self.streaming:
+            plan = build_plan(self.model)
+        self.plan = plan
         config = PreprocessConfig(**meta.get("preprocess", {}))
         self.preprocessor = CausalPreprocessor(self.layout, replace(config, causal=True))
         self._same_layout = self.input_layout.joints == self.layout.joints
@@ -201,6 +226,7 @@ class OnlineRecognizer:
         input_layout: str | Layout | None = None,
         smoothing: float = 0.0,
         device: str | torch.device = "cpu",
+        backend: str = "torch",
     ) -> OnlineRecognizer:
         """A recogniser for a checkpoint file or a pretrained model name.
 
@@ -208,13 +234,20 @@ class OnlineRecognizer:
             source (str or os.PathLike): a checkpoint written by
                 :func:`~skelgraph.models.checkpoint.save_checkpoint`, or a name of
                 :func:`skelgraph.models.pretrained.available_pretrained`.
-            input_layout, smoothing, device: as for the constructor.
+            input_layout, smoothing, device, backend: as for the constructor.
 
         Raises:
             FileNotFoundError: when ``source`` is neither a file nor a pretrained name.
         """
         model, meta = load_checkpoint(resolve_checkpoint(source), map_location=device)
-        return cls(model, meta, input_layout=input_layout, smoothing=smoothing, device=device)
+        return cls(
+            model,
+            meta,
+            input_layout=input_layout,
+            smoothing=smoothing,
+            device=device,
+            backend=backend,
+        )
 
     def reset(self) -> None:
         """Starts a new stream: forgets every frame, cache and the smoothed probabilities."""
@@ -341,7 +374,10 @@ class OnlineRecognizer:
             logits, forecast, self._state = self.plan.step(x_t.unsqueeze(0), self._state)
             return logits[0], None if forecast is None else forecast[0]
         self._frames.append(x_t)
-        out = self.model(torch.stack(tuple(self._frames), dim=1).unsqueeze(0))
+        window = torch.stack(tuple(self._frames), dim=1).unsqueeze(0)
+        if self.plan is not None:  # the scores at the last step, without a forecast
+            return self.plan(window)[0], None
+        out = self.model(window)
         forecast = None if out.forecast is None else out.forecast[0, -1]
         return out.logits[0, -1], forecast
 

@@ -264,3 +264,66 @@ def test_step_streams_any_company_of_streams() -> None:
                     forecast[j : j + 1], expected_forecast, rtol=0, atol=1e-5
                 )
     assert any(variant[1] for variant in plan.traced)  # rows left unchanged
+
+
+def test_functional_step_equals_the_plan_for_streams_at_their_own_frames() -> None:
+    """The pure form of a frame (the rings in and out as tensors, one position per stream) gives
+    the plan's outputs for two streams three frames apart, beyond the window, and leaves the
+    given rings unchanged."""
+    torch.manual_seed(0)
+    model = create(
+        "infogcn2", num_classes=4, features=["joint", "velocity"], attention_window=4, **SMALL
+    ).eval()
+    plan = build_plan(model)
+    x = torch.randn(2, 12, V, 3)
+    states = [plan.init_state(1) for _ in range(2)]
+    rings = plan.functional_caches(2)
+    assert [tuple(r.shape) for r in rings] == [(2, V, 4, 4, 4)] * 4  # key, value per layer
+    with torch.inference_mode():
+        for t in range(12):
+            position = torch.tensor([t, max(t - 3, 0)])
+            frames = torch.stack([x[0, t], x[1, position[1]]])
+            previous = torch.stack([x[0, max(t - 1, 0)], x[1, max(int(position[1]) - 1, 0)]])
+            if t < 3:  # the second stream starts three frames late
+                frames, previous, position = frames[:1], previous[:1], position[:1]
+                expected = plan.step(frames, states[0])[:2]
+                given = [r[:1].clone() for r in rings]
+                logits, forecast, new = plan.functional_step(frames, previous, position, given)
+                assert all(torch.equal(a, b[:1]) for a, b in zip(given, rings, strict=True))
+                rings = [torch.cat([n, r[1:]]) for n, r in zip(new, rings, strict=True)]
+            else:
+                expected = plan.step_streams(frames, states)[:2]
+                logits, forecast, rings = plan.functional_step(frames, previous, position, rings)
+            torch.testing.assert_close(logits, expected[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(forecast, expected[1], atol=1e-5, rtol=0)
+
+
+def test_functional_step_of_an_ensemble_and_what_has_none() -> None:
+    torch.manual_seed(0)
+    members = [
+        create("infogcn2", num_classes=4, attention_window=4, **SMALL),
+        create("infogcn2", num_classes=4, features=["joint", "velocity"], attention_window=4,
+               **SMALL),
+    ]  # fmt: skip
+    ensemble = Ensemble.from_models(members, mirror=True).eval()
+    plan = build_plan(ensemble)
+    rings = plan.functional_caches(1)
+    assert len(rings) == 2 * 2 * 4  # members × views × (key, value per layer)
+    state = ensemble.init_state(1)
+    x = torch.randn(6, 1, V, 3)
+    with torch.inference_mode():
+        for t in range(6):
+            expected = ensemble.step(x[t], state)[:2]
+            position = torch.tensor([t])
+            logits, forecast, rings = plan.functional_step(x[t], x[max(t - 1, 0)], position, rings)
+            torch.testing.assert_close(logits, expected[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(forecast, expected[1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected 16 tensors"):
+        plan.functional_step(x[0], x[0], torch.tensor([0]), rings[:4])
+    growing = build_plan(create("infogcn2", num_classes=4, **SMALL).eval())
+    with pytest.raises(ValueError, match="attention_window"):
+        growing.functional_caches(1)
+    euler = create("infogcn2", num_classes=4, ode_solver="euler", attention_window=4, **SMALL)
+    mixed = build_plan(Ensemble.from_models([members[0], euler]).eval())
+    with pytest.raises(ValueError, match=r"members\[1\]: .* InfoGCN2"):
+        mixed.functional_caches(1)

@@ -16,6 +16,7 @@ COMMANDS: tuple[str, ...] = (
     "test",
     "recognize",
     "ensemble",
+    "export",
     "explain",
     "serve",
 )

@@ -5,6 +5,7 @@
     skelgraph recognize SOURCE [--checkpoint penn-action] [--jsonl FILE|-] [--out FILE.mp4]
         [--input-layout NAME] [--pose-model yolo11x-pose.pt] [--device cpu] [--conf C]
         [--imgsz N] [--smoothing A] [--fps F] [--max-frames N] [--every K] [--quiet]
+        [--backend torch|onnxruntime]
 
 ``SOURCE`` is a skeleton clip (``.npz``, see :func:`skelgraph.io.save_npz`), a webcam index (all
 digits, e.g. ``0``), a stream URL (``rtsp://``, ``rtmp://``, ``http(s)://``, ...) or a video
@@ -14,6 +15,8 @@ action so far (and the coming poses, for forecasting models) from the frames see
 A streaming model (InfoGCN++) advances frame by frame; an offline model (e.g. ST-GCN, 2s-AGCN,
 InfoGCN) classifies whole windows, so every frame it is run on the window of the last
 ``window`` frames of its checkpoint, and the table says so.
+``--backend onnxruntime`` runs the model's frame step exported to ONNX (once, then cached) in
+onnxruntime instead of torch (``pip install "skelgraph[onnx]"``).
 
 The checkpoint is a path or the name of a pretrained model shipped with the package (default
 ``penn-action``: a skeleton clip needs no download and no OpenCV). Outputs:
@@ -65,6 +68,8 @@ TOP_K = 5
 EXPECTED_SOURCE = "a video file, a webcam index, a stream URL or a skeleton .npz"
 #: the highest --fps: resampling a clip to more would make millions of frames of one second
 MAX_FPS = 1000.0
+#: :data:`skelgraph.export.BACKENDS`, spelled out: the parser is built without importing torch
+BACKENDS = ("torch", "onnxruntime")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -117,6 +122,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--every", type=int, default=10, metavar="K", help="table row every K frames (default: 10)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="what runs the model: torch or onnxruntime (exported to ONNX once, cached; needs "
+        'pip install "skelgraph[onnx]") (default: torch)',
+    )
     parser.set_defaults(run=run)
 
 
@@ -262,8 +274,11 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
     from skelgraph.utils import resolve_device
 
     device = resolve_device(args.device)
-    # first in the model's own layout, so that the source can be checked against it
-    recognizer = OnlineRecognizer.from_checkpoint(args.checkpoint, device=device)
+    # first in the model's own layout, so that the source can be checked against it (and its
+    # plan made once, for the recogniser below)
+    recognizer = OnlineRecognizer.from_checkpoint(
+        args.checkpoint, device=device, backend=args.backend
+    )
     channels = int(recognizer.meta["in_channels"])
     if source.channels != channels:
         raise ValueError(
@@ -282,6 +297,7 @@ def load_recognizer(args: argparse.Namespace, source: Source) -> OnlineRecognize
         input_layout=source.layout,
         smoothing=args.smoothing,
         device=device,
+        plan=recognizer.plan,
     )
 
 

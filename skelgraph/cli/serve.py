@@ -5,6 +5,7 @@
     skelgraph serve [--checkpoint penn-action-fast | FILE.pt] [--host 127.0.0.1] [--port 8000]
         [--pose-model yolo11n-pose.pt] [--input-layout coco17] [--device cpu]
         [--max-sessions 16] [--max-upload-mb 64] [--max-message-kb 2048] [--allow-origin URL]
+        [--backend torch|onnxruntime]
 
 Open ``http://HOST:PORT/`` for the page, ``/docs`` for the API. The server listens at once and
 loads the model in the background (``/health`` says ``"warming"`` until it is ready); it exits
@@ -19,6 +20,8 @@ import ipaddress
 import sys
 
 INSTALL_HINT = 'pip install "skelgraph[serve]"'
+#: :data:`skelgraph.export.BACKENDS`, spelled out: the parser is built without importing torch
+BACKENDS = ("torch", "onnxruntime")
 #: seconds a thread holds the GIL before another waiting one gets it (Python's default: 0.005)
 SWITCH_INTERVAL = 0.0005
 
@@ -55,6 +58,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="layout of streamed keypoints unless a stream names one (default: coco17)",
     )
     parser.add_argument("--device", default="cpu", help="model device (default: cpu)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="what runs the model: torch (its frame plan) or onnxruntime (its frame step "
+        'exported to ONNX once, cached; needs pip install "skelgraph[onnx]") (default: torch)',
+    )
     parser.add_argument(
         "--smoothing", type=float, default=0.0, help="probability smoothing (default: 0)"
     )
@@ -172,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
             warm_up=args.warm_up,
             threads=args.threads,
             load_on_startup=False,
+            backend=args.backend,
         )
     except (OSError, ValueError) as e:
         print(f"skelgraph serve: error: {e}", file=sys.stderr)

@@ -265,7 +265,9 @@ class Ensemble(SkeletonModel):
         :meth:`Layout.flip_permutation`, the first coordinate negated."""
         return x.index_select(1, self.flip_index) * self.flip_sign.to(x.dtype)
 
-    def _views(self, x: Tensor) -> list[Tensor]:
+    def views(self, x: Tensor) -> list[Tensor]:
+        r"""The inputs every member runs on: joints ``x`` :math:`(B, V, *, C)` and, with
+        :attr:`mirror`, its mirror image (:meth:`flip`)."""
         return [x, self.flip(x)] if self.mirror else [x]
 
     def _fuse(self, logits: Sequence[Tensor]) -> Tensor:
@@ -303,7 +305,7 @@ class Ensemble(SkeletonModel):
             [
                 member.clip_logits(view, mask, reduce)
                 for member in self.members
-                for view in self._views(x)
+                for view in self.views(x)
             ]
         )
 
@@ -327,7 +329,7 @@ class Ensemble(SkeletonModel):
         logits: list[Tensor] = []
         names = self.member_names
         for i, member in enumerate(self.members):
-            for v, view in enumerate(self._views(x)):
+            for v, view in enumerate(self.views(x)):
                 if v == 0 and members is not None:
                     members.append(member.attention(view, mask))
                     out = members[-1].output
@@ -522,7 +524,7 @@ class StreamingEnsemble(Ensemble):
                 f"Ensemble.step: x_t: expected shape [B, {self.layout.num_joints}, "
                 f"{self.in_channels}], got {list(x_t.shape)}"
             )
-        views = self._views(x_t)
+        views = self.views(x_t)
         if len(state) != len(self.members) * len(views):
             raise ValueError(
                 f"Ensemble.step: state: expected {len(self.members) * len(views)} member states "
@@ -557,7 +559,7 @@ class StreamingEnsemble(Ensemble):
         Returns:
             ``(logits, forecast, states)`` as :meth:`step`, for the :math:`B` streams.
         """
-        B, views = len(states), self._views(x_t)
+        B, views = len(states), self.views(x_t)
         per_stream = len(self.members) * len(views)
         if x_t.size(0) != B or any(len(state) != per_stream for state in states):
             raise ValueError(

@@ -279,7 +279,9 @@ class CausalTemporalAttention(nn.Module):
             Tensor: :math:`(1, H, T, T)` without a mask, :math:`(N, H, T, T)` with one (float32).
         """
         device = self.slopes.device
-        cached = self._bias_cache
+        # torch.export traces every length at once: a cached length would fix it
+        exporting = torch.compiler.is_exporting()
+        cached = None if exporting else self._bias_cache
         if cached is not None and cached[0] == num_frames and cached[1] == device:
             bias = cached[2]
         else:
@@ -290,8 +292,8 @@ class CausalTemporalAttention(nn.Module):
                 allowed &= distance < self.window
             bias = alibi_bias(self.slopes, distance)
             bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(0)
-            if not torch.is_inference_mode_enabled():  # inference tensors cannot be reused
-                self._bias_cache = (num_frames, device, bias)
+            if not (exporting or torch.is_inference_mode_enabled()):  # inference tensors
+                self._bias_cache = (num_frames, device, bias)  # cannot be reused
         if mask is None:
             return bias
         eye = torch.eye(num_frames, dtype=torch.bool, device=mask.device)

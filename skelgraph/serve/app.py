@@ -105,6 +105,7 @@ def create_app(
     warm_up: bool = True,
     threads: int | None = None,
     load_on_startup: bool = True,
+    backend: str = "torch",
 ) -> FastAPI:
     r"""The FastAPI app serving one model (see the module description for the endpoints).
 
@@ -152,6 +153,9 @@ def create_app(
             :obj:`False` leaves it to a call of ``app.state.service.start()`` (``skelgraph
             serve`` makes it once the server listens, so that loading does not slow that
             down). (default: :obj:`True`)
+        backend (str, optional): What runs the model: ``"torch"`` (its frame plan) or
+            ``"onnxruntime"`` (its frame step exported to ONNX once, needs ``skelgraph[onnx]``;
+            see :class:`~skelgraph.online.OnlineRecognizer`). (default: :obj:`"torch"`)
 
     Raises:
         FileNotFoundError: When :obj:`checkpoint` is a path (it has a suffix or a folder) that
@@ -208,6 +212,7 @@ def create_app(
             device=device,
             smoothing=smoothing,
             max_frames=max_frames,
+            backend=backend,
         )
         if warm_up:
             seconds = recognition.warm_up(limits.max_sessions)

@@ -2,7 +2,8 @@ r"""What the web service does, without the web framework: the shared model, one 
 stream, uploaded clips and videos to predictions.
 
 The model is loaded once (:func:`load_model`) and its frame plan built once
-(:func:`~skelgraph.streaming.build_plan`); every stream gets its own
+(:func:`~skelgraph.streaming.build_plan`, or with the onnxruntime backend its frame step exported
+to ONNX, :func:`~skelgraph.export.runtime.onnxruntime_backend`); every stream gets its own
 :class:`~skelgraph.online.OnlineRecognizer` sharing them (:meth:`Recognition.stream`), so streams
 never see each other's state and are batched together. Replies are plain JSON-able dicts.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from skelgraph.export.runtime import BACKENDS, onnxruntime_backend
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.models.base import StreamingModel, step_streams
 from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
@@ -61,10 +63,15 @@ class Recognition:
             (default: :obj:`0.0`)
         max_frames (int, optional): Most frames of an uploaded clip or video.
             (default: :obj:`3600`)
+        backend (str, optional): What runs the model: ``"torch"`` or ``"onnxruntime"`` (see
+            :class:`~skelgraph.online.OnlineRecognizer`). (default: :obj:`"torch"`)
 
     Attributes:
-        plan (StreamingModel or None): The model's frame plan, shared by every recogniser
-            (:obj:`None` for a model that does not stream).
+        streaming (bool): Whether the model runs frame by frame with its caches.
+        plan (StreamingModel or OnnxRuntimeClip or None): What runs the model for every
+            recogniser (:class:`~skelgraph.online.OnlineRecognizer`'s ``plan``): its frame plan
+            (or onnxruntime frame step) when it streams; otherwise :obj:`None`, or its
+            onnxruntime clip scores.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class Recognition:
         device: str = "cpu",
         smoothing: float = 0.0,
         max_frames: int = 3600,
+        backend: str = "torch",
     ) -> None:
         self.model = model
         self.meta = dict(meta)
@@ -90,7 +98,14 @@ class Recognition:
         self.classes = [str(c) for c in meta["classes"]]
         self.layout = Layout.from_dict(meta["layout"])
         self.channels = int(meta["in_channels"])
-        self.plan = build_plan(model) if isinstance(model, StreamingModel) else None
+        self.backend = backend
+        self.streaming = isinstance(model, StreamingModel)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if backend == "onnxruntime":
+            self.plan = onnxruntime_backend(model, streaming=self.streaming)
+        else:
+            self.plan = build_plan(model) if self.streaming else None
 
     def recognizer(self, input_layout: str | Layout | None = None) -> OnlineRecognizer:
         """A fresh :class:`~skelgraph.online.OnlineRecognizer` on the shared model and plan."""
@@ -101,6 +116,7 @@ class Recognition:
             smoothing=self.smoothing,
             device=self.device,
             plan=self.plan,
+            backend=self.backend,
         )
 
     def warm_up(self, streams: int) -> float:
@@ -114,7 +130,7 @@ class Recognition:
             float: The seconds it took.
         """
         start = time.perf_counter()
-        if self.plan is not None:
+        if self.streaming:
             frame = torch.zeros(self.layout.num_joints, self.channels, device=self.device)
             with torch.inference_mode():
                 for count in range(1, streams + 1):

@@ -64,7 +64,8 @@ class FramePlan:
     once per number of rows with :func:`torch.jit.trace`, which runs the same operations without
     Python in between; a trace is used when it gives the eager result to 1e-5 on its first frame,
     and the eager form otherwise (or when tracing fails). Without a window the streams run one by
-    one in eager form.
+    one in eager form. :meth:`functional_step` is the same frame as a pure function of tensors
+    (the rings given and returned), for :func:`torch.export.export` and ONNX.
 
     Args:
         model (InfoGCN2): the model, with an rk4 solver (:data:`RK4_SOLVERS`).
@@ -188,6 +189,74 @@ class FramePlan:
             state.previous = frames[b : b + 1]
             state.frames += 1
         return logits, forecast, list(states)
+
+    def functional_caches(self, batch_size: int = 1) -> list[Tensor]:
+        r"""The caches :meth:`functional_step` takes before the first frame of ``batch_size``
+        streams: every encoder layer's key and value ring, zeros of shape :math:`(B, V, H, W,
+        D)` (:math:`H` heads of :math:`D` channels, :math:`W` the attention window), in layer
+        order (key, value, key, value, ...).
+
+        Raises:
+            ValueError: when the model has no attention window (its caches grow).
+        """
+        self._check_window("functional_caches")
+        caches = self.model.init_state(batch_size).caches
+        return [
+            ring.unflatten(0, (batch_size, self.num_joints))
+            for cache in caches
+            for ring in (cache.key, cache.value)
+        ]
+
+    def functional_step(
+        self, x_t: Tensor, previous: Tensor, position: Tensor, caches: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        r"""The frame of :math:`B` streams as a pure function of tensors, the form
+        :func:`torch.export.export` and ONNX take: the traced frame of :meth:`step_streams`
+        (with the same outputs) on rings given and returned as tensors, every stream at its own
+        position. Needs an attention window.
+
+        Args:
+            x_t (Tensor): the streams' new frames :math:`(B, V, C)`, confidence last.
+            previous (Tensor): the frames before them :math:`(B, V, C)` (a stream's first frame
+                itself at its start, so that its velocities are zero).
+            position (Tensor): the frames each stream had before ``x_t``, :math:`(B,)` (long).
+            caches (sequence of Tensor): the rings, as :meth:`functional_caches` makes them.
+
+        Returns:
+            (Tensor, Tensor, list[Tensor]): logits :math:`(B, K)`, forecasts
+            :math:`(B, N, V, C - 1)` and the rings with the new frame's keys and values (new
+            tensors: ``caches`` is left unchanged).
+        """
+        self._check_window("functional_step")
+        if len(caches) != 2 * len(self.encoder):
+            raise ValueError(
+                f"FramePlan.functional_step: caches: expected a key and a value per encoder "
+                f"layer ({2 * len(self.encoder)} tensors), got {len(caches)}"
+            )
+        W, V = self.window, self.num_joints
+        features = x_t if self.joint_features else self.features.step(x_t, previous)
+        slot = position.remainder(W)
+        slots = slot.view(-1, 1).expand(-1, V).reshape(-1, 1, 1, 1)  # every node's
+        # a stream at position t < W has written slots 0 … t only: the others take no attention
+        unwritten = torch.arange(W, device=position.device) > position.view(-1, 1, 1, 1)
+        tensors: list[Tensor] = []
+        rings: list[Tensor] = []
+        for layer, biases in enumerate(self.ring_biases):
+            # copies, which the frame writes in place
+            key, value = (ring.flatten(0, 1).clone() for ring in caches[2 * layer : 2 * layer + 2])
+            bias = biases.index_select(0, slot).masked_fill(unwritten, float("-inf"))
+            tensors += (key, value, bias.view(-1, 1, W))
+            rings += (key, value)
+        logits, forecast = self._frame(features, slots, *tensors)
+        return logits, forecast, [ring.unflatten(0, (-1, V)) for ring in rings]
+
+    def _check_window(self, name: str) -> None:
+        """Raises :class:`ValueError` unless the rings have one window (fixed-size caches)."""
+        if self.ring_biases is None:
+            raise ValueError(
+                f"FramePlan.{name}: expected a model with an attention_window (fixed-size "
+                f"rings), got {type(self.model).__name__} without one (its caches grow)"
+            )
 
     def _check(self, name: str, x_t: Tensor, states: Sequence[InfoGCN2State]) -> None:
         """Raises :class:`ValueError` unless ``x_t`` holds one frame per one-stream state."""

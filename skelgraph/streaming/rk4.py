@@ -78,7 +78,10 @@ class RK4Frame:
         batch = (-1,) if z0.dim() == 3 else ()
         for n, stages in enumerate(self.stages):
             k = torch.empty_like(z.expand(4, -1))
-            rows = k.view((4, *batch, *self.node_shape)).unbind(0)  # the derivatives' rows of k
+            # the derivatives' rows of k (selected, not unbound: torch.export fixes the batch
+            # size of writes into the views of an unbind)
+            stacked = k.view((4, *batch, *self.node_shape))
+            rows = tuple(stacked[i] for i in range(4))
             derivative = partial(self._derivative, rows)
             z = rk4_step(derivative, stages, z, partial(self._combine, k, states[n : n + 1]))
         return states.view((self.steps, *batch, *self.node_shape))
