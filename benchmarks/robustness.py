@@ -52,7 +52,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from skelgraph.models.base import ModelOutput
-from skelgraph.models.checkpoint import load_checkpoint
+from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
 from skelgraph.train.checkpoint_data import check_compatible, evaluation_config
 from skelgraph.train.data import open_dataset
 from skelgraph.train.distributed import DistContext
@@ -112,17 +112,25 @@ class Perturbed(nn.Module):
 
 
 def parse_checkpoints(items: Sequence[str]) -> dict[str, Path]:
-    """``NAME=PATH`` (or a bare path, named by its file) → ``{name: path}``."""
+    """``NAME=PATH`` (or a bare path, named by its file; PATH may name a packaged checkpoint,
+    e.g. ``penn-action-fast``) → ``{name: checkpoint file}``."""
     checkpoints: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = Path(item).stem, item
-        if not name or not Path(path).is_file():
-            raise ValueError(f"--checkpoints {item!r}: expected NAME=PATH of a checkpoint file")
+        try:
+            resolved = resolve_checkpoint(path)
+        except FileNotFoundError:
+            resolved = None
+        if not name or resolved is None:
+            raise ValueError(
+                f"--checkpoints {item!r}: expected NAME=PATH of a checkpoint file or of a "
+                f"packaged checkpoint"
+            )
         if name in checkpoints:
             raise ValueError(f"--checkpoints {item!r}: the name {name!r} is given twice")
-        checkpoints[name] = Path(path)
+        checkpoints[name] = resolved
     return checkpoints
 
 

@@ -366,3 +366,13 @@ def test_mirror_matches_the_layout_permutation():
     perm = torch.as_tensor(np.asarray(layout.flip_permutation()))
     torch.testing.assert_close(ensemble.flip(x), flip_by_hand(x))
     torch.testing.assert_close(ensemble.flip(x)[:, :, :, 1:], x[:, perm][:, :, :, 1:])
+
+
+def test_skelgraph_test_takes_packaged_checkpoints_by_name(tmp_path, capsys):
+    data, _ = example_folder(tmp_path)
+    out = tmp_path / "eval"
+    argv = ["test", "--checkpoint", "penn-action-fast", "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--no-early", "--device", "cpu", "--precision", "fp32", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_samples"] == K
+    assert main(["test", "--checkpoint", "penn-action-nope", "--data", str(data)]) == 1
+    assert "available" in capsys.readouterr().err

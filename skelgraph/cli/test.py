@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         type=Path,
         nargs="+",
-        help="a .pt checkpoint, or several whose clip-level class probabilities are averaged",
+        metavar="PATH|NAME",
+        help="a .pt checkpoint or the name of a packaged one (e.g. penn-action), or several "
+        "whose clip-level class probabilities are averaged",
     )
     parser.add_argument("--data", required=True, type=Path, help="skeleton folder or Penn Action")
     parser.add_argument(
@@ -96,7 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Loads the checkpoints, checks the data against each, evaluates (fusing several checkpoints'
     scores) and prints the metric table."""
-    from skelgraph.models.checkpoint import load_checkpoint
+    from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
     from skelgraph.models.ensemble import mirrored
     from skelgraph.train.checkpoint_data import check_compatible, evaluation_config
     from skelgraph.train.data import open_dataset
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         classes = None
         for path in args.checkpoint:
-            model, meta = load_checkpoint(path, map_location=ctx.device)
+            model, meta = load_checkpoint(resolve_checkpoint(path), map_location=ctx.device)
             if classes is not None and meta["classes"] != classes:
                 raise ValueError(
                     f"checkpoint {path}: meta field 'classes': expected {classes} (as in "
