@@ -72,6 +72,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import math
 import multiprocessing
 import os
@@ -200,9 +201,13 @@ def member_weights(members: Sequence[Member]) -> list[float] | None:
     return None if all(w == 1.0 for w in weights) else weights
 
 
-def slug(text: str) -> str:
-    """A file-name safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "entry"
+def slug(text: str, limit: int = 120) -> str:
+    """A file-name safe version of ``text``; beyond ``limit`` characters its start and a hash of
+    the whole (file names may not exceed 255 bytes, and a six-stream entry's would)."""
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "entry"
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 13]}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
 # ------------------------------------------------------------------------------------------------
