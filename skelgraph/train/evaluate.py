@@ -131,23 +131,21 @@ def predict(
         for batch in bar:
             batch = batch.to(ctx.device)
             x, mask = to_dense(batch)
-            if not (with_loss or forecast):
-                with autocast(ctx.device, dtype):
-                    video = model.clip_logits(x, mask, reduce)
-                logits.append(video.float().cpu())
-                labels.append(batch.y.cpu())
-                clip_ids.append(batch.clip_id.cpu())
-                continue
+            out, losses = None, {}
             with autocast(ctx.device, dtype):
-                out = model(x, mask)
-                losses = model.loss(out, x, batch.y, mask) if with_loss else {}
-            logits.append(out.video_logits(reduce, mask).float().cpu())
+                if with_loss or forecast:
+                    out = model(x, mask)
+                    losses = model.loss(out, x, batch.y, mask) if with_loss else {}
+                    video = out.video_logits(reduce, mask)
+                else:  # the clip scores alone: only the steps ``reduce`` reads
+                    video = model.clip_logits(x, mask, reduce)
+            logits.append(video.float().cpu())
             labels.append(batch.y.cpu())
             clip_ids.append(batch.clip_id.cpu())
             for name, value in losses.items():
                 total = value.detach().double() * batch.num_graphs
                 loss_sums[name] = loss_sums.get(name, 0.0) + total
-            if out.forecast is not None:
+            if out is not None and out.forecast is not None:
                 sums = forecast_errors(out.forecast.float(), x.float(), mask)
                 forecast_sums = (
                     sums
