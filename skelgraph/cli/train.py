@@ -31,9 +31,10 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skelgraph.train.config import TrainConfig, available_configs, config_help, load_config
+from skelgraph.train.config import TrainConfig, available_configs, config_help
 
 if TYPE_CHECKING:
+    from skelgraph.train.recipe import Recipe
     from skelgraph.train.streams import Stream
 
 
@@ -57,7 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", required=True, help="YAML file or the name of a packaged config"
+        "--config",
+        required=True,
+        help="YAML file, the name of a packaged config, or auto: a recipe derived from the "
+        "training data (skelgraph.train.recipe; printed and saved as WORK_DIR/recipe.yaml with "
+        "the reason of every value)",
     )
     parser.add_argument("--data", required=True, type=Path, help="data root")
     parser.add_argument("--work-dir", required=True, type=Path, help="output folder")
@@ -104,7 +109,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--streams",
         metavar="STREAM[,STREAM...]",
         help="train one model per input stream into WORK_DIR/<stream> and fuse them into "
-        "WORK_DIR/ensemble.pt: a recipe (infogcn: InfoGCN's six streams) or "
+        "WORK_DIR/ensemble.pt: auto (the streams of --config auto), a named set (infogcn: "
+        "InfoGCN's six streams) or "
         "FEATURE[+FEATURE...][:WEIGHT] each, comma-separated, e.g. joint:1.5,velocity (each "
         "sets model.args.features)",
     )
@@ -134,18 +140,28 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Loads the config, trains, evaluates ``best.pt`` and prints the metric table."""
     from skelgraph.train.distributed import cleanup, init_distributed
+    from skelgraph.train.recipe import load_training_config, save_recipe
     from skelgraph.train.run import train, train_streams
 
-    try:
-        config = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
-        streams = None if args.streams is None else _streams(args.streams.split(","), config)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"skelgraph train: error: {e}", file=sys.stderr)
-        return 1
     if not args.data.is_dir():
         print(f"skelgraph train: error: --data {args.data}: no such directory", file=sys.stderr)
         return 1
+    try:
+        config, recipe = load_training_config(
+            args.config,
+            [*args.overrides, *_flag_overrides(args)],
+            args.data,
+            cache_dir=args.cache_dir,
+        )
+        streams = None if args.streams is None else _streams(args.streams, config, recipe)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"skelgraph train: error: {e}", file=sys.stderr)
+        return 1
     ctx = init_distributed(config.device)
+    if recipe is not None and ctx.is_main:
+        print(recipe.describe(config))
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, config, args.work_dir / "recipe.yaml")
     options = {"resume": args.resume, "cache_dir": args.cache_dir, "progress": not args.quiet}
     try:
         if streams is None:
@@ -157,13 +173,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _streams(specs: list[str], config: TrainConfig) -> list[Stream]:
-    """The streams of ``--streams``, checked against the configured model before anything is
-    trained: it must take input ``features``."""
+def _streams(spec: str, config: TrainConfig, recipe: Recipe | None) -> list[Stream]:
+    """The streams of ``--streams`` (``auto``: the recipe's), checked against the configured
+    model before anything is trained: it must take input ``features``."""
     from skelgraph.models.registry import model_class
     from skelgraph.train.streams import parse_streams
 
-    streams = parse_streams(specs)
+    if spec == "auto":
+        if recipe is None:
+            raise ValueError("--streams auto: needs the recipe of --config auto (or recipe: auto)")
+        streams = list(recipe.streams)
+    else:
+        streams = parse_streams(spec.split(","))
     if "features" not in inspect.signature(model_class(config.model.name)).parameters:
         raise ValueError(
             f"--streams: model {config.model.name!r} takes no input features "

@@ -405,6 +405,19 @@ class SkeletonDataset(Dataset):
         return self._clip_label.numpy().copy()
 
     @property
+    def clip_lengths(self) -> np.ndarray:
+        """``(num_clips,)`` int64: the frames of every whole clip."""
+        return self._whole_length.numpy().copy()
+
+    def clip_frames(self, clip: int) -> Tensor:
+        """The preprocessed frames ``[T, V, C]`` of whole clip ``clip`` (a view of the loaded
+        data: no crop, resampling or augmentation)."""
+        if not 0 <= clip < self.num_clips:
+            raise IndexError(f"clip: expected an index in [0, {self.num_clips}), got {clip}")
+        offset = int(self._clip_offset[clip])
+        return self._frames[offset : offset + int(self._whole_length[clip])]
+
+    @property
     def clip_names(self) -> list[str]:
         """The source file of every clip, relative to ``root``."""
         return list(self._clip_names)

@@ -47,6 +47,7 @@ __all__ = [
     "config_help",
     "config_to_dict",
     "load_config",
+    "read_config_file",
     "save_config",
 ]
 
@@ -240,6 +241,13 @@ class TrainConfig:
         default="mean",
         metadata=_doc("Video-level prediction from per-step logits: 'last' or 'mean'."),
     )
+    recipe: str | None = field(
+        default=None,
+        metadata=_doc(
+            "'auto': derive the values this configuration leaves out from the training data "
+            "(skelgraph.train.recipe; --config auto is a configuration of only this key)."
+        ),
+    )
     monitor: str = field(
         default="top1",
         metadata=_doc("Validation metric that selects best.pt (higher is better), e.g. 'top1'."),
@@ -273,6 +281,8 @@ class TrainConfig:
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _check_choice("reduce", self.reduce, ("last", "mean"))
         _check_choice("data.sampling", data.sampling, ("clip", "window"))
+        if self.recipe is not None:
+            _check_choice("recipe", self.recipe, ("auto",))
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_positive("data.window", data.window)
@@ -492,22 +502,37 @@ def _resolve_config_path(path_or_name: str | os.PathLike[str]) -> Any:
     )
 
 
-def load_config(path_or_name: str | os.PathLike[str], overrides: Sequence[str] = ()) -> TrainConfig:
-    """Loads a YAML configuration file (or a packaged one by name) and applies ``overrides``.
+def read_config_file(path_or_name: str | os.PathLike[str]) -> dict[str, Any]:
+    """The nested values of a YAML configuration file (or a packaged one by name), their keys and
+    types checked (:func:`config_from_dict`) but missing keys left out.
 
-    Args:
-        path_or_name: A YAML file, or the name of a packaged config such as ``"infogcn2_blog"``.
-        overrides: Dotted ``key=value`` strings, see :func:`apply_overrides`.
+    Raises:
+        FileNotFoundError: When there is no such file and no packaged config of that name.
+        ValueError: Naming the file and the key that is unknown or of the wrong type.
     """
     source = _resolve_config_path(path_or_name)
     values = yaml.safe_load(source.read_text()) or {}
     if not isinstance(values, Mapping):
         raise ValueError(f"config {source}: expected a mapping at the top level, got {values!r}")
     try:
-        config = config_from_dict(values)
+        config_from_dict(values)
     except ValueError as e:
         raise ValueError(f"config {source}: {e}") from None
-    return apply_overrides(config, overrides)
+    return dict(values)
+
+
+def load_config(path_or_name: str | os.PathLike[str], overrides: Sequence[str] = ()) -> TrainConfig:
+    """Loads a YAML configuration file (or a packaged one by name) and applies ``overrides``.
+
+    A file with ``recipe: auto`` loads as it is written here;
+    :func:`skelgraph.train.recipe.load_training_config` merges the recipe derived from the data
+    under it.
+
+    Args:
+        path_or_name: A YAML file, or the name of a packaged config such as ``"infogcn2_blog"``.
+        overrides: Dotted ``key=value`` strings, see :func:`apply_overrides`.
+    """
+    return apply_overrides(config_from_dict(read_config_file(path_or_name)), overrides)
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:

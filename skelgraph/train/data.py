@@ -40,6 +40,7 @@ __all__ = [
     "split_data",
     "subset_by_clips",
     "train_transform",
+    "training_pool",
 ]
 
 
@@ -168,6 +169,12 @@ def _split_size(root: PathLike, data: DataConfig, split: str, **kwargs: Any) -> 
     return open_dataset(root, data, split=split, **kwargs).num_clips
 
 
+def training_pool(root: PathLike, data: DataConfig, **kwargs: Any) -> str | None:
+    """The split of the training pool: ``"train"``, or :obj:`None` (every clip) when no clip is
+    marked ``train``. ``kwargs`` go to :func:`open_dataset`."""
+    return "train" if _split_size(root, data, "train", **kwargs) > 0 else None
+
+
 def split_data(
     root: PathLike,
     config: TrainConfig,
@@ -184,8 +191,8 @@ def split_data(
     """
     data = config.data
     kwargs = {"cache_dir": cache_dir, "progress": progress}
-    has_train = _split_size(root, data, "train", **kwargs) > 0
-    pool_split = "train" if has_train else None
+    pool_split = training_pool(root, data, **kwargs)
+    has_train = pool_split is not None
     base = open_dataset(root, data, split=pool_split, **kwargs)
     pool = open_dataset(root, data, split=pool_split, train=True, **kwargs)
     test_split = "test" if has_train and _split_size(root, data, "test", **kwargs) else None
