@@ -276,6 +276,15 @@ def test_split_data_without_groups_stays_stratified(tmp_path: Path) -> None:
     assert len(splits.val_clips) == 3  # one of the 4 training clips of each class
 
 
+def test_split_data_with_one_group_says_what_to_do(tmp_path: Path) -> None:
+    data = synthetic_folder(tmp_path / "data", "coco17", 17, per_class=3, groups=1)
+    config = load_config("infogcn2_small", WINDOW)
+    with pytest.raises(ValueError, match=r"name 1 group; set data\.val_fraction=0 or drop"):
+        split_data(data, config, tmp_path / "cache")
+    config = load_config("infogcn2_small", [*WINDOW, "data.val_fraction=0"])
+    assert split_data(data, config, tmp_path / "cache").val is None
+
+
 def test_fold_keys_are_checked() -> None:
     with pytest.raises(ValueError, match=r"data\.folds: expected at least 2 folds"):
         load_config("infogcn2_small", ["data.folds=1"])
