@@ -340,7 +340,7 @@ SAMPLE_KEYS = (
     "data.preprocess",
 )
 #: Settings every member of an entry must share: the same held-out validation clips.
-SPLIT_KEYS = ("seed", "data.val_fraction")
+SPLIT_KEYS = ("seed", "data.val_fraction", "data.folds", "data.fold")
 
 
 def _lookup(config: TrainConfig, key: str) -> Any:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 PENN_ACTION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "penn_action"
+MSR_ACTION3D_ROOT = PENN_ACTION_ROOT.parent / "dev" / "msr_action3d"
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +17,15 @@ def penn_action_root() -> Path:
     if not (PENN_ACTION_ROOT / "labels").is_dir():
         pytest.skip(f"Penn Action annotations not found at {PENN_ACTION_ROOT} (needs ../shared)")
     return PENN_ACTION_ROOT
+
+
+@pytest.fixture(scope="session")
+def msr_action3d_root() -> Path:
+    """The MSR Action3D dev skeleton folder beside the checkout (``../shared``; ``labels.csv``
+    with a ``group`` column, the subject); skips when absent."""
+    if not (MSR_ACTION3D_ROOT / "labels.csv").is_file():
+        pytest.skip(f"MSR Action3D dev folder not found at {MSR_ACTION3D_ROOT} (needs ../shared)")
+    return MSR_ACTION3D_ROOT
 
 
 @pytest.fixture(scope="session")

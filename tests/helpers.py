@@ -78,10 +78,16 @@ CLASSES = ("wave", "jump", "spin")
 
 
 def synthetic_folder(
-    root: Path, layout: str, joints: int, seed: int = 0, per_class: int = 6
+    root: Path,
+    layout: str,
+    joints: int,
+    seed: int = 0,
+    per_class: int = 6,
+    groups: int | None = None,
 ) -> Path:
     """Three classes of ``per_class`` clips (the last third test, the others train), each a
-    class-specific joint motion plus noise."""
+    class-specific joint motion plus noise; with ``groups``, clip ``i`` of every class belongs to
+    group ``f"subject{i % groups}"`` (the ``group`` column of ``labels.csv``)."""
     rng = np.random.default_rng(seed)
     items = []
     for k, name in enumerate(CLASSES):
@@ -93,6 +99,8 @@ def synthetic_folder(
             xy = base + motion + rng.normal(size=(frames, joints, 2)) * 0.02
             kp = np.concatenate([xy, np.ones((frames, joints, 1))], -1).astype(np.float32)
             clip = SkeletonClip(kp, layout, source=f"{name}_{i}")
-            items.append((clip, name, "train" if i < per_class - per_class // 3 else "test"))
+            split = "train" if i < per_class - per_class // 3 else "test"
+            group = () if groups is None else (f"subject{i % groups}",)
+            items.append((clip, name, split, *group))
     write_skeleton_folder(root, items, progress=False)
     return root

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import CLASSES, synthetic_folder
@@ -193,3 +194,35 @@ def test_progress_off_a_terminal_is_plain_lines(trained, tmp_path, capsys):
     err = capsys.readouterr().err  # not a terminal under pytest
     assert "\r" not in err
     assert "SkeletonFolder: preprocessing 18 clips: 18/18 clip (100%)" in err
+
+
+def test_cross_validation_trains_every_fold_and_summarises(tmp_path, capsys):
+    """``--cv 2`` on clips of two subjects: one subject per fold, ``fold<i>`` work dirs with the
+    held-out fold's report (never the test split), ``cv.json`` with mean and std; ``--resume``
+    continues every fold."""
+    data = synthetic_folder(tmp_path / "data", "coco17", 17, per_class=6, groups=2)
+    work = tmp_path / "work"
+    args = ["--config", "infogcn2_small", "--data", str(data), "--work-dir", str(work)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--cv", "2", "--no-early", "--quiet"]
+    assert main(["train", *args, "--max-steps", "1", *OVERRIDES]) == 0
+    out = capsys.readouterr().out
+    assert "2-fold cross-validation (grouped)" in out and "mean ± std" in out
+    cv = json.loads((work / "cv.json").read_text())
+    assert cv["k"] == 2 and cv["grouped"] is True and cv["streams"] is None
+    assert [f["work_dir"] for f in cv["folds"]] == ["fold0", "fold1"]
+    assert sorted(g for f in cv["folds"] for g in f["val_groups"]) == ["subject0", "subject1"]
+    counts = [f["metrics"]["num_samples"] for f in cv["folds"]]
+    assert sum(counts) == 12  # the 12 training clips, each validated once; the test split unused
+    top1 = [f["metrics"]["top1"] for f in cv["folds"]]
+    assert cv["mean"]["top1"] == pytest.approx(np.mean(top1))
+    assert cv["std"]["top1"] == pytest.approx(np.std(top1, ddof=1))
+    for i in range(2):
+        fold = work / f"fold{i}"
+        assert (fold / "best.pt").is_file() and (fold / "val/metrics.json").is_file()
+        assert not (fold / "test").exists()
+        assert "folds: 2" in (fold / "config.yaml").read_text()
+        assert f"fold: {i}" in (fold / "config.yaml").read_text()
+    assert main(["train", *args, "--max-steps", "2", "--resume", *OVERRIDES]) == 0
+    for i in range(2):
+        log = (work / f"fold{i}/log.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in log] == [1, 2]  # continued, not restarted

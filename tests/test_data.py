@@ -324,6 +324,7 @@ def test_penn_action_dataset(tmp_path: Path) -> None:
     assert train.split == "train" and len(train) == 2 and train.classes == ["bowl", "squat"]
     assert train.clip_names == ["labels/0001.mat", "labels/0004.mat"]
     np.testing.assert_array_equal(train.clip_labels, [1, 0])
+    assert train.clip_groups is None  # Penn Action names no groups
     test = PennAction(root, "test", window=16)
     assert len(test) == 2 and test[0].x.shape == (13, 16, 3)
     assert len(PennAction(root, "all")) == 4

@@ -22,7 +22,8 @@ Output in ``DST``:
   the same label and split (so variants of one video never straddle splits) and the random
   parameters in ``meta["augment"]`` (seeded by ``--seed``, the path and the augmentation).
 * ``labels.csv`` (``path,label,split``, sorted by path): every clip of this input that exists,
-  plus the rows of an earlier ``labels.csv`` whose clips still exist.
+  plus the rows of an earlier ``labels.csv`` whose clips still exist (with the ``group`` column
+  when an earlier row has a group: the groups are kept).
 * ``failures.csv`` (``path,reason``): videos that could not be read or processed; the run goes on
   without them and a re-run retries them.
 
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from skelgraph.data.folder import LABELS_FILE, SPLITS, read_labels_csv
+from skelgraph.data.folder import COLUMNS, GROUP_COLUMN, LABELS_FILE, SPLITS, read_labels_csv
 from skelgraph.utils import progress_bar
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     write_csv(dst / STATE_DIR / f"failures-{tag}.csv", ("path", "reason"), failures, tag)
     rows = publish(
         dst / LABELS_FILE,
-        ("path", "label", "split"),
+        lambda rows: (*COLUMNS, GROUP_COLUMN)[: max(map(len, rows), default=len(COLUMNS))],
         lambda: label_rows(dst, outputs),
         tag,
         write_empty=False,
@@ -358,15 +359,21 @@ def remove_stale_temps(dst: Path, outputs: Iterable[Output]) -> int:
 
 def label_rows(dst: Path, outputs: Iterable[Output]) -> list[Row]:
     """``labels.csv`` rows: the existing clips of :obj:`outputs`, plus earlier rows whose clip
-    file still exists; sorted by path."""
+    file still exists; sorted by path. Rows are ``(path, label, split)``, with the group as a
+    fourth value on every row when an earlier row has one (a new clip keeps the group of its
+    earlier row)."""
     rows: dict[str, tuple[str, str]] = {}
+    groups: dict[str, str] = {}
     if (dst / LABELS_FILE).is_file():
-        rows.update(
-            (e.path, (e.label, e.split)) for e in read_labels_csv(dst) if (dst / e.path).is_file()
-        )
+        for e in read_labels_csv(dst):
+            if (dst / e.path).is_file():
+                rows[e.path] = (e.label, e.split)
+                groups[e.path] = e.group
     for out in outputs:
         if (dst / out.path).is_file():
             rows[out.path] = (str(out.video.label), out.video.split)
+    if any(groups.values()):
+        return [(path, *rows[path], groups.get(path, "")) for path in sorted(rows)]
     return [(path, *rows[path]) for path in sorted(rows)]
 
 
@@ -383,7 +390,7 @@ def failure_rows(dst: Path, done: set[str]) -> list[Row]:
 
 def publish(
     path: Path,
-    header: Row,
+    header: Row | Callable[[list[Row]], Row],
     rows: Callable[[], list[Row]],
     tag: str,
     *,
@@ -391,11 +398,12 @@ def publish(
 ) -> list[Row]:
     """Writes ``rows()`` to the CSV :obj:`path` (see :func:`write_csv`) until a fresh ``rows()``
     agrees with what was written, so that concurrent shards end with a complete file: the last
-    writer re-reads after every other shard's last change. Returns the rows."""
+    writer re-reads after every other shard's last change. ``header`` is the header row, or a
+    function of the rows that gives it. Returns the rows."""
     current = rows()
     while True:
         if current or write_empty:
-            write_csv(path, header, current, tag)
+            write_csv(path, header(current) if callable(header) else header, current, tag)
         again = rows()
         if again == current:
             return current

@@ -187,6 +187,13 @@ class SkeletonDataset(Dataset):
         """The files whose names and contents key the cache."""
         return self._sources()
 
+    def _groups(self) -> list[str] | None:
+        """The group of every clip of :meth:`_sources` (``""`` for none; see
+        :attr:`clip_groups`), or :obj:`None` when the source names no groups. Read with the
+        source's index, never cached: the files that name them must be among :meth:`_key_files`
+        so that the cached clips follow the same list."""
+        return None
+
     def _default_classes(self, cache: dict[str, Any]) -> list[str]:
         """The class names when ``classes`` is not given: the sorted unique labels of all clips."""
         return sorted(set(cache["labels"]))
@@ -302,6 +309,10 @@ class SkeletonDataset(Dataset):
         self._whole_length = lengths[keep]
         self._clip_label = torch.tensor([index[cache["labels"][i]] for i in keep], dtype=torch.long)
         self._clip_names: list[str] = [cache["names"][i] for i in keep]
+        groups = self._groups()
+        kept = None if groups is None else np.array([groups[i] for i in keep], dtype=str)
+        # no group in the selected clips: the same as a source without groups
+        self._clip_group = kept if kept is not None and (kept != "").any() else None
         self._index_samples()
 
     def _index_samples(self) -> None:
@@ -416,6 +427,15 @@ class SkeletonDataset(Dataset):
             raise IndexError(f"clip: expected an index in [0, {self.num_clips}), got {clip}")
         offset = int(self._clip_offset[clip])
         return self._frames[offset : offset + int(self._whole_length[clip])]
+
+    @property
+    def clip_groups(self) -> np.ndarray | None:
+        """``(num_clips,)`` str: the group of every clip (the ``group`` column of a skeleton
+        folder's ``labels.csv``: subject, performer, camera or video; ``""`` for a clip without
+        one), or :obj:`None` when no clip of the selected split has a group. Splits hold out
+        whole groups (:func:`~skelgraph.data.grouped_split`, :func:`~skelgraph.data.kfold_splits`).
+        """
+        return None if self._clip_group is None else self._clip_group.copy()
 
     @property
     def clip_names(self) -> list[str]:

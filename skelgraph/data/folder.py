@@ -2,10 +2,15 @@
 
 Layout of the folder::
 
-    DIR/labels.csv      header ``path,label,split``; one row per clip:
+    DIR/labels.csv      header ``path,label,split`` or ``path,label,split,group``; one row
+                        per clip:
                         ``path``  the clip file relative to DIR, e.g. ``clips/0001.npz``
                         ``label`` the class name
                         ``split`` ``train``, ``val``, ``test`` or empty
+                        ``group`` optional: any string naming what clips share besides their
+                                  class (the subject, performer, camera or video), empty for
+                                  none; validation splits and cross-validation folds keep a
+                                  group whole on one side (:func:`skelgraph.data.grouped_split`)
     DIR/classes.txt     optional: class names in label-index order, one a line
                         (default: the sorted unique labels)
     DIR/clips/*.npz     the clips (:func:`skelgraph.io.save_npz`)
@@ -42,34 +47,41 @@ __all__ = [
 LABELS_FILE = "labels.csv"
 CLASSES_FILE = "classes.txt"
 COLUMNS = ("path", "label", "split")
+#: the optional column of ``labels.csv``: the group of a clip
+GROUP_COLUMN = "group"
 SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass(frozen=True)
 class FolderEntry:
-    """One row of ``labels.csv``: clip path (relative), class name, split (``""`` for none) and
-    the row's line number in the file (the header is line 1)."""
+    """One row of ``labels.csv``: clip path (relative), class name, split (``""`` for none),
+    the row's line number in the file (the header is line 1) and the clip's group (``""`` for
+    none, and for every clip of a file without a ``group`` column)."""
 
     path: str
     label: str
     split: str
     line: int
+    group: str = ""
 
 
 def read_labels_csv(root: str | os.PathLike[str]) -> list[FolderEntry]:
     """Reads and checks ``root/labels.csv``.
 
+    Columns besides ``path``, ``label``, ``split`` and the optional ``group`` are ignored.
+
     Raises:
         FileNotFoundError: When the file is missing.
-        ValueError: On a missing column, an empty file, an empty path or label, a path that
-            leads out of the folder (absolute or through ``..``), an unknown split value or a
-            path listed twice; the message names the file and line.
+        ValueError: On a missing or repeated column, an empty file, a row with more fields than
+            the header names (e.g. a group value without a ``group`` column), an empty path or
+            label, a path that leads out of the folder (absolute or through ``..``), an unknown
+            split value or a path listed twice; the message names the file and line.
     """
     csv_path = Path(root) / LABELS_FILE
     if not csv_path.is_file():
         raise FileNotFoundError(
             f"{csv_path}: not found; a skeleton folder needs a {LABELS_FILE} with columns "
-            f"{','.join(COLUMNS)} (see `skelgraph convert`)"
+            f"{','.join(COLUMNS)} and optionally {GROUP_COLUMN} (see `skelgraph convert`)"
         )
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
@@ -77,15 +89,29 @@ def read_labels_csv(root: str | os.PathLike[str]) -> list[FolderEntry]:
         missing = [c for c in COLUMNS if c not in header]
         if missing:
             raise ValueError(
-                f"{csv_path}: header: expected columns {','.join(COLUMNS)}, got "
+                f"{csv_path}: header: expected columns {','.join(COLUMNS)}[,{GROUP_COLUMN}], got "
                 f"{','.join(header) or 'an empty file'} (missing {', '.join(missing)})"
+            )
+        repeated = sorted({name for name in header if name and header.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"{csv_path}: header: expected every column once, got {','.join(header)} "
+                f"({', '.join(repeated)} repeated)"
             )
         reader.fieldnames = header
         entries: list[FolderEntry] = []
         seen: dict[str, int] = {}
         for row in reader:
             where = f"{csv_path} line {reader.line_num}"
-            path, label, split = ((row.get(c) or "").strip() for c in COLUMNS)
+            if None in row:  # DictReader files the fields beyond the header under None
+                raise ValueError(
+                    f"{where}: expected at most {len(header)} fields like the header "
+                    f"({','.join(header)}), got {len(header) + len(row[None])}; a group column "
+                    f"needs its name in the header: {','.join(COLUMNS)},{GROUP_COLUMN}"
+                )
+            path, label, split, group = (
+                (row.get(c) or "").strip() for c in (*COLUMNS, GROUP_COLUMN)
+            )
             if not path or not label:
                 raise ValueError(f"{where}: expected a path and a label, got {row}")
             relative = PurePosixPath(path.replace("\\", "/"))
@@ -101,7 +127,7 @@ def read_labels_csv(root: str | os.PathLike[str]) -> list[FolderEntry]:
             if path in seen:
                 raise ValueError(f"{where}: path {path!r} already listed on line {seen[path]}")
             seen[path] = reader.line_num
-            entries.append(FolderEntry(path, label, split, reader.line_num))
+            entries.append(FolderEntry(path, label, split, reader.line_num, group))
     if not entries:
         raise ValueError(f"{csv_path}: expected at least one clip row, found none")
     return entries
@@ -132,6 +158,7 @@ class SkeletonFolder(SkeletonDataset):
 
     The clips must share one layout, or be mapped to the ``layout`` argument. ``classes`` default
     to ``classes.txt`` when present, else the sorted unique labels of all rows (every split).
+    The ``group`` column, when present, gives :attr:`clip_groups`.
 
     Args:
         root (str or os.PathLike): The folder.
@@ -167,6 +194,10 @@ class SkeletonFolder(SkeletonDataset):
     def _key_files(self) -> list[Path]:
         return [self.root / LABELS_FILE, *self._paths]
 
+    def _groups(self) -> list[str] | None:
+        groups = [e.group for e in self._entries]
+        return groups if any(groups) else None
+
     def _read(self, index: int) -> tuple[SkeletonClip, str, str]:
         entry = self._entries[index]
         try:
@@ -182,7 +213,7 @@ class SkeletonFolder(SkeletonDataset):
 
 def write_skeleton_folder(
     dst: str | os.PathLike[str],
-    items: Iterable[tuple[SkeletonClip, str, str]],
+    items: Iterable[tuple[SkeletonClip, str, str] | tuple[SkeletonClip, str, str, str]],
     *,
     classes: Sequence[str] | None = None,
     total: int | None = None,
@@ -195,14 +226,15 @@ def write_skeleton_folder(
     failure leaves ``dst`` as it was and a re-run over an existing folder leaves no stale clip.
     The temporary folders of runs that were killed are removed first. Clip files are named after
     the clip's ``source`` (made file-name safe and unique), and the clip's label is set to its
-    class name.
+    class name. ``labels.csv`` gets a ``group`` column when an item has a group.
 
     Args:
         dst (str or os.PathLike): The folder; if it exists it must be empty or a previous
             skeleton folder (``labels.csv``, ``classes.txt`` and ``.npz`` files under ``clips/``
             only), unless :obj:`overwrite`.
-        items (Iterable[tuple[SkeletonClip, str, str]]): ``(clip, class name, split)`` with split
-            ``"train"``, ``"val"``, ``"test"`` or ``""``.
+        items (Iterable[tuple]): ``(clip, class name, split)`` or ``(clip, class name, split,
+            group)`` with split ``"train"``, ``"val"``, ``"test"`` or ``""`` and group any
+            one-line string (the subject, performer, camera or video; ``""`` for none).
         classes (Sequence[str], optional): Class names in label-index order, written to
             ``classes.txt``. (default: :obj:`None`: no ``classes.txt``)
         total (int, optional): The number of items, for the progress bar.
@@ -215,6 +247,8 @@ def write_skeleton_folder(
 
     Raises:
         FileExistsError: When ``dst`` is a file, or holds other files and not :obj:`overwrite`.
+        ValueError: On an item of another length, an unknown split, or a label or group that is
+            not a one-line string without surrounding spaces.
     """
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
@@ -230,24 +264,31 @@ def write_skeleton_folder(
     tmp = _sibling(dst, "tmp")
     try:
         (tmp / "clips").mkdir(parents=True)
-        rows: list[tuple[str, str, str]] = []
+        rows: list[tuple[str, str, str, str]] = []
         used: set[str] = set()
         bar = progress_bar(
             items, total=total, desc=f"writing {dst.name}", unit="clip", disable=not progress
         )
-        for i, (clip, label, split) in enumerate(bar):
-            _check_item(i, label, split, classes)
+        for i, item in enumerate(bar):
+            if len(item) not in (3, 4):
+                raise ValueError(
+                    f"items[{i}]: expected (clip, label, split) or (clip, label, split, group), "
+                    f"got {len(item)} values"
+                )
+            clip, label, split, group = (*item, "")[:4]
+            _check_item(i, label, split, group, classes)
             name = _unique_name(clip.source or f"clip_{i:06d}", used)
             if clip.label != label:
                 clip = dataclasses.replace(clip, label=label)
             clip.save(tmp / "clips" / f"{name}.npz")
-            rows.append((f"clips/{name}.npz", label, split))
+            rows.append((f"clips/{name}.npz", label, split, group))
         if not rows:
             raise ValueError("items: expected at least one clip, got none")
+        grouped = any(row[3] for row in rows)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
+        writer.writerow((*COLUMNS, GROUP_COLUMN) if grouped else COLUMNS)
+        writer.writerows(rows if grouped else (row[:3] for row in rows))
         (tmp / LABELS_FILE).write_text(text.getvalue(), encoding="utf-8")
         if classes is not None:
             (tmp / CLASSES_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
@@ -258,11 +299,17 @@ def write_skeleton_folder(
     return len(rows)
 
 
-def _check_item(i: int, label: str, split: str, classes: Sequence[str] | None) -> None:
+def _check_item(i: int, label: str, split: str, group: str, classes: Sequence[str] | None) -> None:
     if split not in ("", *SPLITS):
         raise ValueError(f"items[{i}]: split: expected one of {SPLITS} or '', got {split!r}")
-    if not label or label != label.strip() or "\n" in label:
+    if not isinstance(label, str) or not label or label != label.strip() or "\n" in label:
         raise ValueError(f"items[{i}]: label: expected a non-empty class name, got {label!r}")
+    # labels.csv strips its fields: surrounding spaces would not survive a round trip
+    if not isinstance(group, str) or group != group.strip() or "\n" in group or "\r" in group:
+        raise ValueError(
+            f"items[{i}]: group: expected a one-line string without surrounding spaces "
+            f"('' for none), got {group!r}"
+        )
     if classes is not None and label not in classes:
         raise ValueError(f"items[{i}]: label: expected one of {list(classes)}, got {label!r}")
 

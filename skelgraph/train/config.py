@@ -168,8 +168,23 @@ class DataConfig:
         default=0.2,
         metadata=_doc(
             "Fraction of the training clips held out (stratified, by clip) for validation when the "
-            "data has no val split; 0 trains on all of them."
+            "data has no val split; 0 trains on all of them. When the clips have groups (the group "
+            "column of labels.csv), whole groups are held out instead "
+            "(skelgraph.data.grouped_split)."
         ),
+    )
+    folds: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Cross-validation: split the training clips into this many folds (whole groups when "
+            "the clips have groups, else stratified by class; skelgraph.data.kfold_splits) and "
+            "validate on fold data.fold instead of the val split or val_fraction; the final "
+            "evaluation is then on that fold, never on the test split (skelgraph train --cv K "
+            "runs every fold); null = no folds."
+        ),
+    )
+    fold: int = field(
+        default=0, metadata=_doc("The fold validated on when data.folds is set, 0 .. folds-1.")
     )
 
 
@@ -292,6 +307,15 @@ class TrainConfig:
         if not 0.0 <= data.val_fraction < 1.0:
             raise ValueError(
                 f"data.val_fraction: expected a value in [0, 1), got {data.val_fraction}"
+            )
+        if data.folds is not None and data.folds < 2:
+            raise ValueError(f"data.folds: expected at least 2 folds or null, got {data.folds}")
+        if data.folds is None and data.fold != 0:
+            raise ValueError(f"data.fold: expected 0 without data.folds, got {data.fold}")
+        if data.folds is not None and not 0 <= data.fold < data.folds:
+            raise ValueError(
+                f"data.fold: expected a fold in [0, {data.folds - 1}] (data.folds={data.folds}), "
+                f"got {data.fold}"
             )
         for key in ("p_interval_train", "p_interval_val"):
             value = getattr(data, key)

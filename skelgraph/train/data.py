@@ -1,10 +1,14 @@
 """The data of a training run: a skeleton folder or a Penn Action root opened with a config's data
 settings, and its training, validation and test parts.
 
-The validation part is the data's ``val`` split when it has one, otherwise a stratified
-``data.val_fraction`` of the training clips, held out by clip (never by window) so that no clip has
-windows on both sides. With ``limit`` every part keeps at most that many clips, taken in turn from
-every class (:func:`~skelgraph.data.balanced_subset`).
+The validation part is the data's ``val`` split when it has one, otherwise ``data.val_fraction``
+of the training clips, held out by clip (never by window) so that no clip has windows on both
+sides: whole groups of clips when the clips have groups (``labels.csv``'s ``group`` column,
+:func:`~skelgraph.data.grouped_split`), else a split stratified by class
+(:func:`~skelgraph.data.stratified_split`). With ``data.folds`` (cross-validation) it is fold
+``data.fold`` of the training clips (:func:`~skelgraph.data.kfold_splits`, grouped in the same
+way) and the test split is left alone. With ``limit`` every part keeps at most that many clips,
+taken in turn from every class (:func:`~skelgraph.data.balanced_subset`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from skelgraph.data import (
     SkeletonDataset,
     SkeletonFolder,
     balanced_subset,
+    grouped_split,
+    kfold_splits,
     stratified_split,
 )
 from skelgraph.layouts import Layout
@@ -149,8 +155,12 @@ class DataSplits:
             no clip is marked ``train``.
         val_split: The split holding the validation clips (``"val"`` or ``pool_split``).
         val_clips: The validation clip ids within ``val_split`` (:obj:`None` = all of them).
-        test_split: ``"test"`` when the data has test clips besides training clips, else
-            :obj:`None`.
+        test_split: ``"test"`` when the data has test clips besides training clips (and the run
+            is no cross-validation fold), else :obj:`None`.
+        val_groups: The clip groups of the validation part, sorted, when it holds out whole
+            groups of the training pool; else :obj:`None`.
+        val_rule: How the validation part was chosen, in one line (printed by
+            :func:`~skelgraph.train.run.train`).
     """
 
     train: Dataset
@@ -160,6 +170,8 @@ class DataSplits:
     val_split: str | None
     val_clips: np.ndarray | None
     test_split: str | None
+    val_groups: list[str] | None = None
+    val_rule: str = ""
 
 
 def _split_size(root: PathLike, data: DataConfig, split: str, **kwargs: Any) -> int:
@@ -184,10 +196,23 @@ def split_data(
     """Training, validation and test data of ``root`` (see the module docstring).
 
     The training pool is the ``train`` split (every clip when nothing is marked ``train``). The
-    validation part is the ``val`` split when there is one, otherwise a stratified
-    ``data.val_fraction`` of the pool's clips (:func:`stratified_split`, grouped by clip). With
-    ``config.limit`` the training and validation parts keep that many clips at most
+    validation part is, in this order:
+
+    * with ``data.folds``: fold ``data.fold`` of the pool's clips (:func:`kfold_splits` with the
+      pool's ``clip_groups``: whole groups when the clips have groups, else stratified); the
+      data's ``val`` split is not used and ``test_split`` is :obj:`None`, so that nothing of a
+      cross-validation run sees the test clips;
+    * the ``val`` split when there is one;
+    * none when ``data.val_fraction`` is 0;
+    * else ``data.val_fraction`` of the pool's clips: whole groups when the clips have groups
+      (:func:`grouped_split`), else stratified by class (:func:`stratified_split`).
+
+    With ``config.limit`` the training and validation parts keep that many clips at most
     (:func:`limit_clips`). ``cache_dir`` and ``progress`` are passed to :func:`open_dataset`.
+
+    Raises:
+        ValueError: When the pool's clips cannot be split as asked: fewer clips (or groups) than
+            ``data.folds``, or a single group for a grouped ``val_fraction``.
     """
     data = config.data
     kwargs = {"cache_dir": cache_dir, "progress": progress}
@@ -196,22 +221,72 @@ def split_data(
     base = open_dataset(root, data, split=pool_split, **kwargs)
     pool = open_dataset(root, data, split=pool_split, train=True, **kwargs)
     test_split = "test" if has_train and _split_size(root, data, "test", **kwargs) else None
-    if has_train and _split_size(root, data, "val", **kwargs):
+    groups = base.clip_groups
+    pool_name = "training clips" if has_train else "clips"
+    grouping = "whole groups of labels.csv's group column" if groups is not None else None
+    val_groups: list[str] | None = None
+    if data.folds is not None:
+        try:
+            folds = kfold_splits(base.clip_labels, data.folds, config.seed, clip_groups=groups)
+        except ValueError as e:
+            raise ValueError(f"{root}: data.folds: {e}") from None
+        train_clips, val_clips = folds[data.fold]
+        train_clips = limit_clips(pool, train_clips, config.limit)
+        val_clips = limit_clips(base, val_clips, config.limit)
+        val, val_split, test_split = subset_by_clips(base, val_clips), pool_split, None
+        val_groups = _groups_of(groups, val_clips)
+        rule = (
+            f"fold {data.fold} (folds 0-{data.folds - 1}) of the {base.num_clips} {pool_name}, "
+            f"{grouping or 'stratified by class'} (seed {config.seed})"
+        )
+        if has_train and _split_size(root, data, "val", **kwargs):
+            rule += "; the data's val split is not used"
+    elif has_train and _split_size(root, data, "val", **kwargs):
         val_set = open_dataset(root, data, split="val", classes=base.classes, **kwargs)
         train_clips = limit_clips(pool, None, config.limit)
         val_clips = limit_clips(val_set, None, config.limit)
         val = val_set if val_clips is None else subset_by_clips(val_set, val_clips)
-        val_split = "val"
+        val_split, rule = "val", "the data's val split"
     elif data.val_fraction == 0:
         train_clips = limit_clips(pool, None, config.limit)
         val, val_split, val_clips = None, None, None
+        rule = "none (data.val_fraction=0)"
     else:
-        train_clips, val_clips = stratified_split(base.clip_labels, data.val_fraction, config.seed)
+        labels, fraction = base.clip_labels, data.val_fraction
+        if groups is not None:
+            try:
+                train_clips, val_clips = grouped_split(labels, groups, fraction, config.seed)
+            except ValueError as e:
+                raise ValueError(
+                    f"{root}: data.val_fraction: {e} (the {pool_name} name "
+                    f"{len(set(groups) - {''})} group; set data.val_fraction=0 or drop the "
+                    "group column)"
+                ) from None
+        else:
+            train_clips, val_clips = stratified_split(labels, fraction, config.seed)
         train_clips = limit_clips(pool, train_clips, config.limit)
         val_clips = limit_clips(base, val_clips, config.limit)
         val, val_split = subset_by_clips(base, val_clips), pool_split
+        val_groups = _groups_of(groups, val_clips)
+        rule = (
+            f"{fraction:g} of the {base.num_clips} {pool_name}, "
+            f"{grouping or 'stratified by class'} (seed {config.seed})"
+        )
+    if val is not None:
+        count = len(val_clips) if val_clips is not None else val.num_clips
+        rule = f"{count} clips: {rule}"
+        if val_groups:
+            shown = ", ".join(val_groups[:8]) + (", ..." if len(val_groups) > 8 else "")
+            rule += f"; held-out groups: {shown}"
     train = pool if train_clips is None else subset_by_clips(pool, train_clips)
-    return DataSplits(train, val, base, pool_split, val_split, val_clips, test_split)
+    return DataSplits(
+        train, val, base, pool_split, val_split, val_clips, test_split, val_groups, rule
+    )
+
+
+def _groups_of(groups: np.ndarray | None, clips: np.ndarray) -> list[str] | None:
+    """The sorted names of the groups of ``clips`` (:obj:`None` without groups)."""
+    return None if groups is None else sorted(set(groups[clips].tolist()) - {""})
 
 
 def inference_settings(config: TrainConfig) -> dict[str, Any]:

@@ -13,7 +13,8 @@ clips cost no more than :math:`T` frames.
 
 **Augmentation**, from the spread of the body's orientation and proportions over the clips
 (preprocessed: centred on the pelvis, in torso lengths, :math:`x` right, :math:`y` vertical,
-:math:`z` depth); a spread :math:`s` is the 90th percentile of the absolute deviation from the median.
+:math:`z` depth); a spread :math:`s` is the 90th percentile of the absolute deviation from the
+median.
 
 - 3D clips rotate about every axis: about the vertical :math:`y` by the spread of the facing
   direction (the yaw of the left-to-right vector of the mirror pairs) plus a 15° margin, within
@@ -491,7 +492,7 @@ def _training_stats(root: PathLike, data: DataConfig, cache_dir: PathLike | None
     dataset = open_dataset(
         root, dataclasses.replace(data, preprocess=causal), split=pool_split, cache_dir=cache_dir
     )
-    return dataset_stats(dataset, has_groups=getattr(dataset, "clip_groups", None) is not None)
+    return dataset_stats(dataset, has_groups=dataset.clip_groups is not None)
 
 
 def save_recipe(recipe: Recipe, config: TrainConfig, path: PathLike) -> None:

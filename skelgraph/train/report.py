@@ -1,9 +1,11 @@
 """Report files of an evaluation: ``metrics.json``, per-class and confusion tables and plots, the
-printed metric table, and what was evaluated (model, ensemble members, test-time augmentation)."""
+printed metric table, and what was evaluated (model, ensemble members, test-time augmentation);
+the summary of a cross-validation over folds (``cv.json`` and its table)."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ from skelgraph.train.metrics import (
 from skelgraph.train.plots import plot_confusion, plot_curve
 from skelgraph.utils import PathLike, atomic_write
 
-__all__ = ["REPORT_ROWS", "describe_model", "describe_models", "update_report", "write_report"]
+__all__ = [
+    "REPORT_ROWS",
+    "describe_model",
+    "describe_models",
+    "scalar_metrics",
+    "update_report",
+    "write_cv_report",
+    "write_report",
+]
 
 #: Rows of the printed metric table: metrics.json key -> label (the blog's four first).
 REPORT_ROWS: dict[str, str] = {
@@ -134,3 +144,97 @@ def update_report(out_dir: PathLike, fields: Mapping[str, Any]) -> None:
     record.update(_jsonable(fields))
     with atomic_write(path, "w") as f:
         json.dump(record, f, indent=2)
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, int | float]:
+    """The entries of ``metrics`` that are single numbers (not flags, lists or tables), as
+    Python numbers."""
+    return {
+        key: _jsonable(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+    }
+
+
+def write_cv_report(
+    folds: Sequence[Mapping[str, Any]], path: PathLike | None, **fields: Any
+) -> tuple[dict[str, Any], str]:
+    r"""Writes the summary of a cross-validation, ``cv.json``, atomically, and returns it with its
+    printed table.
+
+    For every scalar metric :math:`m` that every fold reports (:func:`scalar_metrics` of each
+    fold's ``"metrics"``), the mean :math:`\bar m = \frac1K \sum_i m_i` and the sample standard
+    deviation :math:`s = \sqrt{\frac{1}{K-1} \sum_i (m_i - \bar m)^2}` over the ``K`` folds
+    (0 for one fold). Values that are not finite are written as ``null``.
+
+    Args:
+        folds: One record per fold: ``"metrics"`` (the fold's validation metrics) and any other
+            JSON-serialisable fields (fold index, work dir, held-out groups), kept as they are.
+        path: The JSON file; :obj:`None` only returns the summary (ranks other than 0).
+        **fields: Further top-level entries (the number of folds, the grouping, the seed).
+
+    Returns:
+        ``(record, table)``: the written record, ``{**fields, "folds": [...], "mean": {...},
+        "std": {...}}`` with every fold's scalar metrics only, and the printed table: one row per
+        metric of :data:`REPORT_ROWS`, one column per fold and ``mean ± std``.
+    """
+    if not folds:
+        raise ValueError("write_cv_report: folds: expected at least one fold, got none")
+    per_fold = [scalar_metrics(f["metrics"]) for f in folds]
+    keys = [k for k in per_fold[0] if all(k in m for m in per_fold[1:])]
+    values = {k: np.array([m[k] for m in per_fold], dtype=np.float64) for k in keys}
+    mean = {k: float(v.mean()) for k, v in values.items()}
+    std = {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}
+    record = {
+        **_jsonable(dict(fields)),
+        "folds": [
+            _finite({**_jsonable(dict(f)), "metrics": m})
+            for f, m in zip(folds, per_fold, strict=True)
+        ],
+        "mean": _finite(mean),
+        "std": _finite(std),
+    }
+    if path is not None:
+        with atomic_write(path, "w") as f:
+            json.dump(record, f, indent=2, allow_nan=False)
+    header = ["Metric", *(f"fold {f.get('fold', i)}" for i, f in enumerate(folds)), "mean ± std"]
+    rows = [
+        [
+            label,
+            *(_format(v, key) for v in values[key]),
+            f"{_format(mean[key], key)} ± {_format(std[key], key)}",
+        ]
+        for key, label in REPORT_ROWS.items()
+        if key in values
+    ]
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    lines = [
+        "| "
+        + " | ".join(
+            cell.ljust(w) if c == 0 else cell.rjust(w)
+            for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        + " |"
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return record, "\n".join(lines)
+
+
+def _format(value: float, key: str) -> str:
+    """A table cell: counts (``num_samples``) as short numbers, metrics with 4 decimals."""
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.4g}" if key == "num_samples" else f"{value:.4f}"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by :obj:`None` (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
