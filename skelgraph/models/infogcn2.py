@@ -60,6 +60,11 @@ windows of at most :math:`W` frames is unaffected by the window. For serving, a 
 (:class:`skelgraph.streaming.FramePlan`, built from the trained model) steps the same states with
 every layer frozen, and many streams together.
 
+**Forecasting any horizon**: :meth:`InfoGCN2.forecast_future` predicts the frames after every
+sample's last real frame for any horizon, by continuing the ODE rollout beyond :math:`N` steps
+(the decoder and the dynamics are not tied to :math:`N`) or by feeding its forecast back
+:math:`N` frames at a time (:class:`~skelgraph.models.base.Forecaster`).
+
 Parameters at the default configuration (``coco17``, :math:`C = 3`, 14 classes): 520,305, 3 %
 below the reference implementation's 535 k, split as
 
@@ -532,9 +537,9 @@ class InfoGCN2(SkeletonModel):
         * ``rollout="ode"`` (default): the latent :math:`Z_{t_b}` integrated :math:`H` rk4 steps
           of ``step_size`` (the same steps :meth:`forward` takes, continued) and every state
           decoded, :math:`\hat{X}_{t_b + h} = \mathrm{dec}(\hat{Z}^{(t_b)}_{t_b + h})`. For
-          :math:`H \le N` this is ``forward(x, mask, steps="last").forecast[:, 0, :H]``;
-          beyond :math:`N` the dynamics is evaluated at times :math:`\tau > N h` it was never
-          trained on.
+          :math:`H \le N` this is ``forward(x, mask, steps="last").forecast[:, 0, :H]``, and
+          the first :math:`N` frames of any longer horizon are those; beyond them the dynamics
+          is evaluated at times :math:`\tau > N \cdot` ``step_size`` it was never trained on.
         * ``rollout="autoregressive"``: :math:`\min(N, \text{left})` frames at a time, each
           time appended after the observed frames as if observed (every joint with the
           confidence it had in the last real frame) and the encoder run again on the longer
