@@ -1,5 +1,6 @@
 """Shared benchmark utilities: thread pinning, interleaved median timing, peak tensor memory,
-machine and allocator description, plain-text tables and atomic JSON results."""
+machine and allocator description, plain-text tables, atomic JSON results and named checkpoint
+arguments."""
 
 from __future__ import annotations
 
@@ -165,6 +166,31 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def parse_checkpoints(items: Sequence[str]) -> dict[str, Path]:
+    """``NAME=PATH`` (or a bare path, named by its file; PATH may name a packaged checkpoint,
+    e.g. ``penn-action-fast``) → ``{name: checkpoint file}``."""
+    from skelgraph.models.checkpoint import resolve_checkpoint  # the package only when used
+
+    checkpoints: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        try:
+            resolved = resolve_checkpoint(path)
+        except FileNotFoundError:
+            resolved = None
+        if not name or resolved is None:
+            raise ValueError(
+                f"--checkpoints {item!r}: expected NAME=PATH of a checkpoint file or of a "
+                f"packaged checkpoint"
+            )
+        if name in checkpoints:
+            raise ValueError(f"--checkpoints {item!r}: the name {name!r} is given twice")
+        checkpoints[name] = resolved
+    return checkpoints
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,7 +79,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -91,13 +91,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from skelgraph.clip import SkeletonClip
-from skelgraph.data.folder import read_labels_csv, write_skeleton_folder
+from skelgraph.data.folder import write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.models import Ensemble
 from skelgraph.models.checkpoint import load_checkpoint, save_checkpoint
 from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
-from skelgraph.train.data import DataSplits, is_penn_action
+from skelgraph.train.data import DataSplits, read_clips
 from skelgraph.train.evaluate import (
     ClipPredictions,
     fuse_predictions,
@@ -214,15 +213,6 @@ def slug(text: str, limit: int = 120) -> str:
 # data
 
 
-def source_items(root: Path) -> Iterator[tuple[SkeletonClip, str, str]]:
-    """``(clip, class name, split)`` of a Penn Action root or a skeleton folder, in clip order."""
-    if is_penn_action(root):
-        yield from map(read_penn_action, penn_action_files(root))
-        return
-    for entry in read_labels_csv(root):
-        yield SkeletonClip.load(root / entry.path), entry.label, entry.split
-
-
 def quick_subset(source: Path, dst: Path) -> Path:
     """A skeleton folder of the first :data:`QUICK_CLASSES` classes met in ``source``, with
     :data:`QUICK_TRAIN` training and :data:`QUICK_TEST` test clips each (the first ones)."""
@@ -230,7 +220,7 @@ def quick_subset(source: Path, dst: Path) -> Path:
     counts: dict[tuple[str, str], int] = {}
     classes: list[str] = []
     chosen = []
-    for clip, label, split in source_items(source):
+    for clip, label, split in read_clips(source):
         if label not in classes and len(classes) < QUICK_CLASSES:
             classes.append(label)
         if label not in classes or counts.get((label, split), 0) >= quota.get(split, 0):

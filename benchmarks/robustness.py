@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import format_table, machine, pin_threads, write_json
+from _common import format_table, machine, parse_checkpoints, pin_threads, write_json
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from skelgraph.models.base import ModelOutput
-from skelgraph.models.checkpoint import load_checkpoint, resolve_checkpoint
+from skelgraph.models.checkpoint import load_checkpoint
 from skelgraph.train.checkpoint_data import check_compatible, evaluation_config
 from skelgraph.train.data import open_dataset
 from skelgraph.train.distributed import DistContext
@@ -109,29 +109,6 @@ class Perturbed(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         x = perturb(x, mask, sigma=self.sigma, drop=self.drop, generator=self.generator)
         return self.model(x, mask)
-
-
-def parse_checkpoints(items: Sequence[str]) -> dict[str, Path]:
-    """``NAME=PATH`` (or a bare path, named by its file; PATH may name a packaged checkpoint,
-    e.g. ``penn-action-fast``) → ``{name: checkpoint file}``."""
-    checkpoints: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).stem, item
-        try:
-            resolved = resolve_checkpoint(path)
-        except FileNotFoundError:
-            resolved = None
-        if not name or resolved is None:
-            raise ValueError(
-                f"--checkpoints {item!r}: expected NAME=PATH of a checkpoint file or of a "
-                f"packaged checkpoint"
-            )
-        if name in checkpoints:
-            raise ValueError(f"--checkpoints {item!r}: the name {name!r} is given twice")
-        checkpoints[name] = resolved
-    return checkpoints
 
 
 def evaluate_checkpoint(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:

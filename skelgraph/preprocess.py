@@ -28,6 +28,7 @@ from skelgraph.layouts import Layout, get_layout
 __all__ = [
     "CausalPreprocessor",
     "PreprocessConfig",
+    "frame_normalization",
     "interpolate_missing",
     "normalize",
     "pad",
@@ -264,8 +265,56 @@ def _check_joints(kp: np.ndarray, layout: Layout) -> None:
         )
 
 
+def frame_normalization(
+    kp_or_clip: np.ndarray | SkeletonClip,
+    layout: Layout | str | None = None,
+    config: PreprocessConfig | None = None,
+) -> tuple[np.ndarray, float]:
+    r"""The origin and divisor with which :func:`preprocess` normalises the **last** frame of a
+    clip: its valid coordinates come out as
+    :math:`\mathbf{x}' = (\mathbf{x} - \mathbf{o}) / d`.
+
+    With ``config.causal`` they are the running statistics of the frames so far (what
+    :class:`CausalPreprocessor` holds after the last frame), otherwise those of the whole clip
+    (:func:`normalize`); :math:`\mathbf{o} = 0` without ``center``, :math:`d = 1` without
+    ``scale``. Frames that follow a clip can so be expressed in its coordinates, e.g. the
+    future poses a forecast from the clip is compared with, without their entering the
+    statistics.
+
+    Args:
+        kp_or_clip, layout, config: As for :func:`preprocess`.
+
+    Returns:
+        (numpy.ndarray, float): :math:`\mathbf{o}` :obj:`(C - 1,)` (:obj:`float64`) and
+        :math:`d`.
+    """
+    config = config if config is not None else PreprocessConfig()
+    kp, layout = _keypoints_and_layout(kp_or_clip, layout)
+    if config.causal:
+        _, _, origin, divisor = _causal_statistics(kp, layout, config)
+        return origin[-1], float(divisor[-1])
+    _, origin, divisor = normalize(
+        kp,
+        layout,
+        config.confidence_threshold,
+        config.eps,
+        center=config.center,
+        scale=config.scale,
+    )
+    return origin.astype(np.float64), divisor
+
+
 def _causal_preprocess(kp: np.ndarray, layout: Layout, config: PreprocessConfig) -> np.ndarray:
     """:func:`preprocess` with ``config.causal``: every frame from the frames up to it."""
+    coords, uninformative, origin, divisor = _causal_statistics(kp, layout, config)
+    return _normalised(kp, coords, origin[:, None], divisor[:, None, None], uninformative)
+
+
+def _causal_statistics(
+    kp: np.ndarray, layout: Layout, config: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The causal pipeline's filled coordinates :obj:`(T, V, C - 1)`, uninformative joints
+    :obj:`(T, V)`, and every frame's origin :obj:`(T, C - 1)` and divisor :obj:`(T,)`."""
     valid = _valid(kp, config.confidence_threshold)
     coords = kp[..., :-1].astype(np.float64)
     if config.interpolate:
@@ -280,7 +329,7 @@ def _causal_preprocess(kp: np.ndarray, layout: Layout, config: PreprocessConfig)
     divisor = np.ones(kp.shape[0])
     for t, frame in enumerate(_FrameMeasures(layout)(coords, valid)):
         origin[t], divisor[t] = statistics.update(*frame)
-    return _normalised(kp, coords, origin[:, None], divisor[:, None, None], uninformative)
+    return coords, uninformative, origin, divisor
 
 
 def _normalised(

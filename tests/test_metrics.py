@@ -13,6 +13,10 @@ from skelgraph.train.metrics import (
     curve_auc,
     forecast_errors,
     format_table,
+    motion_error_sums,
+    motion_means,
+    mpjpe,
+    pck,
     topk_accuracy,
     write_confusion_csv,
     write_per_class_csv,
@@ -125,6 +129,49 @@ def test_forecast_errors_respect_the_frame_mask():
     mask = torch.tensor([[True, True, True, False]])
     out = forecast_errors(forecast, x, mask)
     np.testing.assert_array_equal(out["count"].numpy(), [2, 1])
+
+
+def test_mpjpe_and_pck_by_hand():
+    # one sample, 2 future steps, 3 joints; errors (3-4-5 triangles and axis offsets)
+    target = torch.zeros(1, 2, 3, 3)
+    target[..., -1] = 1.0
+    pred = torch.zeros(1, 2, 3, 2)
+    pred[0, 0] = torch.tensor([[0.3, 0.4], [0.0, 0.1], [0.0, 0.0]])  # errors 0.5, 0.1, 0
+    pred[0, 1] = torch.tensor([[0.0, 0.2], [0.6, 0.8], [0.0, 0.0]])  # errors 0.2, 1.0, 0
+    np.testing.assert_allclose(mpjpe(pred, target), [0.6 / 3, 1.2 / 3])
+    np.testing.assert_allclose(pck(pred, target), [2 / 3, 1 / 3])  # 0.2 is not below 0.2
+    np.testing.assert_allclose(pck(pred, target, threshold=0.55), [1.0, 2 / 3])
+    sums = motion_error_sums(pred, target)
+    np.testing.assert_allclose(sums["count"].numpy(), [3, 3])
+    np.testing.assert_allclose(sums["hits"].numpy(), [2, 1])
+
+
+def test_mpjpe_and_pck_leave_out_joints_without_a_known_position():
+    target = torch.zeros(2, 1, 2, 3)
+    target[..., -1] = torch.tensor([[[1.0, 0.0]], [[0.5, 1.0]]])  # joint 1 of sample 0 missing
+    target[1, 0, 1, 0] = float("nan")  # and sample 1's joint 1 has no coordinates
+    pred = torch.zeros(2, 1, 2, 2)
+    pred[:, 0, 0, 0] = torch.tensor([0.1, 0.3])  # the counted joints' errors
+    pred[0, 0, 1] = 100.0  # far off, but not counted
+    np.testing.assert_allclose(mpjpe(pred, target), [0.2])  # occluded (0.5) joints count
+    np.testing.assert_allclose(pck(pred, target), [0.5])
+    nothing = target.clone()
+    nothing[..., -1] = 0.0
+    assert np.isnan(mpjpe(pred, nothing)).all() and np.isnan(pck(pred, nothing)).all()
+
+
+def test_motion_sums_accumulate_over_batches():
+    generator = torch.Generator().manual_seed(0)
+    pred = torch.randn(6, 4, 5, 2, generator=generator) * 0.2
+    target = torch.cat(
+        [torch.randn(6, 4, 5, 2, generator=generator) * 0.2, torch.ones(6, 4, 5, 1)], -1
+    )
+    halves = [motion_error_sums(pred[i : i + 3], target[i : i + 3]) for i in (0, 3)]
+    summed = motion_means({k: halves[0][k] + halves[1][k] for k in halves[0]})
+    np.testing.assert_allclose(summed["mpjpe"], mpjpe(pred, target))
+    np.testing.assert_allclose(summed["pck"], pck(pred, target))
+    with pytest.raises(ValueError, match=r"target: expected shape \[6, 4, 5, 3\]"):
+        motion_error_sums(pred, target[..., :2])
 
 
 def test_format_table_and_csv_files(tmp_path):

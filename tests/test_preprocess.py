@@ -12,6 +12,7 @@ from skelgraph.layouts import get_layout
 from skelgraph.preprocess import (
     CausalPreprocessor,
     PreprocessConfig,
+    frame_normalization,
     interpolate_missing,
     normalize,
     pad,
@@ -355,6 +356,41 @@ def test_causal_scale_is_the_running_median_torso():
     # a clip with a constant valid torso: causal and offline agree
     still = standing_pose(num_frames=4)
     np.testing.assert_allclose(preprocess(still, "coco17", CAUSAL), preprocess(still, "coco17"))
+
+
+@property_settings
+@given(keypoints(num_joints=17, max_frames=16), st.booleans(), st.booleans(), st.booleans())
+def test_frame_normalization_is_what_preprocess_applies_to_the_last_frame(
+    kp, causal, center, scale
+):
+    config = PreprocessConfig(causal=causal, center=center, scale=scale)
+    origin, divisor = frame_normalization(kp, "coco17", config)
+    out = preprocess(kp, "coco17", config)[-1]
+    valid = (kp[-1, :, -1] >= config.confidence_threshold) & np.isfinite(kp[-1, :, :-1]).all(-1)
+    expected = (kp[-1, valid, :-1].astype(np.float64) - origin) / divisor
+    np.testing.assert_allclose(out[valid, :-1], expected, rtol=1e-5, atol=1e-5)
+    assert origin.shape == (kp.shape[-1] - 1,) and divisor > 0
+    if not center:
+        np.testing.assert_array_equal(origin, 0.0)
+    if not scale:
+        assert divisor == 1.0
+    if causal:  # the running statistics after the last frame
+        online = CausalPreprocessor("coco17", config)
+        for frame in kp:
+            online.update(frame)
+        np.testing.assert_allclose(origin, online.origin, rtol=1e-6)
+        assert divisor == pytest.approx(online.scale)
+
+
+def test_frame_normalization_of_a_prefix_ignores_later_frames():
+    kp = standing_pose(num_frames=6)
+    kp[:, [5, 6], 1] = np.array([4.0, 4.0, 4.0, 40.0, 40.0, 40.0])[:, None]  # torso lengths
+    for causal in (True, False):
+        config = PreprocessConfig(causal=causal)
+        assert frame_normalization(kp[:3], "coco17", config)[1] == 4.0
+    # the whole clip's median (offline) and the running median after frame 5 (causal) differ
+    assert frame_normalization(kp, "coco17", PreprocessConfig())[1] == 22.0
+    assert frame_normalization(kp, "coco17", CAUSAL)[1] == 22.0
 
 
 def test_causal_preprocessor_reset_and_errors():

@@ -17,9 +17,11 @@ from skelgraph.layouts import Layout, get_layout, list_layouts
 __all__ = [
     "REDUCTIONS",
     "AttentionMaps",
+    "Forecaster",
     "ModelOutput",
     "SkeletonModel",
     "StreamingModel",
+    "check_horizon",
     "check_input",
     "frame_graph",
     "last_real_step",
@@ -273,6 +275,45 @@ class StreamingModel(Protocol):
         r"""One frame ``x_t`` :math:`(B, V, C)` → logits :math:`(B, K)`, forecast
         :math:`(B, N, V, C - 1)` or :obj:`None`, and the next state."""
         ...
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    r"""A model (or rule) that predicts the motion after the observed frames, for any horizon
+    (e.g. :class:`~skelgraph.models.InfoGCN2`, :class:`~skelgraph.models.ZeroVelocity`).
+
+    ``isinstance(model, Forecaster)`` tells whether it has :meth:`forecast_future`.
+    Implementations may take further keyword-only options after ``horizon``.
+    """
+
+    def forecast_future(self, x: Tensor, mask: Tensor | None, horizon: int) -> Tensor:
+        r"""The next ``horizon`` frames after the last real frame of every sample.
+
+        Args:
+            x (Tensor): the observed joints :math:`(B, V, T, C)`, confidence last, in the
+                coordinates the model is given (the preprocessed clip: centred on the pelvis and
+                divided by the torso length, :func:`skelgraph.preprocess.preprocess`).
+            mask (Tensor, optional): bool frame mask :math:`(B, T)`; sample :math:`b` was
+                observed up to its last real frame :math:`t_b` (:func:`last_real_step`), the
+                last frame for :obj:`None`.
+            horizon (int): frames :math:`H \ge 1` to predict.
+
+        Returns:
+            Tensor: :math:`(B, H, V, C - 1)`, entry ``[b, h - 1]`` frame :math:`t_b + h`
+            (coordinates only, in the coordinates of ``x``).
+        """
+        ...
+
+
+def check_horizon(name: str, horizon: int) -> int:
+    """``horizon`` as an int after checking that it is an integer at least 1.
+
+    Raises:
+        ValueError: naming ``name`` (e.g. ``"InfoGCN2.forecast_future"``) and the value.
+    """
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"{name}: horizon: expected an integer >= 1, got {horizon!r}")
+    return int(horizon)
 
 
 def step_streams(

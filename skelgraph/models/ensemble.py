@@ -47,9 +47,11 @@ from torch import Tensor, nn
 from skelgraph.layouts import Layout
 from skelgraph.models.base import (
     AttentionMaps,
+    Forecaster,
     ModelOutput,
     SkeletonModel,
     StreamingModel,
+    check_horizon,
     check_input,
     resolve_layout,
     step_streams,
@@ -308,6 +310,51 @@ class Ensemble(SkeletonModel):
                 for view in self.views(x)
             ]
         )
+
+    def forecast_future(
+        self, x: Tensor, mask: Tensor | None, horizon: int, **options: Any
+    ) -> Tensor:
+        r"""The (weighted) mean of the members' forecasts
+        (:meth:`Forecaster.forecast_future <skelgraph.models.base.Forecaster.forecast_future>`)
+        over the views,
+
+        .. math::
+            \hat{X} = \frac{\sum_{m, v} w_m \, v^{-1}\big(\hat{X}^{(m)}(v(X))\big)}
+            {\sum_{m, v} w_m}:
+
+        with :attr:`mirror` the forecast from the mirror image is mirrored back (the flip is its
+        own inverse) before it is averaged, as the probabilities are averaged over the views.
+        ``options`` (e.g. InfoGCN++'s ``rollout``) go to every member.
+
+        Returns:
+            Tensor: :math:`(B, H, V, C - 1)`, entry ``[b, h - 1]`` frame :math:`t_b + h` after
+            every sample's last real frame :math:`t_b`.
+
+        Raises:
+            TypeError: naming the first member that does not forecast.
+        """
+        name = "Ensemble.forecast_future"
+        check_input(name, x, mask, self.layout.num_joints, self.in_channels)
+        horizon = check_horizon(name, horizon)
+        for i, (member, member_name) in enumerate(
+            zip(self.members, self.member_names, strict=True)
+        ):
+            if not isinstance(member, Forecaster):
+                raise TypeError(
+                    f"{name}: members[{i}] ({member_name}) has no forecast_future; an ensemble "
+                    f"forecasts when every member does"
+                )
+        weights = self.weights or [1.0] * len(self.members)
+        total, weight_sum = None, 0.0
+        for member, weight in zip(self.members, weights, strict=True):
+            for v, view in enumerate(self.views(x)):
+                forecast = member.forecast_future(view, mask, horizon, **options)
+                if v == 1:  # back from the mirror image: (B, H, V, C - 1), joints on dim 2
+                    sign = self.flip_sign[:-1].to(forecast.dtype)  # the coordinates' signs
+                    forecast = forecast.index_select(2, self.flip_index) * sign
+                total = weight * forecast if total is None else total + weight * forecast
+                weight_sum += weight
+        return total / weight_sum
 
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """:meth:`forward` and every member's maps on the input as given (not its mirror

@@ -60,6 +60,11 @@ windows of at most :math:`W` frames is unaffected by the window. For serving, a 
 (:class:`skelgraph.streaming.FramePlan`, built from the trained model) steps the same states with
 every layer frozen, and many streams together.
 
+**Forecasting any horizon**: :meth:`InfoGCN2.forecast_future` predicts the frames after every
+sample's last real frame for any horizon, by continuing the ODE rollout beyond :math:`N` steps
+(the decoder and the dynamics are not tied to :math:`N`) or by feeding its forecast back
+:math:`N` frames at a time (:class:`~skelgraph.models.base.Forecaster`).
+
 Parameters at the default configuration (``coco17``, :math:`C = 3`, 14 classes): 520,305, 3 %
 below the reference implementation's 535 k, split as
 
@@ -101,6 +106,7 @@ from skelgraph.models.base import (
     AttentionMaps,
     ModelOutput,
     SkeletonModel,
+    check_horizon,
     check_input,
     last_real_step,
     resolve_layout,
@@ -113,7 +119,10 @@ from skelgraph.nn.sagc import SAGC
 from skelgraph.nn.stgcn import reset_children
 from skelgraph.nn.temporal import CausalTemporalAttention, KVCache
 
-__all__ = ["GraphConv", "InfoGCN2", "InfoGCN2State", "parameter_breakdown"]
+__all__ = ["FORECAST_ROLLOUTS", "GraphConv", "InfoGCN2", "InfoGCN2State", "parameter_breakdown"]
+
+#: How :meth:`InfoGCN2.forecast_future` reaches beyond the trained :math:`N` steps.
+FORECAST_ROLLOUTS = ("ode", "autoregressive")
 
 
 class GraphConv(nn.Module):
@@ -470,21 +479,8 @@ class InfoGCN2(SkeletonModel):
         and the temporal attention :math:`(B, V, H, T, T)` of every layer are stored in them
         under the layer's name."""
         check_input("InfoGCN2", x, mask, self.layout.num_joints, self.in_channels)
-        B, V, T, _ = x.shape
-        node_mask = None
-        if mask is not None and not bool(mask.all()):
-            node_mask = mask.unsqueeze(1).expand(B, V, T).reshape(B * V, T)
-
-        # (the explicit leading dimension keeps the broadcast add on torch's fast path)
-        h = F.linear(self.features(x), self.embedding.weight) + self.embedding_table().unsqueeze(0)
-        for i, block in enumerate(self.encoder):
-            if spatial is None or temporal is None:
-                h = block(h, node_mask)
-            else:
-                h, spatial[f"encoder.{i}.spatial"], temporal[f"encoder.{i}.temporal"] = block(
-                    h, node_mask, return_attention=True
-                )
-        latents = h  # [B, V, T, D]
+        B, _, T, _ = x.shape
+        latents = self._encode(x, mask, spatial, temporal)  # [B, V, T, D]
 
         z = latents.transpose(1, 2).contiguous()  # [B, T, V, D]: the per-frame layout
         index = self._step_index(steps, mask, B, T, x.device)
@@ -503,6 +499,100 @@ class InfoGCN2(SkeletonModel):
             reduce=self.reduce,
             steps=index,
         )
+
+    def _encode(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        spatial: dict[str, Tensor] | None = None,
+        temporal: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        """The encoder's latents :math:`Z` :math:`(B, V, T, D)` of checked joints ``x``; the
+        attention of its layers goes to the dicts when both are given (see :meth:`_forward`)."""
+        B, V, T, _ = x.shape
+        node_mask = None
+        if mask is not None and not bool(mask.all()):
+            node_mask = mask.unsqueeze(1).expand(B, V, T).reshape(B * V, T)
+        # (the explicit leading dimension keeps the broadcast add on torch's fast path)
+        h = F.linear(self.features(x), self.embedding.weight) + self.embedding_table().unsqueeze(0)
+        for i, block in enumerate(self.encoder):
+            if spatial is None or temporal is None:
+                h = block(h, node_mask)
+            else:
+                h, spatial[f"encoder.{i}.spatial"], temporal[f"encoder.{i}.temporal"] = block(
+                    h, node_mask, return_attention=True
+                )
+        return h
+
+    def forecast_future(
+        self, x: Tensor, mask: Tensor | None, horizon: int, *, rollout: str = "ode"
+    ) -> Tensor:
+        r"""The next ``horizon`` frames after every sample's last real frame :math:`t_b`
+        (:class:`~skelgraph.models.base.Forecaster`), for any horizon :math:`H`.
+
+        The decoder maps one latent state to one pose and the dynamics
+        :math:`f_\theta(Z, \tau)` is defined for every :math:`\tau` (a continuous time
+        embedding), so neither is tied to the trained number of steps :math:`N`:
+
+        * ``rollout="ode"`` (default): the latent :math:`Z_{t_b}` integrated :math:`H` rk4 steps
+          of ``step_size`` (the same steps :meth:`forward` takes, continued) and every state
+          decoded, :math:`\hat{X}_{t_b + h} = \mathrm{dec}(\hat{Z}^{(t_b)}_{t_b + h})`. For
+          :math:`H \le N` this is ``forward(x, mask, steps="last").forecast[:, 0, :H]``, and
+          the first :math:`N` frames of any longer horizon are those; beyond them the dynamics
+          is evaluated at times :math:`\tau > N \cdot` ``step_size`` it was never trained on.
+        * ``rollout="autoregressive"``: :math:`\min(N, \text{left})` frames at a time, each
+          time appended after the observed frames as if observed (every joint with the
+          confidence it had in the last real frame) and the encoder run again on the longer
+          clip, so the dynamics only ever runs the :math:`N` trained steps.
+
+        The encoder runs on every frame (one pass, or one per chunk of :math:`N`), the rollout
+        and the decoder only from :math:`t_b`; the classification head does not run.
+
+        Args:
+            x (Tensor): joints :math:`(B, V, T, C)`, confidence last.
+            mask (Tensor, optional): bool frame mask :math:`(B, T)`.
+            horizon (int): frames :math:`H \ge 1` to predict.
+            rollout (str): ``"ode"`` or ``"autoregressive"``. (default: ``"ode"``)
+
+        Returns:
+            Tensor: :math:`(B, H, V, C - 1)`, entry ``[b, h - 1]`` frame :math:`t_b + h`.
+        """
+        name = "InfoGCN2.forecast_future"
+        check_input(name, x, mask, self.layout.num_joints, self.in_channels)
+        horizon = check_horizon(name, horizon)
+        if rollout not in FORECAST_ROLLOUTS:
+            raise ValueError(
+                f"{name}: rollout: expected one of {FORECAST_ROLLOUTS}, got {rollout!r}"
+            )
+        B, V, T, C = x.shape
+        batch = torch.arange(B, device=x.device)
+        last = torch.full((B,), T - 1, device=x.device) if mask is None else last_real_step(mask)
+        if rollout == "ode":
+            z = self._encode(x, mask)[batch, :, last]  # [B, V, D]
+            return self.decoder(self._rollout(z, horizon)).transpose(0, 1)
+        # The clip grown by the predicted frames: sample b's next frame goes right after its
+        # last real one, over any padding (which no real frame attends to).
+        grown = torch.cat([x, x.new_zeros(B, V, horizon, C)], dim=2)
+        real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask
+        real = torch.cat([real, real.new_zeros(B, horizon)], dim=1)
+        confidence = x[batch, :, last, -1:]  # [B, V, 1]
+        chunks: list[Tensor] = []
+        for done in range(0, horizon, self.num_future):
+            steps = min(self.num_future, horizon - done)
+            z = self._encode(grown, real)[batch, :, last]
+            chunk = self.decoder(self._rollout(z, steps)).transpose(0, 1)  # [B, steps, V, C-1]
+            chunks.append(chunk)
+            at = last.unsqueeze(1) + torch.arange(1, steps + 1, device=x.device)  # [B, steps]
+            # a new tensor, not an in-place write: the last encoder pass keeps ``grown`` for
+            # its gradient
+            grown = grown.clone()
+            frames = grown.transpose(1, 2)  # [B, T + H, V, C], a view of the new ``grown``
+            frames[batch.unsqueeze(1), at] = torch.cat(
+                [chunk, confidence.unsqueeze(1).expand(-1, steps, -1, -1)], dim=-1
+            )
+            real[batch.unsqueeze(1), at] = True
+            last = last + steps
+        return torch.cat(chunks, dim=1)
 
     @staticmethod
     def _step_index(
@@ -581,12 +671,13 @@ class InfoGCN2(SkeletonModel):
         """Joint embedding plus the embedding bias, :math:`(V, 1, D)`."""
         return self.joint_embedding + self.embedding.bias
 
-    def _rollout(self, z: Tensor) -> Tensor:
-        """:math:`N` states :math:`(N, *, V, D)` from every state of ``z`` :math:`(*, V, D)`,
-        with the dynamics' time starting at 0 for each."""
+    def _rollout(self, z: Tensor, steps: int | None = None) -> Tensor:
+        """``steps`` (default :math:`N`) states :math:`(S, *, V, D)` from every state of ``z``
+        :math:`(*, V, D)`, with the dynamics' time starting at 0 for each."""
+        steps = self.num_future if steps is None else steps
         if self.ode_solver == "fused_rk4":
-            return rk4_rollout(self.dynamics, z, self.num_future, self.step_size)
-        return rollout(self.dynamics, z, self.num_future, self.step_size, self.ode_solver)
+            return rk4_rollout(self.dynamics, z, steps, self.step_size)
+        return rollout(self.dynamics, z, steps, self.step_size, self.ode_solver)
 
     def _classify(
         self, h: Tensor, spatial: dict[str, Tensor] | None = None

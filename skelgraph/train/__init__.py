@@ -9,7 +9,8 @@
 * :mod:`~skelgraph.train.evaluate` — clip-level predictions, metrics, early recognition, the
   evaluation of a split.
 * :mod:`~skelgraph.train.report` — report files and the printed metric table.
-* :mod:`~skelgraph.train.metrics` — top-k, macro P/R/F1, confusion matrix, AUC, forecast errors.
+* :mod:`~skelgraph.train.metrics` — top-k, macro P/R/F1, confusion matrix, AUC, forecast errors,
+  motion-prediction MPJPE and PCK.
 * :mod:`~skelgraph.train.checkpoint_data` — the data a checkpoint's model is evaluated on.
 * :mod:`~skelgraph.train.distributed` — ``torchrun`` / DDP support, autocast.
 * :mod:`~skelgraph.train.precision` — ``precision: auto``: the faster precision, measured on the
@@ -47,6 +48,10 @@ _EXPORTS: dict[str, str] = {
     "write_report": "report",
     "classification_metrics": "metrics",
     "forecast_errors": "metrics",
+    "motion_error_sums": "metrics",
+    "motion_means": "metrics",
+    "mpjpe": "metrics",
+    "pck": "metrics",
     "curve_auc": "metrics",
     "check_compatible": "checkpoint_data",
     "evaluation_config": "checkpoint_data",

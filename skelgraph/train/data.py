@@ -13,7 +13,7 @@ taken in turn from every class (:func:`~skelgraph.data.balanced_subset`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Subset
 from torch_geometric.transforms import Compose
 
 from skelgraph.augment import RandomRotation, default_train_transform
+from skelgraph.clip import SkeletonClip
 from skelgraph.data import (
     PennAction,
     SkeletonDataset,
@@ -32,6 +33,8 @@ from skelgraph.data import (
     kfold_splits,
     stratified_split,
 )
+from skelgraph.data.folder import LABELS_FILE, read_labels_csv
+from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.layouts import Layout
 from skelgraph.preprocess import PreprocessConfig
 from skelgraph.train.config import DataConfig, TrainConfig
@@ -43,6 +46,7 @@ __all__ = [
     "is_penn_action",
     "limit_clips",
     "open_dataset",
+    "read_clips",
     "split_data",
     "subset_by_clips",
     "train_transform",
@@ -54,6 +58,21 @@ def is_penn_action(root: PathLike) -> bool:
     """Whether ``root`` is a Penn Action root (``labels/*.mat``) rather than a skeleton folder."""
     labels = Path(root) / "labels"
     return labels.is_dir() and any(labels.glob("*.mat"))
+
+
+def read_clips(root: PathLike) -> Iterator[tuple[SkeletonClip, str, str]]:
+    """``(clip, class name, split)`` of every clip of a Penn Action root or a skeleton folder, in
+    clip order, as read (not preprocessed); the split is ``""`` for a folder row without one."""
+    root = Path(root)
+    if is_penn_action(root):
+        yield from map(read_penn_action, penn_action_files(root))
+        return
+    for entry in read_labels_csv(root):
+        try:
+            clip = SkeletonClip.load(root / entry.path)
+        except (ValueError, TypeError, OSError) as e:
+            raise ValueError(f"{root / LABELS_FILE} line {entry.line}: {e}") from e
+        yield clip, entry.label, entry.split
 
 
 def train_transform(data: DataConfig, layout: Layout, in_channels: int) -> Compose:

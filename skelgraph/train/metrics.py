@@ -1,4 +1,5 @@
-"""Classification, early-recognition and forecasting metrics (NumPy; no scikit-learn).
+"""Classification, early-recognition and forecasting metrics (NumPy; no scikit-learn), and the
+motion-prediction errors of future poses (torch).
 
 Conventions: ``scores`` are ``(N, K)`` logits or probabilities, ``labels`` ``(N,)`` integer classes
 in ``[0, K)``. Macro averages run over the classes that occur in the labels or the predictions (as
@@ -20,12 +21,17 @@ import torch
 from skelgraph.utils import atomic_write
 
 __all__ = [
+    "MOTION_PCK_THRESHOLD",
     "PCK_THRESHOLD",
     "classification_metrics",
     "confusion_matrix",
     "curve_auc",
     "forecast_errors",
     "format_table",
+    "motion_error_sums",
+    "motion_means",
+    "mpjpe",
+    "pck",
     "per_class_metrics",
     "topk_accuracy",
     "write_confusion_csv",
@@ -34,6 +40,10 @@ __all__ = [
 
 #: Default PCK threshold, relative to the larger side of the ground-truth skeleton's bounding box.
 PCK_THRESHOLD = 0.05
+
+#: Default PCK threshold of the motion-prediction errors (:func:`motion_error_sums`), in the
+#: preprocessed coordinates' unit, the torso length: 0.2 torso lengths, about 10 cm on an adult.
+MOTION_PCK_THRESHOLD = 0.2
 
 
 def _check_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray:
@@ -215,6 +225,92 @@ def forecast_errors(
         out["pck_hits"][n - 1] = (hit & visible).sum().cpu()
         out["pck_count"][n - 1] = visible.sum().cpu()
     return out
+
+
+def motion_error_sums(
+    pred: torch.Tensor, target: torch.Tensor, *, threshold: float = MOTION_PCK_THRESHOLD
+) -> dict[str, torch.Tensor]:
+    r"""Per-future-step sums of the joint position errors of predicted poses, for
+    :func:`motion_means` (MPJPE and PCK) after accumulating over batches.
+
+    With the predicted coordinates :math:`\hat{\mathbf{x}}_{b,h,v}`, the true ones
+    :math:`\mathbf{x}_{b,h,v}` and their confidence :math:`c_{b,h,v}` (sample :math:`b`, future
+    step :math:`h`, joint :math:`v`), a joint counts where the truth is known,
+    :math:`m_{b,h,v} = [c_{b,h,v} > 0 \wedge \mathbf{x}_{b,h,v} \text{ finite}]`, and its error
+    is the Euclidean distance :math:`e_{b,h,v} = \lVert \hat{\mathbf{x}}_{b,h,v} -
+    \mathbf{x}_{b,h,v} \rVert_2` in the coordinates' unit (the torso length for preprocessed
+    clips). Per step :math:`h`:
+
+    .. math::
+        \mathrm{error}_h = \sum_{b,v} m_{b,h,v} \, e_{b,h,v}, \qquad
+        \mathrm{hits}_h = \sum_{b,v} m_{b,h,v} \, [e_{b,h,v} < \alpha], \qquad
+        \mathrm{count}_h = \sum_{b,v} m_{b,h,v}.
+
+    Unlike :func:`forecast_errors` (per-step forecasts inside a window, PCK relative to the
+    skeleton's bounding box), the threshold :math:`\alpha` is absolute, in the coordinates'
+    unit: the preprocessing already divides every clip by its torso length.
+
+    Args:
+        pred (Tensor): predicted coordinates :math:`(B, H, V, D)`.
+        target (Tensor): true joints :math:`(B, H, V, D + 1)`, confidence last.
+        threshold (float): :math:`\alpha`. (default: :data:`MOTION_PCK_THRESHOLD`)
+
+    Returns:
+        dict: ``{"error", "hits", "count"}``, each :math:`(H,)` float64 on the CPU.
+    """
+    if pred.dim() != 4:
+        raise ValueError(f"pred: expected shape [B, H, V, D], got {list(pred.shape)}")
+    expected = [*pred.shape[:-1], pred.size(-1) + 1]
+    if list(target.shape) != expected:
+        raise ValueError(
+            f"target: expected shape {expected} (pred's coordinates and a confidence), "
+            f"got {list(target.shape)}"
+        )
+    if not threshold > 0:
+        raise ValueError(f"threshold: expected a positive number, got {threshold!r}")
+    coords, confidence = target[..., :-1].double(), target[..., -1]
+    known = (confidence > 0) & torch.isfinite(coords).all(dim=-1)  # [B, H, V]
+    error = (pred.double() - coords).norm(dim=-1)  # NaN where the truth is not finite
+    return {
+        "error": torch.where(known, error, 0.0).sum(dim=(0, 2)).cpu(),
+        "hits": ((error < threshold) & known).double().sum(dim=(0, 2)).cpu(),
+        "count": known.double().sum(dim=(0, 2)).cpu(),
+    }
+
+
+def motion_means(sums: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    r"""MPJPE and PCK per future step from the (accumulated) sums of
+    :func:`motion_error_sums`:
+
+    .. math::
+        \mathrm{MPJPE}_h = \frac{\mathrm{error}_h}{\mathrm{count}_h}, \qquad
+        \mathrm{PCK}_h = \frac{\mathrm{hits}_h}{\mathrm{count}_h},
+
+    the mean error of every joint with a known position (pooled over samples and joints) and
+    the fraction of them within :math:`\alpha`; NaN at a step without one.
+
+    Returns:
+        dict: ``{"mpjpe", "pck"}``, each :math:`(H,)` float64.
+    """
+    error, hits, count = (np.asarray(sums[k], dtype=np.float64) for k in ("error", "hits", "count"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"mpjpe": error / count, "pck": hits / count}
+
+
+def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Mean per-joint position error per future step :math:`(H,)` of predicted coordinates
+    ``pred`` :math:`(B, H, V, D)` against ``target`` :math:`(B, H, V, D + 1)` (confidence last;
+    joints with confidence 0 are left out): :func:`motion_means` of
+    :func:`motion_error_sums`."""
+    return motion_means(motion_error_sums(pred, target))["mpjpe"]
+
+
+def pck(
+    pred: torch.Tensor, target: torch.Tensor, threshold: float = MOTION_PCK_THRESHOLD
+) -> np.ndarray:
+    """Fraction of the joints within ``threshold`` of the truth per future step :math:`(H,)`
+    (arguments as :func:`mpjpe`): :func:`motion_means` of :func:`motion_error_sums`."""
+    return motion_means(motion_error_sums(pred, target, threshold=threshold))["pck"]
 
 
 def _fmt(value: Any) -> str:
