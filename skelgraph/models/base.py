@@ -17,6 +17,7 @@ from skelgraph.layouts import Layout, get_layout, list_layouts
 __all__ = [
     "REDUCTIONS",
     "AttentionMaps",
+    "ForecastingModel",
     "ModelOutput",
     "SkeletonModel",
     "StreamingModel",
@@ -53,7 +54,11 @@ class ModelOutput:
             ``forward(x, mask, steps="last")`` of :class:`~skelgraph.models.InfoGCN2`), their
             frame indices :math:`(B, S)` in increasing order; ``logits``, ``forecast`` and
             ``latent_pred`` then hold those :math:`S` steps and :meth:`video_logits` reduces
-            over them. :obj:`None` when every step was computed.
+            over them. A clip-level model that forecasts from a few frames only (e.g.
+            :class:`~skelgraph.models.SymGNN`) names them here too: ``forecast`` is then
+            :math:`(B, S, N, V, C_{out})`, entry ``[b, k, n - 1]`` predicting frame
+            ``steps[b, k] + n``, while ``logits`` stay the clip scores :math:`(B, 1, K)`.
+            :obj:`None` when every step was computed.
     """
 
     logits: Tensor
@@ -272,6 +277,18 @@ class StreamingModel(Protocol):
     def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Tensor | None, Any]:
         r"""One frame ``x_t`` :math:`(B, V, C)` → logits :math:`(B, K)`, forecast
         :math:`(B, N, V, C - 1)` or :obj:`None`, and the next state."""
+        ...
+
+
+@runtime_checkable
+class ForecastingModel(Protocol):
+    r"""A model that predicts the frames after a clip (e.g. :class:`~skelgraph.models.SymGNN`).
+    ``isinstance(model, ForecastingModel)`` tells whether a model has the method."""
+
+    def forecast_future(self, x: Tensor, mask: Tensor | None, horizon: int) -> Tensor:
+        r"""The next ``horizon`` frames after every sample's last real frame of ``x``
+        :math:`(B, V, T, C)` (optional frame mask :math:`(B, T)`), in the coordinates of ``x``,
+        one frame of ``x`` per step: :math:`(B, \mathit{horizon}, V, C - 1)`."""
         ...
 
 

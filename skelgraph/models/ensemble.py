@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from skelgraph.layouts import Layout
 from skelgraph.models.base import (
     AttentionMaps,
+    ForecastingModel,
     ModelOutput,
     SkeletonModel,
     StreamingModel,
@@ -117,8 +118,8 @@ def check_weights(weights: Sequence[float], count: int, name: str) -> list[float
 @dataclass
 class EnsembleOutput(ModelOutput):
     """A :class:`ModelOutput` whose ``logits`` are the fused log-probabilities :math:`(B, T', K)`
-    and ``forecast`` the first member's; ``members`` holds every member's own output on the
-    (unmirrored) input, which :meth:`Ensemble.loss` uses."""
+    and ``forecast`` (with its ``steps``) the first member's; ``members`` holds every member's
+    own output on the (unmirrored) input, which :meth:`Ensemble.loss` uses."""
 
     members: list[ModelOutput] = field(default_factory=list)
 
@@ -309,6 +310,22 @@ class Ensemble(SkeletonModel):
             ]
         )
 
+    def forecast_future(self, x: Tensor, mask: Tensor | None, horizon: int) -> Tensor:
+        """The first member's :meth:`~skelgraph.models.base.ForecastingModel.forecast_future` on
+        the unmirrored input, as the ensemble's ``forecast`` is its first member's.
+
+        Raises:
+            TypeError: when the first member does not forecast the future.
+        """
+        first = self.members[0]
+        if not isinstance(first, ForecastingModel):
+            raise TypeError(
+                f"Ensemble.forecast_future: members[0] ({self.member_names[0]}) does not "
+                f"forecast the future (no forecast_future)"
+            )
+        check_input("Ensemble", x, mask, self.layout.num_joints, self.in_channels)
+        return first.forecast_future(x, mask, horizon)
+
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """:meth:`forward` and every member's maps on the input as given (not its mirror
         image), named ``"members.<i>.<layer>"`` (see
@@ -351,6 +368,7 @@ class Ensemble(SkeletonModel):
             forecast=first.forecast,
             mask=mask,
             reduce=first.reduce,
+            steps=first.steps,
             members=outputs,
         )
 
