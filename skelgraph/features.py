@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from skelgraph.layouts import Layout, get_layout
 from skelgraph.layouts.graph import parents
 
-__all__ = ["FEATURES", "InputFeatures", "check_features"]
+__all__ = ["FEATURES", "InputFeatures", "check_features", "difference"]
 
 #: Feature names accepted by :class:`InputFeatures` (``relative<k>`` for any k >= 2).
 FEATURES = (
@@ -197,6 +197,31 @@ def _relative_matrix(parent: list[int], centre: Tensor, k: int) -> Tensor:
             u = parent[u]
         M[v] -= centre if u < 0 else torch.eye(V)[u]
     return M
+
+
+def difference(coords: Tensor, order: int) -> Tensor:
+    r"""The backward difference of order :math:`k` along time (dim 2):
+    :math:`\Delta^0 x_t = x_t` and :math:`\Delta^k x_t = \Delta^{k-1} x_t - \Delta^{k-1} x_{t-1}`
+    (positions, velocities, accelerations for :math:`k = 0, 1, 2`), zero at the first :math:`k`
+    frames, where the clip holds no :math:`k`-th difference. Causal: frame :math:`t` uses frames
+    :math:`t - k \dots t`. :math:`k = 1` is the ``velocity`` feature.
+
+    Args:
+        coords (Tensor): :math:`(B, V, T, C)`.
+        order (int): :math:`k \ge 0`.
+
+    Returns:
+        Tensor: :math:`(B, V, T, C)`.
+    """
+    if order < 0:
+        raise ValueError(f"difference: order: expected an integer >= 0, got {order}")
+    out = coords
+    for _ in range(order):
+        out = _velocity(out)
+    if order >= 2:  # _velocity zeroes the first frame only; the k-th difference needs k + 1
+        frames = torch.arange(coords.size(2), device=coords.device)
+        out = out * (frames >= order).to(out.dtype).view(1, 1, -1, 1)
+    return out
 
 
 def _velocity(coords: Tensor) -> Tensor:

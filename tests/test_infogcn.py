@@ -208,7 +208,7 @@ def test_infogcn_recipe_and_stream_specs():
             parse_streams([spec])
     with pytest.raises(ValueError, match=r"\['joint'\] more than once"):
         parse_streams(["infogcn", "joint"])
-    assert sorted(RECIPES) == ["infogcn"]
+    assert sorted(RECIPES) == ["infogcn", "symgnn"]
 
 
 def test_six_stream_recipe_trains_fuses_and_evaluates(tmp_path):

@@ -45,7 +45,15 @@ def small_infogcn2(**kwargs) -> InfoGCN2:
 
 
 def test_registry_lists_and_creates_models():
-    assert available_models() == ["agcn2s", "ensemble", "infogcn", "infogcn2", "posec3d", "stgcn"]
+    assert available_models() == [
+        "agcn2s",
+        "ensemble",
+        "infogcn",
+        "infogcn2",
+        "posec3d",
+        "stgcn",
+        "symgnn",
+    ]
     model = create("agcn2s", num_classes=3, channels=[8, 8], strides=[1, 2])
     assert isinstance(model, AGCN2s)
     assert model.config["layout"] == "coco17"
@@ -55,7 +63,7 @@ def test_registry_unknown_name_lists_known_ones():
     with pytest.raises(
         ValueError,
         match=r"expected one of \['agcn2s', 'ensemble', 'infogcn', 'infogcn2', 'posec3d', "
-        r"'stgcn'\]",
+        r"'stgcn', 'symgnn'\]",
     ):
         create("resnet", num_classes=3)
 

@@ -24,6 +24,7 @@ from skelgraph.models.posec3d import PoseC3D
 from skelgraph.models.pretrained import available_pretrained, load_pretrained, pretrained_path
 from skelgraph.models.registry import available_models, create, register_model, registered_name
 from skelgraph.models.stgcn import STGCN
+from skelgraph.models.symgnn import SymGNN
 
 __all__ = [
     "STGCN",
@@ -36,6 +37,7 @@ __all__ = [
     "ModelOutput",
     "PoseC3D",
     "SkeletonModel",
+    "SymGNN",
     "ZeroVelocity",
     "available_models",
     "available_pretrained",

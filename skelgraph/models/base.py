@@ -55,7 +55,11 @@ class ModelOutput:
             ``forward(x, mask, steps="last")`` of :class:`~skelgraph.models.InfoGCN2`), their
             frame indices :math:`(B, S)` in increasing order; ``logits``, ``forecast`` and
             ``latent_pred`` then hold those :math:`S` steps and :meth:`video_logits` reduces
-            over them. :obj:`None` when every step was computed.
+            over them. A clip-level model that forecasts from a few frames only (e.g.
+            :class:`~skelgraph.models.SymGNN`) names them here too: ``forecast`` is then
+            :math:`(B, S, N, V, C_{out})`, entry ``[b, k, n - 1]`` predicting frame
+            ``steps[b, k] + n``, while ``logits`` stay the clip scores :math:`(B, 1, K)`.
+            :obj:`None` when every step was computed.
     """
 
     logits: Tensor

@@ -119,8 +119,8 @@ def check_weights(weights: Sequence[float], count: int, name: str) -> list[float
 @dataclass
 class EnsembleOutput(ModelOutput):
     """A :class:`ModelOutput` whose ``logits`` are the fused log-probabilities :math:`(B, T', K)`
-    and ``forecast`` the first member's; ``members`` holds every member's own output on the
-    (unmirrored) input, which :meth:`Ensemble.loss` uses."""
+    and ``forecast`` (with its ``steps``) the first member's; ``members`` holds every member's
+    own output on the (unmirrored) input, which :meth:`Ensemble.loss` uses."""
 
     members: list[ModelOutput] = field(default_factory=list)
 
@@ -398,6 +398,7 @@ class Ensemble(SkeletonModel):
             forecast=first.forecast,
             mask=mask,
             reduce=first.reduce,
+            steps=first.steps,
             members=outputs,
         )
 

@@ -1,5 +1,5 @@
 r"""Training objectives: per-step classification, future-motion prediction, feature consistency
-(InfoGCN++), and InfoGCN's information bottleneck.
+(InfoGCN++), InfoGCN's information bottleneck, and SymGNN's rollout loss with MGDA task weights.
 
 The InfoGCN++ objective (blog §4.1) for per-step logits :math:`\hat{y}_t`, forecasts
 :math:`\hat{X}^{(t)}_{t+n}` and rolled-out latents :math:`\hat{Z}^{(t)}_{t+n}` made at frame
@@ -44,21 +44,48 @@ over the :math:`N` latents of the batch, :math:`\mathcal{C}` the classes present
 present class's mean latent and its prior mean (``"z_prior"``, InfoGCN's MMD term with the class
 means as the statistic), with InfoGCN's defaults :math:`\lambda_1 = 10^{-4}`,
 :math:`\lambda_2 = 0.1` and :math:`\epsilon = 0.1`.
+
+SymGNN's objective (:func:`rollout_l1_loss`, :func:`mgda_weights`) for a clip-level model that
+forecasts :math:`N` frames from one frame :math:`s_b` of every sample (``ModelOutput.steps``):
+
+.. math::
+    \mathcal{L}_{\mathrm{pred}} = \frac{1}{|\mathcal{P}| C_{out}} \sum_{(b, n, v) \in
+        \mathcal{P}} \big\Vert \hat{X}^{(s_b)}_{s_b + n, v} - X_{s_b + n, v} \big\Vert_1,
+    \qquad
+    \mathcal{L} = \alpha \mathcal{L}_{\mathrm{cls}} + (1 - \alpha) \mathcal{L}_{\mathrm{pred}},
+
+:math:`\mathcal{P}` the target joints that exist (:math:`s_b + n < T`), lie on real frames and
+are visible (confidence :math:`> 0`). The weights :math:`(\alpha, 1 - \alpha)` lie on the
+simplex: fixed, or chosen per batch by MGDA (`Sener & Koltun, 2018
+<https://arxiv.org/abs/1810.04650>`_) as the minimum-norm point of the convex hull of the two
+task gradients :math:`g_1, g_2` with respect to the shared representation (MGDA-UB),
+
+.. math::
+    \alpha^\star = \arg\min_{\alpha \in [0, 1]} \Vert \alpha g_1 + (1 - \alpha) g_2
+        \Vert_2^2 = \mathrm{clip}_{[0, 1]}\Big(\frac{(g_2 - g_1)^\top g_2}
+        {\Vert g_1 - g_2 \Vert_2^2}\Big).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "MGDA_NORMALIZATIONS",
     "bottleneck_terms",
     "classification_loss",
     "future_pair_mask",
     "future_prediction_loss",
+    "future_targets",
     "infogcn2_loss",
     "information_bottleneck_loss",
+    "mgda_weights",
+    "min_norm_weights",
+    "rollout_l1_loss",
 ]
 
 
@@ -253,3 +280,127 @@ def information_bottleneck_loss(
     z_norm, z_prior = bottleneck_terms(z, y, prior_means, mask)
     total = cls + lambda_1 * z_norm + lambda_2 * z_prior
     return {"loss": total, "cls": cls, "z_norm": z_norm, "z_prior": z_prior}
+
+
+def future_targets(
+    x: Tensor, steps: Tensor, num_future: int, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""The frames that forecasts made at frames ``steps`` predict, and which of them count.
+
+    Args:
+        x (Tensor): joints :math:`(B, V, T, C)`.
+        steps (Tensor): the frames :math:`s_{b,k}` the forecasts start from, :math:`(B, S)`.
+        num_future (int): frames :math:`N` per forecast.
+        mask (Tensor, optional): :math:`(B, T)` real frames.
+
+    Returns:
+        (Tensor, Tensor): ``target[b, k, n - 1] = x[b, :, s + n]`` :math:`(B, S, N, V, C)` (every
+        channel; a clamped frame where :math:`s + n \ge T`) and ``valid`` :math:`(B, S, N)`:
+        :math:`s + n < T` and, with a mask, frames :math:`s` and :math:`s + n` real.
+    """
+    B, _, T, _ = x.shape
+    if steps.dim() != 2 or steps.size(0) != B:
+        raise ValueError(f"future_targets: steps: expected shape [{B}, S], got {list(steps.shape)}")
+    n = torch.arange(1, num_future + 1, device=x.device)
+    index = steps.to(x.device, torch.long).unsqueeze(-1) + n  # [B, S, N]
+    valid = index < T
+    index = index.clamp(max=T - 1)
+    batch = torch.arange(B, device=x.device).view(B, 1, 1)
+    target = x.transpose(1, 2)[batch, index]  # [B, S, N, V, C]
+    if mask is not None:
+        origin = mask.gather(1, steps.to(mask.device, torch.long).clamp(0, T - 1))
+        valid = valid & mask[batch, index] & origin.unsqueeze(-1)
+    return target, valid
+
+
+def rollout_l1_loss(
+    forecast: Tensor, x: Tensor, steps: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    r""":math:`\mathcal{L}_{\mathrm{pred}}` of SymGNN (see the module description): the mean
+    absolute error of the forecasts over the target joints that exist, are real and visible.
+
+    Args:
+        forecast (Tensor): :math:`(B, S, N, V, C_{out})`, ``forecast[b, k, n - 1]`` predicting
+            frame ``steps[b, k] + n``.
+        x (Tensor): joints :math:`(B, V, T, C)`; coordinates then the confidence.
+        steps (Tensor): :math:`(B, S)`.
+        mask (Tensor, optional): :math:`(B, T)` real frames.
+
+    Returns:
+        Tensor: 0-d, float32; zero when no target counts.
+    """
+    c_out = forecast.size(-1)
+    target, valid = future_targets(x, steps, forecast.size(2), mask)
+    visible = valid.unsqueeze(-1) & (target[..., -1] > 0)  # [B, S, N, V]
+    error = (forecast.float() - target[..., :c_out].float()).abs().sum(dim=-1)
+    weight = visible.to(error.dtype)
+    return (error * weight).sum() / (weight.sum() * c_out).clamp_min(1.0)
+
+
+def min_norm_weights(g1: Tensor, g2: Tensor) -> Tensor:
+    r"""The weights :math:`(\alpha^\star, 1 - \alpha^\star)` of the minimum-norm point
+    :math:`\alpha g_1 + (1 - \alpha) g_2` of the segment between two gradients (see the module
+    description); :math:`(1/2, 1/2)` when they are equal.
+
+    Returns:
+        Tensor: :math:`(2,)`, float32, non-negative, summing to 1.
+    """
+    if g1.shape != g2.shape:
+        raise ValueError(
+            f"min_norm_weights: expected two gradients of one shape, got {list(g1.shape)} and "
+            f"{list(g2.shape)}"
+        )
+    g1, g2 = g1.detach().flatten().float(), g2.detach().flatten().float()
+    gap = (g1 - g2).square().sum()
+    ratio = ((g2 - g1) @ g2) / gap.clamp_min(torch.finfo(torch.float32).tiny)
+    alpha = torch.where(gap > 0, ratio.clamp(0.0, 1.0), torch.full_like(ratio, 0.5))
+    return torch.stack([alpha, 1.0 - alpha])
+
+
+#: How :func:`mgda_weights` scales each task's gradient before the min-norm point (Sener &
+#: Koltun's gradient normalisers): by 1, its L2 norm, its loss, or both.
+MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+
+
+def mgda_weights(losses: Sequence[Tensor], shared: Tensor, normalization: str = "loss+") -> Tensor:
+    r"""MGDA-UB's task weights for two losses: :func:`min_norm_weights` of their gradients
+    :math:`g_i` with respect to the ``shared`` representation (the input of the task heads),
+    computed with :func:`torch.autograd.grad` (the graph is kept for the backward pass of the
+    weighted sum).
+
+    As in Sener & Koltun's reference code, every gradient is first divided by a normaliser
+    :math:`n_i` and the weights then apply to the losses as they are: ``"none"``
+    (:math:`n_i = 1`), ``"l2"`` (:math:`\Vert g_i \Vert`; for two tasks always
+    :math:`(1/2, 1/2)`), ``"loss"`` (:math:`\mathcal{L}_i`) or ``"loss+"``
+    (:math:`\mathcal{L}_i \Vert g_i \Vert`: the weights follow the losses' sizes, not
+    the gradients'). Without normalisation the task with the smaller gradient takes almost all
+    the weight when the two differ by orders of magnitude (as a cross-entropy's and a pose
+    error's do).
+
+    Returns:
+        Tensor: :math:`(2,)`, detached, on the simplex.
+    """
+    if len(losses) != 2:
+        raise ValueError(f"mgda_weights: losses: expected two task losses, got {len(losses)}")
+    if normalization not in MGDA_NORMALIZATIONS:
+        raise ValueError(
+            f"mgda_weights: normalization: expected one of {MGDA_NORMALIZATIONS}, "
+            f"got {normalization!r}"
+        )
+    grads = []
+    for i, loss in enumerate(losses):
+        (grad,) = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        if grad is None:
+            raise ValueError(
+                f"mgda_weights: losses[{i}] does not depend on shared in the autograd graph (a "
+                f"head computed inside a compiled graph hides that dependence)"
+            )
+        grad = grad.detach().float()
+        norm = torch.ones((), device=grad.device)
+        if normalization in ("l2", "loss+"):
+            norm = norm * torch.linalg.vector_norm(grad)
+        if normalization in ("loss", "loss+"):
+            norm = norm * loss.detach().float()
+        # a zero normaliser (a zero loss or gradient) leaves the zero gradient as it is
+        grads.append(grad / torch.where(norm > 0, norm, torch.ones_like(norm)))
+    return min_norm_weights(*grads)

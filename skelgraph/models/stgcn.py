@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from skelgraph.features import InputFeatures
@@ -29,7 +30,7 @@ from skelgraph.models.losses import classification_loss
 from skelgraph.models.registry import register_model
 from skelgraph.nn.stgcn import STGCNBlock
 
-__all__ = ["STGCN", "GraphBackbone"]
+__all__ = ["STGCN", "GraphBackbone", "real_frame_weights"]
 
 STGCN_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
 STGCN_STRIDES = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
@@ -98,10 +99,18 @@ class GraphBackbone(nn.Module):
             h = block.forward_dense(h)
         if mask is None:
             return h.mean(dim=(2, 3))
-        # A stride-s layer centres output frame t on input frame s·t.
-        weight = mask[:, :: self.total_stride][:, None, : h.size(2), None].to(h.dtype)
-        weight = weight + (weight.sum(dim=2, keepdim=True) == 0).to(h.dtype)
+        weight = real_frame_weights(mask, self.total_stride, h.size(2), h.dtype)
         return (h * weight).sum(dim=(2, 3)) / (weight.sum(dim=(2, 3)) * V)
+
+
+def real_frame_weights(mask: Tensor, stride: int, frames: int, dtype: torch.dtype) -> Tensor:
+    r"""Which output frames of a stack of centred temporal layers (total stride :math:`s`) are
+    real, as pooling weights :math:`(B, 1, T', 1)` for dense features :math:`(B, C, T', V)`: a
+    stride-:math:`s` stack centres output frame :math:`t` on input frame :math:`s t`, so it is
+    real when that frame is (``mask`` :math:`(B, T)`). A sample without a real output frame
+    weighs all of them."""
+    weight = mask[:, ::stride][:, None, :frames, None].to(dtype)
+    return weight + (weight.sum(dim=2, keepdim=True) == 0).to(dtype)
 
 
 @register_model("stgcn")

@@ -81,7 +81,8 @@ class ModelConfig:
     name: str = field(
         default="infogcn2",
         metadata=_doc(
-            "A name known to skelgraph.models.create (infogcn2, infogcn, stgcn, agcn2s, posec3d)."
+            "A name known to skelgraph.models.create (infogcn2, infogcn, stgcn, agcn2s, posec3d, "
+            "symgnn)."
         ),
     )
     args: dict[str, Any] = field(

@@ -146,7 +146,7 @@ def predict(
                 total = value.detach().double() * batch.num_graphs
                 loss_sums[name] = loss_sums.get(name, 0.0) + total
             if out is not None and out.forecast is not None:
-                sums = forecast_errors(out.forecast.float(), x.float(), mask)
+                sums = forecast_errors(out.forecast.float(), x.float(), mask, steps=out.steps)
                 forecast_sums = (
                     sums
                     if forecast_sums is None

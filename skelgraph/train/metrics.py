@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from skelgraph.models.losses import future_targets
 from skelgraph.utils import atomic_write
 
 __all__ = [
@@ -172,6 +173,7 @@ def forecast_errors(
     x: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
+    steps: torch.Tensor | None = None,
     threshold: float = PCK_THRESHOLD,
 ) -> dict[str, torch.Tensor]:
     r"""Sums for the per-step forecasting MSE and PCK of one batch.
@@ -183,9 +185,11 @@ def forecast_errors(
     times the larger side of the ground-truth skeleton's bounding box in frame ``t + n``.
 
     Args:
-        forecast: ``[B, T, N, V, C_out]`` predicted joints.
+        forecast: ``[B, T, N, V, C_out]`` predicted joints made at every frame, or
+            ``[B, S, N, V, C_out]`` made at the frames ``steps`` (``ModelOutput.steps``).
         x: ``[B, V, T, C]`` input (target) joints.
         mask: ``[B, T]`` real-frame mask, or :obj:`None` for all frames.
+        steps: ``[B, S]`` the frames the forecasts were made at; :obj:`None` for every frame.
         threshold: PCK threshold :math:`\alpha`.
 
     Returns:
@@ -196,34 +200,42 @@ def forecast_errors(
         raise ValueError(
             f"forecast: expected shape [B, T, N, V, C_out], got {list(forecast.shape)}"
         )
-    batch, frames, steps, joints, c_out = forecast.shape
-    if x.shape[0] != batch or x.shape[1] != joints or x.shape[2] != frames or x.shape[3] <= c_out:
+    batch, origins, steps_ahead, joints, c_out = forecast.shape
+    frames = x.shape[2] if x.dim() == 4 else -1
+    if x.dim() != 4 or x.shape[0] != batch or x.shape[1] != joints or x.shape[3] <= c_out:
         raise ValueError(
-            f"x: expected shape [{batch}, {joints}, {frames}, > {c_out}], got {list(x.shape)}"
+            f"x: expected shape [{batch}, {joints}, T, > {c_out}], got {list(x.shape)}"
         )
-    target = x.permute(0, 2, 1, 3).double()  # [B, T, V, C]
+    if steps is None:
+        if frames != origins:
+            raise ValueError(
+                f"x: expected shape [{batch}, {joints}, {origins}, > {c_out}] (a forecast at "
+                f"every frame), got {list(x.shape)}"
+            )
+        steps = torch.arange(frames, device=x.device).expand(batch, -1)
+    elif steps.shape != (batch, origins):
+        raise ValueError(f"steps: expected shape [{batch}, {origins}], got {list(steps.shape)}")
+    target, valid = future_targets(x.double(), steps, steps_ahead, mask)  # [B, S, N, V, C]
     forecast = forecast.double()
-    real = torch.ones(batch, frames, dtype=torch.bool, device=x.device) if mask is None else mask
     out = {
-        k: torch.zeros(steps, dtype=torch.float64)
+        k: torch.zeros(steps_ahead, dtype=torch.float64)
         for k in ("sq_err", "count", "pck_hits", "pck_count")
     }
-    for n in range(1, min(steps, frames - 1) + 1):
-        pred = forecast[:, : frames - n, n - 1]  # [B, T-n, V, C_out]
-        true = target[:, n:]
-        coords, conf = true[..., :c_out], true[..., -1]
-        valid = real[:, : frames - n] & real[:, n:]  # [B, T-n]
+    for n in range(steps_ahead):
+        pred = forecast[:, :, n]  # [B, S, V, C_out]
+        coords, conf = target[:, :, n, :, :c_out], target[:, :, n, :, -1]
+        real = valid[:, :, n]  # [B, S]
         err = (pred - coords).square()
-        out["sq_err"][n - 1] = err.mean((-1, -2))[valid].sum().cpu()
-        out["count"][n - 1] = valid.sum().cpu()
-        visible = (conf > 0) & valid[..., None]  # [B, T-n, V]
+        out["sq_err"][n] = err.mean((-1, -2))[real].sum().cpu()
+        out["count"][n] = real.sum().cpu()
+        visible = (conf > 0) & real[..., None]  # [B, S, V]
         big = torch.finfo(torch.float64).max
         low = torch.where(visible[..., None], coords, big).amin(-2)
         high = torch.where(visible[..., None], coords, -big).amax(-2)
-        size = (high - low).amax(-1).clamp_min(0)  # [B, T-n]
+        size = (high - low).amax(-1).clamp_min(0)  # [B, S]
         hit = err.sum(-1).sqrt() < threshold * size[..., None]
-        out["pck_hits"][n - 1] = (hit & visible).sum().cpu()
-        out["pck_count"][n - 1] = visible.sum().cpu()
+        out["pck_hits"][n] = (hit & visible).sum().cpu()
+        out["pck_count"][n] = visible.sum().cpu()
     return out
 
 

@@ -52,7 +52,9 @@ class Stream:
         return f"model.args.features=[{', '.join(self.features)}]"
 
 
-#: Named stream sets: InfoGCN's six streams (see the module description).
+#: Named stream sets: InfoGCN's six streams (see the module description) and SymGNN's joint
+#: network with its bone-based dual (equal weights: the paper fuses the two scores by a weighted
+#: sum without giving the weights).
 RECIPES: dict[str, tuple[Stream, ...]] = {
     "infogcn": (
         Stream(("joint",), 1.5),
@@ -62,6 +64,7 @@ RECIPES: dict[str, tuple[Stream, ...]] = {
         Stream(("bone_velocity",), 1.0),
         Stream(("relative2_velocity",), 1.0),
     ),
+    "symgnn": (Stream(("joint",), 1.0), Stream(("bone",), 1.0)),
 }
 
 
