@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import synthetic_folder
 from torch import nn
 
 from skelgraph.data import make_loader
@@ -284,3 +285,23 @@ def test_overfits_32_penn_action_clips(penn32, tmp_path):
     metrics = evaluate(trainer.module, make_loader(data.base, 16, shuffle=False))
     assert metrics["num_samples"] == 32
     assert metrics["top1"] > 0.9
+
+
+def test_on_epoch_sees_every_epoch_and_can_end_training(tmp_path):
+    data = synthetic_folder(tmp_path / "data", "coco17", 17)
+    overrides = ["epochs=3", "batch_size=4", "data.val_fraction=0.25", "precision=fp32"]
+    config = load_config("infogcn2_small", [*TINY, *overrides])
+    trainer, _ = prepare(config, data, tmp_path / "work", cache_dir=tmp_path, progress=False)
+    seen = []
+
+    def on_epoch(epoch, val_stats):
+        seen.append((epoch, val_stats["top1"]))
+        assert (tmp_path / "work/last.pt").is_file()  # the epoch is saved before the hook
+        return epoch == 2
+
+    fit = trainer.fit(on_epoch=on_epoch)
+    assert fit["stopped_early"] and trainer.epoch == 2
+    assert seen == [(r["epoch"], r["val"]["top1"]) for r in fit["history"]]
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    fit = trainer.fit(on_epoch=lambda epoch, val_stats: None)  # goes on to the last epoch
+    assert not fit["stopped_early"] and trainer.epoch == 3

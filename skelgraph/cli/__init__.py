@@ -13,6 +13,7 @@ COMMANDS: tuple[str, ...] = (
     "convert",
     "extract",
     "train",
+    "tune",
     "test",
     "recognize",
     "ensemble",

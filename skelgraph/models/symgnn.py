@@ -80,6 +80,7 @@ from skelgraph.models.base import (
     AttentionMaps,
     ModelOutput,
     SkeletonModel,
+    check_horizon,
     check_input,
     frame_graph,
     last_real_step,
@@ -381,10 +382,9 @@ class SymGNN(SkeletonModel):
         horizon works (the decoder rolls out frame by frame); it was trained on ``num_future``.
         Runs in the model's current mode (call :meth:`eval` first for inference)."""
         check_input("SymGNN", x, mask, self.layout.num_joints, self.in_channels)
-        if int(horizon) < 1:
-            raise ValueError(f"SymGNN.forecast_future: horizon: expected >= 1, got {horizon}")
+        horizon = check_horizon("SymGNN.forecast_future", horizon)
         real, last = self._frames(x, mask)
-        return self._decode(x, last, self._encode(x, real), int(horizon))
+        return self._decode(x, last, self._encode(x, real), horizon)
 
     def attention(self, x: Tensor, mask: Tensor | None = None) -> AttentionMaps:
         """:meth:`forward` and the graphs it used on the frames its logits read: the actional

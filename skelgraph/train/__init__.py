@@ -6,6 +6,8 @@
   parts.
 * :mod:`~skelgraph.train.trainer` — :class:`Trainer`: the epochs, checkpoints, resume and log.
 * :mod:`~skelgraph.train.run` — :func:`train`: a whole run (data, model, fit, final evaluation).
+* :mod:`~skelgraph.train.search` — :func:`tune`: hyperparameter search on the validation part
+  (Optuna, the optional extra ``skelgraph[tune]``).
 * :mod:`~skelgraph.train.evaluate` — clip-level predictions, metrics, early recognition, the
   evaluation of a split.
 * :mod:`~skelgraph.train.report` — report files and the printed metric table.
@@ -41,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "Trainer": "trainer",
     "train": "run",
     "prepare": "run",
+    "tune": "search",
     "evaluate": "evaluate",
     "evaluate_split": "evaluate",
     "predict": "evaluate",
@@ -60,7 +63,10 @@ _EXPORTS: dict[str, str] = {
     "measure_precision": "precision",
 }
 
-__all__ = sorted(_EXPORTS)
+#: names that need an optional extra (tune: Optuna), left out of ``import *``
+_OPTIONAL = frozenset({"tune"})
+
+__all__ = sorted(set(_EXPORTS) - _OPTIONAL)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,10 @@ A configuration file mirrors :class:`TrainConfig`::
     optim: {optimizer: sgd, lr: 0.01, lr_steps: [30, 45, 60]}
     epochs: 55
     batch_size: 32
+    tune:                 # the search of ``skelgraph tune`` (ignored by ``skelgraph train``)
+      space:
+        optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+        data.window: [32, 64]
 
 Every key is checked: an unknown key raises a :class:`ValueError` that names it and lists the valid
 ones, and a value of the wrong type one that names the key, the expected type and the value. A key
@@ -27,7 +31,7 @@ import os
 import textwrap
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +44,20 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
+    "ParamChoices",
+    "ParamRange",
     "TrainConfig",
+    "TuneConfig",
     "apply_overrides",
     "available_configs",
     "config_from_dict",
     "config_help",
     "config_to_dict",
     "load_config",
+    "parse_space",
     "read_config_file",
     "save_config",
+    "set_values",
 ]
 
 
@@ -221,6 +230,75 @@ class OptimConfig:
 
 @_documented
 @dataclass
+class TuneConfig:
+    """The hyperparameter search of ``skelgraph tune`` (:func:`skelgraph.train.search.tune`).
+
+    Every trial trains the configuration with the trial's values on the training part and is
+    scored on the validation part; the test split is never looked at. ``skelgraph train``
+    ignores this section.
+    """
+
+    space: dict[str, Any] | None = field(
+        default=None,
+        metadata=_doc(
+            "Dotted config key -> {low, high[, log, step]} (a range: int when the key is an "
+            "integer or both bounds are, else float; log: log-uniform) or a list of choices. Keys: "
+            "any config key, model.args.* (checked against the model's arguments) or "
+            "data.preprocess.*; not seed, limit, data.val_fraction (they change the validation "
+            "clips) nor tune.*. Override it whole: tune.space='{optim.lr: {low: 1.0e-4, high: "
+            "0.01, log: true}}'. null = the configured model's default space: optim.lr from a "
+            "tenth to 3x its value, optim.weight_decay a tenth to 10x (unless 0; both "
+            "log-uniform), model.args.dropout 0-0.5, model.args.label_smoothing 0-0.2, "
+            "data.window and the model's integer width (model.args.channels or base_channels) "
+            "halved, kept or doubled."
+        ),
+    )
+    metric: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Validation metric that scores a trial (its value at the epoch best.pt keeps) and "
+            "is reported every epoch for pruning; null = monitor."
+        ),
+    )
+    direction: str = field(
+        default="maximize",
+        metadata=_doc("'maximize' or 'minimize' the metric (e.g. minimize for 'loss')."),
+    )
+    trials: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Trials to run in this call (a resumed study adds as many); 0 only writes the "
+            "reports; null = until the budget is spent."
+        ),
+    )
+    budget_minutes: float | None = field(
+        default=60.0,
+        metadata=_doc(
+            "Wall-clock budget of this call in minutes: no trial starts after it, and a trial "
+            "whose next epoch would end past it stops (counted as pruned); null = no limit."
+        ),
+    )
+    sampler_startup_trials: int = field(
+        default=5,
+        metadata=_doc("Trials drawn at random before the TPE sampler models the results."),
+    )
+    pruner: str = field(
+        default="median",
+        metadata=_doc(
+            "'median' (stop a trial whose metric after an epoch is worse than the median of "
+            "earlier trials after that epoch) or 'none'."
+        ),
+    )
+    pruner_warmup_epochs: int = field(
+        default=2, metadata=_doc("Epochs every trial runs before it can be pruned.")
+    )
+    pruner_startup_trials: int = field(
+        default=3, metadata=_doc("Trials that run to the end before any trial is pruned.")
+    )
+
+
+@_documented
+@dataclass
 class TrainConfig:
     """Everything a training run needs besides the data location and the work directory."""
 
@@ -290,6 +368,7 @@ class TrainConfig:
             "taken in turn from every class; null = all."
         ),
     )
+    tune: TuneConfig = field(default_factory=TuneConfig, metadata=_doc("See TuneConfig."))
 
     def __post_init__(self) -> None:
         data = self.data
@@ -345,6 +424,25 @@ class TrainConfig:
             raise ValueError(
                 f"optim.lr_steps: expected increasing epochs, got {self.optim.lr_steps}"
             )
+        _check_tune(self.tune)
+
+
+def _check_tune(tune: TuneConfig) -> None:
+    _check_choice("tune.direction", tune.direction, ("maximize", "minimize"))
+    _check_choice("tune.pruner", tune.pruner, ("median", "none"))
+    if tune.trials is not None and tune.trials < 0:
+        raise ValueError(f"tune.trials: expected an integer >= 0 or null, got {tune.trials}")
+    if tune.budget_minutes is not None and not tune.budget_minutes > 0:
+        raise ValueError(
+            f"tune.budget_minutes: expected a positive number or null, got {tune.budget_minutes}"
+        )
+    if tune.trials is None and tune.budget_minutes is None:
+        raise ValueError("tune: trials and budget_minutes are both null; set at least one")
+    for key in ("sampler_startup_trials", "pruner_warmup_epochs", "pruner_startup_trials"):
+        if getattr(tune, key) < 0:
+            raise ValueError(f"tune.{key}: expected an integer >= 0, got {getattr(tune, key)}")
+    if tune.space is not None:
+        parse_space(tune.space)
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -430,9 +528,10 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_help(width: int = 100) -> str:
+def config_help(width: int = 100, section: str | None = None) -> str:
     """Every configuration key with its default and meaning (``key = default: meaning``, wrapped
-    to ``width`` columns), as ``skelgraph train --help`` lists them."""
+    to ``width`` columns), as ``skelgraph train --help`` lists them; with ``section`` (e.g.
+    ``"tune"``) only the keys under it."""
     lines = []
 
     def walk(cls: type, default: Any, prefix: str) -> None:
@@ -440,7 +539,7 @@ def config_help(width: int = 100) -> str:
             value = getattr(default, f.name)
             if dataclasses.is_dataclass(value):
                 walk(type(value), value, f"{prefix}{f.name}.")
-            else:
+            elif section is None or prefix.startswith(f"{section}."):
                 shown = yaml.safe_dump(value, default_flow_style=True).strip()
                 shown = shown.removesuffix("...").strip()
                 entry = f"{prefix}{f.name} = {shown}: {f.metadata['help']}"
@@ -454,6 +553,10 @@ def config_help(width: int = 100) -> str:
 _FREE_FORM = ("model.args", "data.preprocess")
 
 
+def _is_free_form(key: str) -> bool:
+    return any(key.startswith(f"{prefix}.") for prefix in _FREE_FORM)
+
+
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for name, tp in _field_types(cls).items():
@@ -462,6 +565,39 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
         else:
             keys.append(prefix + name)
     return keys
+
+
+def _set_pairs(config: TrainConfig, pairs: Iterable[tuple[str, Any]]) -> TrainConfig:
+    """``config`` with every dotted ``(key, value)`` set in turn (a later pair wins)."""
+    values = config_to_dict(config)
+    for key, value in pairs:
+        free_form = _is_free_form(key)
+        *path, last = key.split(".")
+        target = values
+        for part in path:
+            node = target.get(part)
+            if node is None and free_form:
+                node = target[part] = {}
+            if not isinstance(node, dict):
+                raise _unknown_key(key, _valid_keys(TrainConfig))
+            target = node
+        if last not in target and not free_form:
+            raise _unknown_key(key, _valid_keys(TrainConfig))
+        target[last] = value
+    return config_from_dict(values)
+
+
+def set_values(config: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """Returns a copy of ``config`` with dotted keys set to (already parsed) values, checked and
+    coerced as a file's are; keys under ``model.args.`` and ``data.preprocess.`` are free-form.
+
+    Example: ``set_values(config, {"optim.lr": 0.05, "model.args.channels": 32})``.
+
+    Raises:
+        ValueError: For a key that is not a configuration field (the message lists the valid keys)
+            or a value of the wrong type.
+    """
+    return _set_pairs(config, values.items())
 
 
 def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
@@ -478,29 +614,149 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
         ValueError: For a key that is not a configuration field (the message lists the valid keys),
             a malformed override or a value of the wrong type.
     """
-    values = config_to_dict(config)
+    pairs = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r}: expected key=value, e.g. optim.lr=0.05")
-        free_form = any(key.startswith(f"{prefix}.") for prefix in _FREE_FORM)
-        *path, last = key.split(".")
-        target = values
-        for part in path:
-            node = target.get(part)
-            if node is None and free_form:
-                node = target[part] = {}
-            if not isinstance(node, dict):
-                raise _unknown_key(key, _valid_keys(TrainConfig))
-            target = node
-        if last not in target and not free_form:
-            raise _unknown_key(key, _valid_keys(TrainConfig))
         try:
-            target[last] = yaml.safe_load(raw) if raw.strip() else ""
+            pairs.append((key, yaml.safe_load(raw) if raw.strip() else ""))
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: cannot parse value {raw!r}: {e}") from e
-    return config_from_dict(values)
+    return _set_pairs(config, pairs)
+
+
+# ------------------------------------------------------------------------------------------------
+# search spaces
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A numeric range of a search space: ``low`` to ``high`` (both included), drawn uniformly or,
+    with ``log``, log-uniformly (:math:`\\log v \\sim U(\\log low, \\log high)`), on the grid
+    ``low + k·step`` when ``step`` is given; ``integer`` draws integers."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+    def edge_values(self) -> tuple[Any, ...]:
+        """The values that bound the range (what a check of the config tries)."""
+        return (self.low, self.high)
+
+
+@dataclass(frozen=True)
+class ParamChoices:
+    """A list of values of a search space, one drawn per trial (any YAML value: a number, a
+    string, a list such as ``[joint, velocity]``)."""
+
+    values: tuple[Any, ...]
+
+    def edge_values(self) -> tuple[Any, ...]:
+        """Every choice."""
+        return self.values
+
+
+#: Keys a search may not vary, and why.
+_NOT_SEARCHABLE = {
+    "seed": "it selects the validation clips, so trials would be scored on different clips",
+    "limit": "it selects the validation clips, so trials would be scored on different clips",
+    "data.val_fraction": "it sizes the validation part, so trials would be scored on different "
+    "clips",
+}
+_RANGE_KEYS = ("low", "high", "log", "step")
+
+
+def _key_type(key: str) -> Any:
+    """The annotation of a dotted field key, ``X | None`` unwrapped."""
+    cls: Any = TrainConfig
+    *path, last = key.split(".")
+    for part in path:
+        cls = _field_types(cls)[part]
+    tp = _field_types(cls)[last]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        (tp,) = (a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def _number(key: str, value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
+        raise ValueError(f"{key}: expected a number, got {value!r}{hint}")
+    return value
+
+
+def _parse_range(key: str, spec: Mapping[str, Any], tp: Any) -> ParamRange:
+    where = f"tune.space.{key}"
+    if set(spec) - set(_RANGE_KEYS) or "low" not in spec or "high" not in spec:
+        raise ValueError(
+            f"{where}: expected {{low, high[, log, step]}} or a list of choices, got {dict(spec)}"
+        )
+    low, high = _number(f"{where}.low", spec["low"]), _number(f"{where}.high", spec["high"])
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        raise ValueError(f"{where}.log: expected true or false, got {log!r}")
+    if step is not None and not _number(f"{where}.step", step) > 0:
+        raise ValueError(f"{where}.step: expected a positive number, got {step!r}")
+    bounds = (low, high) if step is None else (low, high, step)
+    if tp not in (int, float, None):
+        raise ValueError(
+            f"{where}: a range needs a numeric key and {key} is "
+            f"{getattr(tp, '__name__', tp)}; give a list of choices"
+        )
+    integer = tp is int or (tp is None and all(isinstance(v, int) for v in bounds))
+    if integer and not all(isinstance(v, int) for v in bounds):
+        raise ValueError(f"{where}: {key} is an integer; expected integer bounds, got {dict(spec)}")
+    if not low < high:
+        raise ValueError(f"{where}: expected low < high, got low={low}, high={high}")
+    if log and low <= 0:
+        raise ValueError(f"{where}: a log range needs low > 0, got low={low}")
+    if log and step is not None:
+        raise ValueError(f"{where}: step and log cannot be combined")
+    if integer:
+        return ParamRange(low, high, log, step, integer=True)
+    return ParamRange(float(low), float(high), log, None if step is None else float(step))
+
+
+def parse_space(space: Mapping[str, Any]) -> dict[str, ParamRange | ParamChoices]:
+    """Checks a search space (``tune.space``, see :class:`TuneConfig`) and returns it typed.
+
+    Every key must be a configuration key (or a ``model.args.`` / ``data.preprocess.`` one, whose
+    names the model and the preprocessing check, see :func:`skelgraph.train.search.search_space`)
+    that a search may vary; a range must suit the key's type and a choice of a typed key must be
+    a valid value of it.
+
+    Raises:
+        ValueError: Naming the key (``tune.space.<key>``), what was expected and what was given.
+    """
+    valid = _valid_keys(TrainConfig)
+    parsed: dict[str, ParamRange | ParamChoices] = {}
+    for key, spec in space.items():
+        if not isinstance(key, str) or not (key in valid or _is_free_form(key)):
+            raise ValueError(
+                f"tune.space: unknown config key {key!r}; valid keys: {', '.join(valid)} and "
+                "model.args.* / data.preprocess.*"
+            )
+        if key.startswith("tune."):
+            raise ValueError(f"tune.space: {key!r}: the search cannot tune its own settings")
+        if key in _NOT_SEARCHABLE:
+            raise ValueError(f"tune.space: {key!r} cannot be searched: {_NOT_SEARCHABLE[key]}")
+        tp = None if _is_free_form(key) else _key_type(key)
+        if isinstance(spec, Mapping):
+            parsed[key] = _parse_range(key, spec, tp)
+        elif isinstance(spec, (list, tuple)) and spec:
+            if tp is not None:  # each choice as a file's value of this key would be read
+                spec = [_coerce(f"tune.space.{key}[{i}]", v, tp) for i, v in enumerate(spec)]
+            parsed[key] = ParamChoices(tuple(spec))
+        else:
+            raise ValueError(
+                f"tune.space.{key}: expected {{low, high[, log, step]}} or a non-empty list of "
+                f"choices, got {spec!r}"
+            )
+    return parsed
 
 
 # ------------------------------------------------------------------------------------------------

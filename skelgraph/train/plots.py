@@ -17,13 +17,13 @@ from matplotlib.ticker import MaxNLocator
 
 from skelgraph.utils import atomic_write
 
-__all__ = ["plot_confusion", "plot_curve", "plot_history"]
+__all__ = ["plot_confusion", "plot_curve", "plot_history", "save_figure"]
 
 #: Confusion matrices with at most this many classes get their counts written into the cells.
 _ANNOTATE_MAX_CLASSES = 30
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
     FigureCanvasAgg(fig)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
@@ -67,7 +67,7 @@ def plot_history(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[s
         ax.grid(alpha=0.3)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(
@@ -93,7 +93,7 @@ def plot_confusion(
             if count:
                 color = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_curve(
@@ -115,4 +115,4 @@ def plot_curve(
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,10 @@ from skelgraph.utils import (
     seed_worker,
 )
 
-__all__ = ["Trainer"]
+__all__ = ["EpochHook", "Trainer"]
+
+#: ``on_epoch(epoch, val_stats)`` of :meth:`Trainer.fit`: a true return ends training.
+EpochHook = Callable[[int, Mapping[str, Any]], "bool | None"]
 
 
 class Trainer:
@@ -297,12 +300,21 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False, on_epoch: EpochHook | None = None) -> dict[str, Any]:
         """Trains from the current epoch (``last.pt``'s with ``resume``) to ``config.epochs``, or
-        until ``config.max_steps`` steps.
+        until ``config.max_steps`` steps, or until ``on_epoch`` asks to stop.
+
+        Args:
+            resume: Continue from ``last.pt`` when it exists.
+            on_epoch: Called after every epoch, once its checkpoints and log line are written,
+                as ``on_epoch(epoch, val_stats)`` (the 1-based epoch just finished and its
+                validation metrics and loss terms, empty without validation data); a true return
+                ends training there. Under ``torchrun`` every process calls it and all must
+                return the same. An exception it raises leaves ``fit`` as it is.
 
         Returns:
-            ``{"best_epoch", "best_metric", "monitor", "history"}``.
+            ``{"best_epoch", "best_metric", "monitor", "history", "stopped_early"}``
+            (``stopped_early``: whether ``on_epoch`` ended training).
         """
         if self.ctx.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -318,6 +330,7 @@ class Trainer:
         bar = progress_bar(
             epochs, desc="training", total=total, unit="epoch", disable=not self.progress
         )
+        stopped_early = False
         for _ in bar:
             if self.steps_exhausted:
                 break
@@ -350,11 +363,16 @@ class Trainer:
                 bar.write(_summary(record, monitor))
             bar.set_postfix(best=f"{self.best_metric:.4f}")
             barrier(self.ctx)
+            if on_epoch is not None and on_epoch(self.epoch, val_stats):
+                stopped_early = True
+                break
+        bar.close()
         return {
             "best_epoch": self.best_epoch,
             "best_metric": self.best_metric,
             "monitor": monitor,
             "history": self.history,
+            "stopped_early": stopped_early,
         }
 
     def _save_epoch(self, improved: bool) -> None:
