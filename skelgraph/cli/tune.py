@@ -47,7 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", required=True, help="YAML file or the name of a packaged config"
+        "--config",
+        required=True,
+        help="YAML file, the name of a packaged config, or auto (the recipe derived from the data)",
     )
     parser.add_argument("--data", required=True, type=Path, help="data root")
     parser.add_argument("--work-dir", required=True, type=Path, help="output folder")
