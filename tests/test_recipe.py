@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import PENN13_POSE, synthetic_folder
 
 from skelgraph.clip import SkeletonClip
 from skelgraph.data import SkeletonFolder, write_skeleton_folder
@@ -20,7 +21,6 @@ from skelgraph.train.recipe import (
     derive_recipe,
     load_training_config,
 )
-from tests.helpers import PENN13_POSE, synthetic_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,37 @@
+"""benchmarks/recipe.py: a whole quick run of the recipe's single model and ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import synthetic_folder
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_recipe_benchmark_trains_the_streams_and_writes_its_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import recipe
+
+    data = synthetic_folder(tmp_path / "data", "penn13", 13)
+    argv = [
+        "--datasets", f"tiny={data}", "--work-dir", str(tmp_path / "work"),
+        "--output-dir", str(tmp_path / "out"), "--quiet",
+        "--overrides", "max_steps=2", "model.args.channels=8", "early_recognition=false",
+    ]  # fmt: skip
+    assert recipe.main(argv) == 0
+    record = json.loads((tmp_path / "out/recipe.json").read_text())
+    result = record["datasets"]["tiny"]
+    entries = [row["entry"] for row in result["rows"]]
+    assert entries[:2] == ["auto, single (joint+velocity)", "auto, ensemble (3 streams)"]
+    assert len(entries) == 4 and all(0 <= row["test_top1"] <= 1 for row in result["rows"])
+    assert "data.window:" in result["recipe"] and "model.args.channels: 8" in result["recipe"]
+    table = capsys.readouterr().out
+    assert "| tiny" in table and "auto, ensemble (3 streams)" in table
+    assert (tmp_path / "work/tiny/ensemble.pt").is_file()
