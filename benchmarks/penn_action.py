@@ -95,7 +95,7 @@ from skelgraph.data.folder import write_skeleton_folder
 from skelgraph.data.penn_action import penn_action_files, read_penn_action
 from skelgraph.models import Ensemble
 from skelgraph.models.checkpoint import load_checkpoint, save_checkpoint
-from skelgraph.train.config import TrainConfig, config_to_dict, load_config, save_config
+from skelgraph.train.config import TrainConfig, config_to_dict, save_config
 from skelgraph.train.data import DataSplits, read_clips
 from skelgraph.train.evaluate import (
     ClipPredictions,
@@ -103,6 +103,7 @@ from skelgraph.train.evaluate import (
     report_split,
     split_predictor,
 )
+from skelgraph.train.recipe import load_training_config
 from skelgraph.train.report import describe_models, update_report
 from skelgraph.train.run import prepare
 from skelgraph.utils import atomic_write
@@ -257,14 +258,16 @@ def prepare_data(args: argparse.Namespace) -> Path:
 # training and evaluation
 
 
-def member_config(member: Member, args: argparse.Namespace) -> TrainConfig:
-    """The configuration of ``member``: its file, the quick settings, ``--overrides``, its own."""
-    quick: list[str] = []
+def member_config(member: Member, args: argparse.Namespace, data_root: Path) -> TrainConfig:
+    """The configuration of ``member``: its file (``auto``: the recipe derived from the training
+    clips of ``data_root``), the quick settings, ``--overrides``, its own."""
+    overrides = [*args.overrides, *member.overrides]
     if args.quick:
-        name = load_config(member.config).model.name
-        quick = [*QUICK_OVERRIDES, *QUICK_MODEL_OVERRIDES.get(name, ())]
-    refit = ["data.val_fraction=0"] if args.refit else []
-    return load_config(member.config, [*quick, *args.overrides, *member.overrides, *refit])
+        name = load_training_config(member.config, overrides, data_root)[0].model.name
+        overrides = [*QUICK_OVERRIDES, *QUICK_MODEL_OVERRIDES.get(name, ()), *overrides]
+    if args.refit:
+        overrides.append("data.val_fraction=0")
+    return load_training_config(member.config, overrides, data_root, cache_dir=args.cache_dir)[0]
 
 
 def member_streams(config: TrainConfig) -> list[str]:
@@ -287,7 +290,7 @@ def train_member(
 ) -> tuple[dict[str, Any], TrainConfig, DataSplits]:
     """Trains one member (or continues it with ``--resume`` or ``resume=True``); returns its
     record, configuration and data splits."""
-    config = member_config(member, args)
+    config = member_config(member, args, data_root)
     work = stage_dir(args, "models") / slug(member.spec)
     work.mkdir(parents=True, exist_ok=True)
     save_config(config, work / "config.yaml")
@@ -759,9 +762,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin_threads(args.threads)
     try:
         entries = {text: parse_entry(text) for text in args.configs}
-        for text, members in entries.items():
-            check_members([member_config(m, args) for m in members], text)
         data_root = prepare_data(args)
+        for text, members in entries.items():
+            check_members([member_config(m, args, data_root) for m in members], text)
     except (ValueError, FileNotFoundError) as e:
         print(f"penn_action: error: {e}", file=sys.stderr)
         return 1
