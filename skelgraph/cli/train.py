@@ -5,6 +5,12 @@ Example::
     skelgraph train --config infogcn2_blog --data data/penn_action --work-dir work_dirs/penn \\
         epochs=20 optim.lr=0.05 model.args.channels=32
 
+A configuration derived from the data (window, augmentation, model size, regularisation and
+schedule from the training clips; printed and saved as ``WORK_DIR/recipe.yaml`` with the reason of
+every value, see :mod:`skelgraph.train.recipe`), and its ensemble of streams::
+
+    skelgraph train --config auto --data data/mine --work-dir work_dirs/mine --streams auto
+
 A quick run, to see that data, config and machine work together before a long one::
 
     skelgraph train --config infogcn2_small --data data/mine --work-dir work/quick \\
