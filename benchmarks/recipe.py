@@ -12,8 +12,9 @@ Protocol, per dataset of ``--datasets NAME=DIR ...`` (skeleton folders with a ``
    stream (joint positions and velocity) is the single model; the ensemble averages the streams'
    probabilities.
 2. ``tuned`` (with ``--tune-minutes M``): ``skelgraph tune`` searches the recipe's default space
-   on the same validation part for M minutes of wall time, then the best configuration is trained
-   like the single model and evaluated once on the test split.
+   on the same validation part for M minutes of wall time (with ``--resume``, a search that has
+   written its ``best.yaml`` is reused as it is), then the best configuration is trained like the
+   single model and evaluated once on the test split.
 
 Training times are the sums of the epochs' wall times as logged (validation included). Outputs: a
 table on stdout and ``benchmarks/results/recipe.json`` (per dataset: the recipe with its reasons,
@@ -95,12 +96,15 @@ def run_dataset(
         )
     result: dict[str, Any] = {"root": str(root), "recipe": recipe.describe(config), "rows": rows}
     if tune_minutes is not None:
-        from skelgraph.train.search import tune
+        from skelgraph.train.search import open_study, tune
 
         tune_dir = work_dir / f"{name}-tune"
         budget = [*overrides, f"tune.budget_minutes={tune_minutes}"]
         tune_config = load_training_config("auto", budget, root, cache_dir=cache_dir)[0]
-        study = tune(tune_config, root, tune_dir, cache_dir=cache_dir, progress=False)
+        if options["resume"] and (tune_dir / "best.yaml").is_file():  # a finished search
+            study = open_study(tune_config, tune_dir)
+        else:
+            study = tune(tune_config, root, tune_dir, cache_dir=cache_dir, progress=False)
         tuned = load_config(tune_dir / "best.yaml")
         tuned_metrics = train(tuned, root, work_dir / f"{name}-tuned", **options)
         rows.append(
