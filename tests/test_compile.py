@@ -46,5 +46,5 @@ def test_compiled_infogcn2_matches_eager_in_training_and_inference():
 def test_compile_is_a_config_key_and_a_train_flag():
     assert load_config("penn_action_infogcn2").compile is False
     assert load_config("penn_action_infogcn2", ["compile=true"]).compile is True
-    args = argparse.Namespace(max_steps=None, limit=None, no_early=False, compile=True)
+    args = argparse.Namespace(max_steps=None, limit=None, no_early=False, compile=True, cv=None)
     assert _flag_overrides(args) == ["compile=true"]
