@@ -4,6 +4,7 @@ merges under a configuration file."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,10 @@ from helpers import PENN13_POSE, synthetic_folder
 from skelgraph.clip import SkeletonClip
 from skelgraph.data import SkeletonFolder, write_skeleton_folder
 from skelgraph.train.recipe import (
+    HOLDOUT,
     SIZE_TIERS,
+    SMALL_DATA,
+    TARGET_STEPS,
     WINDOW_PERCENTILE,
     DataStats,
     dataset_stats,
@@ -88,10 +92,33 @@ def test_small_data_gets_a_smaller_more_regularised_model_and_more_epochs() -> N
         assert set(recipe.reasons) >= {"data.window", "model.args.channels", "epochs"}
 
 
+def test_small_data_trains_on_every_clip_and_larger_data_holds_out_a_part() -> None:
+    small = derive_recipe(_stats(num_clips=SMALL_DATA - 1, has_groups=True))
+    large = derive_recipe(_stats(num_clips=SMALL_DATA, has_groups=True))
+    assert small.values["data"]["val_fraction"] == 0.0
+    assert large.values["data"]["val_fraction"] == HOLDOUT
+    assert "whole groups" in large.reasons["data.val_fraction"]
+    # the schedule counts the steps of the clips that train: about TARGET_STEPS in both
+    for recipe, training in ((small, SMALL_DATA - 1), (large, (1 - HOLDOUT) * SMALL_DATA)):
+        steps = recipe.values["epochs"] * math.ceil(training / recipe.values["batch_size"])
+        assert TARGET_STEPS <= steps < TARGET_STEPS + math.ceil(training / 16)
+
+
 def test_model_arguments_the_model_does_not_take_are_left_out() -> None:
     recipe = derive_recipe(_stats(), model="stgcn")
     assert "decoder_channels" not in recipe.values["model"]["args"]
     assert recipe.values["model"]["name"] == "stgcn"
+
+
+@pytest.mark.parametrize("model", ["infogcn", "stgcn", "agcn2s", "symgnn"])
+def test_a_per_block_channel_plan_keeps_its_depth_at_the_tier_width(model: str) -> None:
+    from skelgraph.models import create
+
+    args = derive_recipe(_stats(num_clips=200), model=model).values["model"]["args"]
+    plan = args["channels"]
+    assert plan[0] == SIZE_TIERS[0][1] and plan[-1] == 4 * SIZE_TIERS[0][1]
+    assert "depth" not in args
+    create(model, num_classes=5, layout="penn13", **args)  # the model takes what the recipe sets
 
 
 def _rotated_folder(root: Path, degrees: np.ndarray) -> Path:
@@ -160,3 +187,14 @@ def test_train_with_the_auto_config_saves_the_recipe_with_reasons(tmp_path: Path
     assert "data.window: 24  # p20 of the clip lengths is 16.2 frames" in saved
     config = yaml.safe_load((work / "config.yaml").read_text())
     assert config["recipe"] == "auto" and config["model"]["args"]["channels"] == 8
+
+
+def test_a_search_on_small_data_holds_out_a_part_the_recipe_trains_on(tmp_path: Path) -> None:
+    from skelgraph.cli.tune import load_tune_config
+
+    data = synthetic_folder(tmp_path / "data", "penn13", 13)
+    cache = tmp_path / "cache"
+    assert load_training_config("auto", [], data, cache_dir=cache)[0].data.val_fraction == 0.0
+    assert load_tune_config("auto", [], data, cache).data.val_fraction == HOLDOUT
+    explicit = load_tune_config("auto", ["data.val_fraction=0.3"], data, cache)
+    assert explicit.data.val_fraction == 0.3

@@ -28,16 +28,22 @@ median.
   between clips, within [0.1, 0.25] (people of other proportions).
 - Mirror (left/right, :math:`p = 0.5`) when the layout has mirror pairs.
 
-**Model and regularisation**, by the training clips (InfoGCN++ sizes; keys a model does not take are
-left out): :math:`N < 500`: 24 channels, 2 blocks, dropout 0.2, weight decay 0.05, label smoothing
-0.2; :math:`N < 5000`: 32 channels, 2 blocks, no dropout, weight decay 0.01, label smoothing 0.1;
-:math:`N < 20000`: 48 channels, 3 blocks, dropout 0.1; above: 64 channels, 4 blocks, dropout 0.1
-(the blog's size).
+**Model and regularisation**, by the training clips (InfoGCN++ sizes; a model with a per-block
+channel plan, such as InfoGCN or ST-GCN, keeps its plan's depth with every width scaled by the
+tier's channels over 64; keys a model does not take are left out): :math:`N < 500`: 24 channels,
+2 blocks, dropout 0.2, weight decay 0.05, label smoothing 0.2; :math:`N < 5000`: 32 channels, 2
+blocks, no dropout, weight decay 0.01, label smoothing 0.1; :math:`N < 20000`: 48 channels, 3
+blocks, dropout 0.1; above: 64 channels, 4 blocks, dropout 0.1 (the blog's size).
 
 **Schedule**: AdamW at 0.005 with batches of 16 for about 2500 optimisation steps
-(:math:`\lceil 2500 / \lceil 0.8 N / 16 \rceil \rceil` epochs within [20, 300]), decayed tenfold at
-75 % and 92.5 % of the epochs, warmed up over about 60 steps; 20 % of the training clips (whole
-groups when the clips have them) validate and choose the kept epoch.
+(:math:`\lceil 2500 / \lceil N' / 16 \rceil \rceil` epochs within [20, 300], :math:`N'` the clips
+that train), decayed tenfold at 75 % and 92.5 % of the epochs, warmed up over about 60 steps.
+
+**Validation**: with :math:`N \ge 1000`, 20 % of the training clips (whole groups when the clips
+have them) validate and choose the kept epoch. Below, every clip trains and the last epoch is kept:
+a held-out part of a few people or a few dozen clips chooses epochs by noise and costs a fifth of
+the data; ``--cv K`` estimates the accuracy instead, and ``skelgraph tune`` holds out 20 % for its
+trials.
 
 **Streams** (:attr:`Recipe.streams`, ``skelgraph train --config auto --streams auto``): joint
 positions with their velocity, bones with theirs, and the positions relative to the parent's
@@ -84,6 +90,13 @@ AUTO = "auto"
 WINDOW_PERCENTILE = 20.0
 #: Optimisation steps of the schedule.
 TARGET_STEPS = 2500
+#: Below this many training clips every clip trains (no held-out part).
+SMALL_DATA = 1000
+#: The held-out fraction of the training clips otherwise (and of every ``skelgraph tune`` search).
+HOLDOUT = 0.2
+#: The width of the largest tier; a model with a per-block channel plan is scaled by the tier's
+#: width relative to it.
+REFERENCE_WIDTH = 64
 #: (largest number of training clips, channels, blocks, dropout, weight decay, label smoothing)
 SIZE_TIERS: tuple[tuple[float, int, int, float, float, float], ...] = (
     (500, 24, 2, 0.2, 0.05, 0.2),
@@ -361,19 +374,34 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
     put("data.translation", False, "clips are centred on the pelvis")
     put("data.jitter", False, "not needed on top of the crops and the geometric augmentation")
     put("data.preprocess.causal", True, "a causal model can run online on the same inputs")
-    put(
-        "data.val_fraction",
-        0.2,
-        "20 % of the training clips (whole groups)"
-        if stats.has_groups
-        else "20 % of the training clips, stratified",
-    )
-
     n = stats.num_clips
+    if n < SMALL_DATA:
+        put(
+            "data.val_fraction",
+            0.0,
+            f"fewer than {SMALL_DATA} training clips: every clip trains and the last epoch is "
+            "kept (a held-out part this small picks epochs by noise; --cv K measures instead)",
+        )
+    else:
+        put(
+            "data.val_fraction",
+            HOLDOUT,
+            "20 % of the training clips (whole groups)"
+            if stats.has_groups
+            else "20 % of the training clips, stratified",
+        )
     limit, channels, depth, dropout, decay, smoothing = next(t for t in SIZE_TIERS if n < t[0])
     tier = f"{n} training clips (< {limit:g})"
-    accepted = set(inspect.signature(model_class(model)).parameters)
+    parameters = inspect.signature(model_class(model)).parameters
+    accepted = set(parameters)
     put("model.name", model, "the library's default model" if model == "infogcn2" else "given")
+    plan = parameters["channels"].default if "channels" in parameters else None
+    if isinstance(plan, Sequence):  # a per-block plan: its widths scaled, its depth kept
+        put(
+            "model.args.channels",
+            [max(8, 8 * round(c * channels / REFERENCE_WIDTH / 8)) for c in plan],
+            f"{tier}: the model's plan at {channels}/{REFERENCE_WIDTH} of its width",
+        )
     for key, value in (
         ("channels", channels),
         ("depth", depth),
@@ -382,7 +410,7 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
         ("dropout", dropout),
         ("label_smoothing", smoothing),
     ):
-        if key in accepted:
+        if key in accepted and not (key == "channels" and isinstance(plan, Sequence)):
             put(f"model.args.{key}", value, tier)
     if "features" in accepted:
         put("model.args.features", ["joint", "velocity"], "positions and their motion")
@@ -390,7 +418,7 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
     put("optim.lr", 0.005, "AdamW with batches of 16")
     put("optim.weight_decay", decay, tier)
     put("batch_size", 16, "small batches: more steps on small data")
-    steps_per_epoch = max(math.ceil(0.8 * n / 16), 1)
+    steps_per_epoch = max(math.ceil((1 - _get(values, "data.val_fraction")) * n / 16), 1)
     epochs = int(_clamp(math.ceil(TARGET_STEPS / steps_per_epoch), 20, 300))
     put("epochs", epochs, f"about {TARGET_STEPS} steps of {steps_per_epoch} per epoch")
     put(
