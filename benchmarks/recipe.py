@@ -38,7 +38,7 @@ from typing import Any
 from _common import format_table, machine, pin_threads, write_json
 
 from skelgraph.train.config import load_config
-from skelgraph.train.recipe import load_training_config
+from skelgraph.train.recipe import load_training_config, search_config
 from skelgraph.train.run import train, train_streams
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,7 +100,9 @@ def run_dataset(
 
         tune_dir = work_dir / f"{name}-tune"
         budget = [*overrides, f"tune.budget_minutes={tune_minutes}"]
-        tune_config = load_training_config("auto", budget, root, cache_dir=cache_dir)[0]
+        tune_config = search_config(
+            *load_training_config("auto", budget, root, cache_dir=cache_dir)
+        )
         if options["resume"] and (tune_dir / "best.yaml").is_file():  # a finished search
             study = open_study(tune_config, tune_dir)
         else:

@@ -35,3 +35,29 @@ def test_the_recipe_benchmark_trains_the_streams_and_writes_its_table(
     table = capsys.readouterr().out
     assert "| tiny" in table and "auto, ensemble (3 streams)" in table
     assert (tmp_path / "work/tiny/ensemble.pt").is_file()
+
+
+def test_the_recipe_benchmark_tunes_small_data_on_a_held_out_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip(
+        "optuna", reason='the tune entry needs Optuna: pip install "skelgraph[tune]"'
+    )
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import recipe
+
+    data = synthetic_folder(tmp_path / "data", "penn13", 13)
+    argv = [
+        "--datasets", f"tiny={data}", "--work-dir", str(tmp_path / "work"),
+        "--output-dir", str(tmp_path / "out"), "--quiet", "--tune-minutes", "5",
+        "--overrides", "max_steps=2", "model.args.channels=8", "early_recognition=false",
+        "tune.trials=1",
+    ]  # fmt: skip
+    assert recipe.main(argv) == 0
+    result = json.loads((tmp_path / "out/recipe.json").read_text())["datasets"]["tiny"]
+    assert result["tune"]["trials"] == 1
+    assert result["rows"][-1]["entry"].startswith("auto + tune (1 trials")
+    # the recipe trains on every clip of this small set; the search held out a part
+    assert "data.val_fraction: 0.0" in result["recipe"]
+    tuned = (tmp_path / "work/tiny-tune/best.yaml").read_text()
+    assert "val_fraction: 0.2" in tuned

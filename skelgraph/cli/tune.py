@@ -21,7 +21,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from skelgraph.train.config import TrainConfig, apply_overrides, config_help
+from skelgraph.train.config import TrainConfig, config_help
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -92,15 +92,12 @@ def load_tune_config(
 ) -> TrainConfig:
     """The configuration a search starts from: ``--config`` with the overrides applied, the
     recipe derived from ``data`` merged under it for ``auto`` (or ``recipe: auto``). Trials need a
-    validation part: where the recipe trains on every clip (small data), the search holds out
-    :data:`~skelgraph.train.recipe.HOLDOUT` of them."""
-    from skelgraph.train.recipe import HOLDOUT, load_training_config
+    validation part (:func:`~skelgraph.train.recipe.search_config`)."""
+    from skelgraph.train.recipe import load_training_config, search_config
 
     resolved, recipe = load_training_config(config, overrides, data, cache_dir=cache_dir)
+    resolved = search_config(resolved, recipe)
     if recipe is not None:
-        if resolved.data.val_fraction == 0 and "data.val_fraction" not in recipe.overridden:
-            resolved = apply_overrides(resolved, [f"data.val_fraction={HOLDOUT}"])
-            recipe.reasons["data.val_fraction"] = "the search scores trials on a held-out part"
         print(recipe.describe(resolved))
     return resolved
 

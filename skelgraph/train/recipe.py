@@ -82,6 +82,7 @@ __all__ = [
     "derive_recipe",
     "load_training_config",
     "save_recipe",
+    "search_config",
 ]
 
 #: The value of ``--config`` (and of the ``recipe`` key) that derives the recipe from the data.
@@ -510,6 +511,16 @@ def load_training_config(
     explicit_keys = set(_flatten(values)) | set(override_keys)
     recipe.overridden = [k for k in recipe.reasons if k in explicit_keys]
     return config, recipe
+
+
+def search_config(config: TrainConfig, recipe: Recipe | None) -> TrainConfig:
+    """``config`` as a hyperparameter search starts from it: trials need a validation part, so
+    where the recipe trains on every clip (small data) the search holds out :data:`HOLDOUT` of
+    them (whole groups when the clips have them); a value set explicitly is kept."""
+    if recipe is None or config.data.val_fraction > 0 or "data.val_fraction" in recipe.overridden:
+        return config
+    recipe.reasons["data.val_fraction"] = "a search scores its trials on a held-out part"
+    return apply_overrides(config, [f"data.val_fraction={HOLDOUT}"])
 
 
 def _training_stats(root: PathLike, data: DataConfig, cache_dir: PathLike | None) -> DataStats:
