@@ -6,15 +6,16 @@ Protocol, per dataset of ``--datasets NAME=DIR ...`` (skeleton folders with a ``
 ``test`` split):
 
 1. ``auto``: the recipe (:mod:`skelgraph.train.recipe`) derived from the training clips, nothing
-   set by hand; every stream of the recipe's ensemble (``--streams auto``) is trained on the
-   training split less its validation part (whole groups when ``labels.csv`` has them), keeps the
-   epoch with the best validation accuracy and is evaluated once on the test split. The first
+   set by hand; every stream of the recipe's ensemble (``--streams auto``) is trained as the
+   recipe says (under 1000 training clips on all of them, keeping the last epoch; else on the
+   training split less its validation part, whole groups when ``labels.csv`` has them, keeping
+   the epoch with the best validation accuracy) and is evaluated once on the test split. The first
    stream (joint positions and velocity) is the single model; the ensemble averages the streams'
    probabilities.
 2. ``tuned`` (with ``--tune-minutes M``): ``skelgraph tune`` searches the recipe's default space
-   on the same validation part for M minutes of wall time (with ``--resume``, a search that has
-   written its ``best.yaml`` is reused as it is), then the best configuration is trained like the
-   single model and evaluated once on the test split.
+   on a validation part (:func:`~skelgraph.train.recipe.search_config`) for M minutes of wall
+   time (with ``--resume``, a search that has written its ``best.yaml`` is reused as it is), then
+   the best configuration is trained like the single model and evaluated once on the test split.
 
 Training times are the sums of the epochs' wall times as logged (validation included). Outputs: a
 table on stdout and ``benchmarks/results/recipe.json`` (per dataset: the recipe with its reasons,
