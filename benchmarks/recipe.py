@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,11 +53,12 @@ def train_minutes(work_dir: Path) -> float:
 
 
 def entry(name: str, metrics: dict[str, Any], minutes: float) -> dict[str, Any]:
-    """One table row from a training run's final metrics."""
-    fit = metrics.get("fit", {})
+    """One table row from a training run's final metrics (``val_top1`` :obj:`None` for a run
+    without a validation part)."""
+    best = metrics.get("fit", {}).get("best_metric")
     return {
         "entry": name,
-        "val_top1": fit.get("best_metric"),
+        "val_top1": best if best is not None and math.isfinite(best) else None,
         "test_top1": metrics["top1"],
         "test_mean_class": metrics.get("mean_class_acc"),
         "train_min": round(minutes, 1),

@@ -434,7 +434,7 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
         "about 60 warm-up steps",
     )
     put("reduce", "mean", "clip scores average every step's")
-    put("monitor", "top1", "the kept epoch has the best validation accuracy")
+    put("monitor", "top1", "with a validation part, the kept epoch has the best top-1")
     return Recipe(values, reasons, STREAMS, stats)
 
 
@@ -516,7 +516,8 @@ def load_training_config(
 def search_config(config: TrainConfig, recipe: Recipe | None) -> TrainConfig:
     """``config`` as a hyperparameter search starts from it: trials need a validation part, so
     where the recipe trains on every clip (small data) the search holds out :data:`HOLDOUT` of
-    them (whole groups when the clips have them); a value set explicitly is kept."""
+    them (whole groups when the clips have them), with that reason in ``recipe``; a value set
+    explicitly is kept."""
     if recipe is None or config.data.val_fraction > 0 or "data.val_fraction" in recipe.overridden:
         return config
     recipe.reasons["data.val_fraction"] = "a search scores its trials on a held-out part"
