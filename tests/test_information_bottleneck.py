@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from helpers import CLASSES, TINY_INFOGCN2, synthetic_folder
-from shipped_logits import REFERENCE, shipped_logits
+from shipped_logits import assert_reference_logits, shipped_logits
 
 from skelgraph.models import create, pretrained_path
 from skelgraph.models.losses import bottleneck_terms, information_bottleneck_loss
@@ -144,12 +143,7 @@ def test_infogcn2_default_is_unchanged(tmp_path):
     assert model(torch.randn(1, 17, 5, 3)).extras == {}
     meta = torch.load(pretrained_path("penn-action-fast"), weights_only=True)["meta"]
     assert "information_bottleneck" not in meta["model_args"]
-    classes, logits = shipped_logits("penn-action-fast", tmp_path)
-    with np.load(REFERENCE) as reference:
-        torch.testing.assert_close(
-            logits, torch.from_numpy(reference["penn-action-fast/logits"]), atol=1e-5, rtol=1e-5
-        )
-        assert classes == reference["penn-action-fast/classes"].tolist()
+    assert_reference_logits("penn-action-fast", *shipped_logits("penn-action-fast", tmp_path))
 
 
 def test_infogcn2_bottleneck_classifies_every_step_from_its_latent():
