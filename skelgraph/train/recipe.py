@@ -397,7 +397,8 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
     accepted = set(parameters)
     put("model.name", model, "the library's default model" if model == "infogcn2" else "given")
     plan = parameters["channels"].default if "channels" in parameters else None
-    if isinstance(plan, Sequence):  # a per-block plan: its widths scaled, its depth kept
+    has_plan = isinstance(plan, Sequence)
+    if has_plan:  # a per-block plan: its widths scaled, its depth kept
         put(
             "model.args.channels",
             [max(8, 8 * round(c * channels / REFERENCE_WIDTH / 8)) for c in plan],
@@ -411,7 +412,7 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
         ("dropout", dropout),
         ("label_smoothing", smoothing),
     ):
-        if key in accepted and not (key == "channels" and isinstance(plan, Sequence)):
+        if key in accepted and not (key == "channels" and has_plan):
             put(f"model.args.{key}", value, tier)
     if "features" in accepted:
         put("model.args.features", ["joint", "velocity"], "positions and their motion")
