@@ -157,6 +157,7 @@ def test_explicit_keys_and_overrides_win_over_the_recipe(tmp_path: Path) -> None
     config_file.write_text(yaml.safe_dump({"recipe": "auto", "data": {"window": 24}}))
     config, recipe = load_training_config(config_file, ["epochs=3"], data)
     assert config.data.window == 24 and config.epochs == 3
+    assert config.optim.lr_steps == [2, 3]  # the decays follow the explicit epochs
     assert config.data.shear == recipe.values["data"]["shear"]  # the rest from the recipe
     assert set(recipe.overridden) == {"data.window", "epochs"}
     described = recipe.describe(config)

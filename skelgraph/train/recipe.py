@@ -423,11 +423,7 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
     steps_per_epoch = max(math.ceil((1 - _get(values, "data.val_fraction")) * n / 16), 1)
     epochs = int(_clamp(math.ceil(TARGET_STEPS / steps_per_epoch), 20, 300))
     put("epochs", epochs, f"about {TARGET_STEPS} steps of {steps_per_epoch} per epoch")
-    put(
-        "optim.lr_steps",
-        [round(0.75 * epochs), round(0.925 * epochs)],
-        "tenfold decay at 75 % and 92.5 % of the epochs",
-    )
+    put("optim.lr_steps", _decay_epochs(epochs), "tenfold decay at 75 % and 92.5 % of the epochs")
     put("optim.lr_decay", 0.1, "tenfold decay")
     put(
         "optim.warmup_epochs",
@@ -441,6 +437,11 @@ def derive_recipe(stats: DataStats, model: str = "infogcn2") -> Recipe:
 
 # ------------------------------------------------------------------------------------------------
 # configuration files
+
+
+def _decay_epochs(epochs: int) -> list[int]:
+    """The epochs of the tenfold decays of a schedule of ``epochs`` epochs."""
+    return [round(0.75 * epochs), round(0.925 * epochs)]
 
 
 def _get(values: Mapping[str, Any], key: str) -> Any:
@@ -510,6 +511,9 @@ def load_training_config(
     )
     config = apply_overrides(config_from_dict(_merge(recipe.values, values)), overrides)
     explicit_keys = set(_flatten(values)) | set(override_keys)
+    if "epochs" in explicit_keys and "optim.lr_steps" not in explicit_keys:
+        # the decays follow the epochs that actually run
+        config = apply_overrides(config, [f"optim.lr_steps={_decay_epochs(config.epochs)}"])
     recipe.overridden = [k for k in recipe.reasons if k in explicit_keys]
     return config, recipe
 
