@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,12 @@ def run(tmp_path: Path, *options: str) -> dict:
 def test_good_streams_are_served_while_others_attack(tmp_path: Path) -> None:
     """Every good frame is answered, without an error; every attack is refused as it should
     be; every session and upload slot is free afterwards; the good streams' p99 stays within
-    50 ms. When it does not, the same run without attackers tells whether the attack is the
-    cause: the test fails when the good streams alone take at most half the target (the attack
-    had the other half), and is skipped as untimeable when other work on the 2 cores already
-    takes more."""
+    50 ms. When it does not, the attack runs once more; when that run misses the target too,
+    the same run without attackers tells whether the attack is the cause: the test fails when
+    the good streams alone take at most half the target (the attack had the other half), and is
+    skipped as untimeable when other work on the 2 cores already takes more."""
     record = run(tmp_path)
-    summary, got = record["summary"], record["attackers_got"]
+    summary, got = record["summary"], Counter(record["attackers_got"])
     assert summary["replies"] == summary["frames_sent"] > 0, record
     assert summary["errors"] == summary["missing"] == 0, record["first_errors"]
     assert summary["sessions_after"] == summary["uploads_after"] == 0, summary
@@ -48,13 +49,21 @@ def test_good_streams_are_served_while_others_attack(tmp_path: Path) -> None:
     assert got["upload 413"] >= 2 and got["upload 422"] >= 4 and got["upload 415"] >= 1, got
     # of ten 60 MB uploads at once, those past the pending limit are refused before their body
     # is read (503, or the connection closed while the client was still sending)
-    assert got.get("upload 503", 0) + got.get("upload closed early", 0) >= 8, got
+    assert got["upload 503"] + got["upload closed early"] >= 8, got
     assert got["foreign origin 403"] >= 1 and "foreign origin accepted" not in got, got
     assert got["rebound host 403"] >= 1, got
     assert not any(key.startswith("upload 5") and key != "upload 503" for key in got), got
     if summary["p99_ms"] > TARGET_P99_MS:
+        # the attackers share the 2 cores with the server: one slow run may be their own burst
+        # meeting other work, a slow server is slow every time
+        again = run(tmp_path)["summary"]
+        if again["p99_ms"] <= TARGET_P99_MS:
+            return
         alone = run(tmp_path, "--attacks", "none")["summary"]
-        timings = f"p99 {summary['p99_ms']:.0f} ms under attack, {alone['p99_ms']:.0f} ms without"
+        timings = (
+            f"p99 {summary['p99_ms']:.0f} and {again['p99_ms']:.0f} ms under attack, "
+            f"{alone['p99_ms']:.0f} ms without"
+        )
         if alone["p99_ms"] > TARGET_P99_MS / 2:
             pytest.skip(f"the machine is too busy to time the attack: {timings}")
         pytest.fail(timings)
