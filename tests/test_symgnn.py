@@ -462,8 +462,6 @@ def test_joint_and_bone_streams_train_fuse_evaluate_and_forecast(tmp_path):
         forecasts = [m.forecast_future(x, None, 4) for m in model.members]
         weights = model.weights or [1.0] * len(forecasts)
         mean = sum(w * f for w, f in zip(weights, forecasts, strict=True)) / sum(weights)
-        assert model.mirror  # trained on mirrored clips: mirror test-time augmentation
-        model.mirror = False
         torch.testing.assert_close(model.forecast_future(x, None, 4), mean)
     metrics = (work / "test" / "metrics.json").read_text()
     assert '"forecast_mse"' in metrics

@@ -47,8 +47,7 @@ trials.
 
 **Streams** (:attr:`Recipe.streams`, ``skelgraph train --config auto --streams auto``): joint
 positions with their velocity, bones with theirs, and the positions relative to the parent's
-parent with the velocity, one model each, averaged; with mirror augmentation the ensemble also
-averages over the mirrored clip (test-time augmentation).
+parent with the velocity, one model each, averaged.
 """
 
 from __future__ import annotations

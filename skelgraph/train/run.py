@@ -180,8 +180,7 @@ def train_streams(
     Every stream is :func:`train` of ``config`` with the stream's ``model.args.features``, in
     ``work_dir/<stream name>`` (the same seed, so the same validation clips); their ``best.pt``
     are then fused with the streams' weights (:meth:`Ensemble.from_checkpoints`) into
-    ``work_dir/ensemble.pt``, with mirror test-time augmentation when ``config.data.mirror``
-    trains on mirrored clips, which is evaluated as :func:`train` evaluates one model (report in
+    ``work_dir/ensemble.pt``, which is evaluated as :func:`train` evaluates one model (report in
     ``work_dir/test``, ``val`` or ``train``).
 
     Args:
@@ -207,10 +206,7 @@ def train_streams(
     ctx = init_distributed(config.device)
     paths = [work_dir / stream.name / "best.pt" for stream in streams]
     weights = [stream.weight for stream in streams]
-    # members that learned mirrored clips are asked about the mirrored clip as well
-    model, meta = Ensemble.from_checkpoints(
-        paths, mirror=config.data.mirror, weights=weights, map_location=ctx.device
-    )
+    model, meta = Ensemble.from_checkpoints(paths, weights=weights, map_location=ctx.device)
     out = work_dir / "ensemble.pt"
     if ctx.is_main:
         save_checkpoint(out, model, meta)
