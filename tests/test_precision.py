@@ -123,6 +123,11 @@ def test_explicit_precisions_and_cpu_without_bf16(monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
     result = measure_precision(model, SHAPE, torch.device("cpu"), train=True)
     assert result.choice == "fp32" and result.step_ms == {} and model.calls == 0
+    assert result.describe().startswith("precision auto: fp32 (cpu") and "no native bf16" in (
+        result.describe()
+    )
+    resolved = resolve_precision("auto", model, SHAPE, CPU, train=True, cache_dir=tmp_path)
+    assert resolved is None and not (tmp_path / CACHE_FILE).exists()  # nothing timed to cache
 
 
 def test_the_trainer_and_evaluation_use_the_choice(bf16_candidate, tmp_path, monkeypatch):

@@ -94,6 +94,11 @@ class Calibration:
     def describe(self) -> str:
         """One line for the log, e.g. ``precision auto: bf16 (training step: bf16 80 ms, fp32
         150 ms on ...)``."""
+        if not self.step_ms:
+            return (
+                f"precision auto: {self.choice} ({self.device} has no native bf16: nothing to "
+                "time it against)"
+            )
         times = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.step_ms.items())
         mode = "training" if self.train else "inference"
         how = "cached" if self.cached else "measured"
@@ -286,6 +291,8 @@ def _cached_or_measured(
         except KeyError:
             pass  # an entry of another layout: measure again and replace it
     result = measure_precision(model, shape, device, train=train)
+    if not result.step_ms:  # a single candidate: nothing measured, nothing to remember
+        return result
     record = {k: v for k, v in asdict(result).items() if k != "cached"}
     record["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entries.pop(key, None)
