@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,13 @@ def test_info(capsys) -> None:
     for name in list_layouts():
         layout = get_layout(name)
         assert f"{name:<16} {layout.num_joints:>6} {layout.num_bones:>6}" in out
+
+
+def test_commands_print_no_warning_of_the_libraries_beneath() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "skelgraph", "info"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
 
 
 def test_convert_penn_action(tmp_path: Path, capsys) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 #: subcommands, each a module under ``skelgraph.cli``
@@ -37,6 +38,11 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # PyG compiles a helper with torch.jit.script when it is imported, which torch now warns
+    # about on every command: nothing a user of the command line can act on
+    warnings.filterwarnings(
+        "ignore", message="`torch.jit.script` is deprecated", category=FutureWarning
+    )
     # only the named command's module is imported: the others import torch, which takes
     # seconds, and `serve` must be listening before then
     commands = argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS
