@@ -280,6 +280,8 @@ def _cached_or_measured(
     train: bool,
     cache_dir: PathLike | None,
 ) -> Calibration:
+    if len(candidate_precisions(device)) == 1:  # nothing to time, so nothing to remember
+        return measure_precision(model, shape, device, train=train)
     path = Path(cache_dir if cache_dir is not None else user_cache_dir()) / CACHE_FILE
     key = calibration_key(model, shape, device, train=train)
     entries = _read_cache(path)
@@ -291,8 +293,6 @@ def _cached_or_measured(
         except KeyError:
             pass  # an entry of another layout: measure again and replace it
     result = measure_precision(model, shape, device, train=train)
-    if not result.step_ms:  # a single candidate: nothing measured, nothing to remember
-        return result
     record = {k: v for k, v in asdict(result).items() if k != "cached"}
     record["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entries.pop(key, None)
