@@ -27,9 +27,9 @@ implementations of InfoGCN++ take about 2.6 s, 0.93 s and 30 ms for these on a 2
 this kind; the table gives the speed-up over them and whether it reaches 3×.
 
 glibc's allocator returns large blocks to the system after every free and faults them in again
-on the next allocation, which costs up to 2× on batch-32 steps. Unless ``--keep-malloc`` is given
-(or the variables are already set), the script re-runs itself in a subprocess with
-``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` set; the settings
+on the next allocation, which costs up to 2× on batch-32 steps. Unless ``--keep-malloc`` is given,
+the script keeps freed memory as every ``skelgraph`` command does
+(:func:`skelgraph.allocator.keep_freed_memory`; variables the environment sets win); the settings
 in effect are printed and stored with the results.
 
 ``--against REV`` also imports the package as it was at the git revision ``REV`` and times its
@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +64,7 @@ from _common import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
+from skelgraph.allocator import keep_freed_memory
 from skelgraph.models import create
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_speed.json"
@@ -74,11 +73,6 @@ MODELS = ("infogcn2", "stgcn")
 #: Reference implementation of InfoGCN++ on a 2-core machine of this kind, in milliseconds.
 REFERENCE_MS = {"train b32": 2600.0, "infer b32": 930.0, "infer b1": 30.0}
 TARGET_SPEEDUP = 3.0
-MALLOC_TUNING = {
-    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-    "MALLOC_TOP_PAD_": str(1 << 28),
-}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 #: CPU features that decide whether bfloat16 matrix products run natively (faster than float32).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -216,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=10.0, help="seconds per case after 3 samples"
     )
     parser.add_argument(
-        "--keep-malloc", action="store_true", help="run with the current malloc settings"
+        "--keep-malloc", action="store_true", help="leave glibc's allocator settings as they are"
     )
     parser.add_argument(
         "--against",
@@ -226,17 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
 
-    unset = [k for k in MALLOC_TUNING if k not in os.environ]
-    if unset and not args.keep_malloc:
-        env = {**os.environ, **MALLOC_TUNING}
-        argv_rest = sys.argv[1:] if argv is None else argv
-        command = [sys.executable, str(Path(__file__).resolve()), *argv_rest, "--keep-malloc"]
-        return subprocess.run(command, env=env, check=False).returncode
-
+    applied = {} if args.keep_malloc else keep_freed_memory()
     threads = pin_threads(args.threads)
     previous = import_previous(args.against, "skelgraph.models").create if args.against else None
     rows, params = measure(args.repeat, args.budget, previous)
-    settings = malloc_settings()
+    settings = malloc_settings() | {name: str(value) for name, value in applied.items()}
     bf16 = bf16_support()
     peak = {label: gemm_peak(dtype or torch.float32) for label, dtype in PRECISIONS.items()}
     for row in rows:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from test_data import make_penn_root, random_clip
 
 import skelgraph
+from skelgraph.allocator import SETTINGS, _glibc
 from skelgraph.cli import main
 from skelgraph.data import PennAction, SkeletonFolder
 from skelgraph.io import save_pyskl
@@ -49,6 +51,23 @@ def test_commands_print_no_warning_of_the_libraries_beneath() -> None:
         [sys.executable, "-m", "skelgraph", "info"], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(_glibc() is None, reason="the C library is not glibc")
+def test_commands_keep_freed_memory_unless_told_otherwise() -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS and k != "SKELGRAPH_MALLOC"}
+    for env, expected in [
+        ({}, "allocator        keeps freed memory (MALLOC_TRIM_THRESHOLD_=1073741824"),
+        ({"SKELGRAPH_MALLOC": "system"}, "allocator        glibc's or the system's defaults"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "skelgraph", "info"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=clean | env,
+        )
+        assert expected in done.stdout, done.stdout
 
 
 def test_convert_penn_action(tmp_path: Path, capsys) -> None:

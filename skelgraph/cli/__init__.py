@@ -8,6 +8,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from skelgraph.allocator import keep_freed_memory
+
 #: subcommands, each a module under ``skelgraph.cli``
 COMMANDS: tuple[str, ...] = (
     "info",
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # seconds, and `serve` must be listening before then
     commands = argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS
     args = build_parser(commands).parse_args(argv)
+    keep_freed_memory()
     return int(args.run(args) or 0)
 
 

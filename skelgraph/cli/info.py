@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from skelgraph.allocator import applied_settings
 from skelgraph.layouts import get_layout, list_layouts
 
 #: distributions whose versions are reported, in this order
@@ -39,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"CPU capability   {torch.backends.cpu.get_cpu_capability()}")
     print(f"CPU native bf16  {_yes_no(cpu_supports_bf16())}")
+    kept = applied_settings()
+    allocator = (
+        f"keeps freed memory ({_settings(kept)})" if kept else "glibc's or the system's defaults"
+    )
+    print(f"allocator        {allocator}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             print(f"CUDA device {i:<4} {torch.cuda.get_device_name(i)}")
@@ -67,6 +73,10 @@ def _cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def _settings(settings: dict[str, int]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in settings.items())
 
 
 def _yes_no(flag: bool) -> str:
