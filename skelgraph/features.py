@@ -18,10 +18,15 @@ name                   value
 ``bone_velocity``      the velocity of the bone vector
 ``relative2_velocity`` the velocity of ``relative<k>`` (the motion of the k-th mode)
 ``centre``             :math:`x_{t,v} - \bar{x}_{t}`, relative to the frame's own centre
+``distance``           :math:`(\lVert x_{t,v} - x_{t,u} \rVert)_{u \ne v}`, the distances to the
+                       other :math:`V - 1` joints of the frame (DD-Net's joint collection
+                       distances): unchanged when the body moves or turns, so it carries the
+                       pose without the viewpoint
 ====================== ==========================================================================
 
-The output stacks the chosen features' coordinates and appends the confidence once:
-:math:`C_{out} = F (C - 1) + 1`.
+The output stacks the chosen features and appends the confidence once: :math:`C - 1` channels
+per coordinate feature and :math:`V - 1` for ``distance``, so
+:math:`C_{out} = F (C - 1) + 1` without ``distance``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ FEATURES = (
     "bone_velocity",
     "relative<k>_velocity",
     "centre",
+    "distance",
 )
 
 _RELATIVE = re.compile(r"relative(\d+)(_velocity)?$")
@@ -62,7 +68,7 @@ class InputFeatures(nn.Module):
 
     Shapes:
         - **input:** :math:`(B, V, T, C)`
-        - **output:** :math:`(B, V, T, F (C - 1) + 1)`
+        - **output:** :math:`(B, V, T, C_{out})` (see the module description)
     """
 
     def __init__(
@@ -75,9 +81,14 @@ class InputFeatures(nn.Module):
             raise ValueError(f"InputFeatures: in_channels: expected >= 2, got {in_channels}")
         self.features = features
         self.in_channels = in_channels
-        self.out_channels = len(features) * (in_channels - 1) + 1
         parent = parents(layout)
         V = layout.num_joints
+        widths = [V - 1 if name == "distance" else in_channels - 1 for name in features]
+        self.out_channels = sum(widths) + 1
+        if "distance" in features:
+            # the other joints of every joint, row after row: [V (V - 1)]
+            others = ~torch.eye(V, dtype=torch.bool)
+            self.register_buffer("distance_index", others.nonzero()[:, 1], persistent=False)
         # Each ancestor map as a [V + 1, V] selection over the joints and their centre (row V).
         centre = torch.zeros(V)
         centre[list(layout.center)] = 1.0 / len(layout.center)
@@ -112,6 +123,8 @@ class InputFeatures(nn.Module):
                 parts.append(_velocity(self._relative(coords, 1)))
             elif name == "centre":
                 parts.append(self._relative(coords, 0))
+            elif name == "distance":
+                parts.append(self._distances(coords))
             elif name.endswith("_velocity"):
                 parts.append(_velocity(self._relative(coords, _order(name) or 1)))
             else:
@@ -132,7 +145,7 @@ class InputFeatures(nn.Module):
                 :obj:`None` at the first frame of a clip (velocities are zero there).
 
         Returns:
-            Tensor: :math:`(B, V, F (C - 1) + 1)`.
+            Tensor: :math:`(B, V, C_{out})`.
         """
         if x_t.dim() != 3 or x_t.size(-1) != self.in_channels:
             raise ValueError(
@@ -147,6 +160,16 @@ class InputFeatures(nn.Module):
     def _relative(self, coords: Tensor, k: int) -> Tensor:
         """:math:`x_v - x_{p^k(v)}` as one product with the ``[V, V]`` matrix ``I - P^k``."""
         return torch.einsum("uv,bvtc->butc", self._ancestor[k].to(coords.dtype), coords)
+
+    def _distances(self, coords: Tensor) -> Tensor:
+        r""":math:`\lVert x_v - x_u \rVert` for the :math:`V - 1` joints :math:`u \ne v`,
+        :math:`(B, V, T, C') \to (B, V, T, V - 1)`."""
+        B, V, T, _ = coords.shape
+        others = coords.index_select(1, self.distance_index).view(B, V, V - 1, T, -1)
+        squared = (coords.unsqueeze(2) - others).square().sum(dim=-1)  # [B, V, V - 1, T]
+        # clamped: the gradient of the root is infinite where two joints coincide (explanations
+        # differentiate the inputs)
+        return squared.clamp_min(1e-12).sqrt().transpose(2, 3)
 
     def extra_repr(self) -> str:
         return f"features={list(self.features)}, in_channels={self.in_channels}"

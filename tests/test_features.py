@@ -44,8 +44,41 @@ def test_motion_of_the_kth_mode():
     torch.testing.assert_close(step, features(x)[:, :, 4])
 
 
+def test_distance_holds_every_other_joint_and_ignores_the_viewpoint():
+    layout = get_layout("coco17")
+    V = layout.num_joints
+    x = torch.randn(2, V, 5, 4)
+    features = InputFeatures(layout, 4, ["joint", "distance", "velocity"])
+    out = features(x)
+    assert features.out_channels == 3 + (V - 1) + 3 + 1 == out.size(-1)
+    distance = out[..., 3 : 3 + V - 1]
+    frames = x[..., :3].transpose(1, 2)  # [B, T, V, 3]
+    pairs = torch.cdist(frames, frames)  # [B, T, V, V]
+    for v in (0, 7, V - 1):
+        others = [u for u in range(V) if u != v]
+        torch.testing.assert_close(distance[:, v], pairs[:, :, v, others])
+    # a turned, shifted body has the same distances
+    angle = torch.tensor(0.7)
+    c, s = torch.cos(angle), torch.sin(angle)
+    turn = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    moved = x.clone()
+    moved[..., :3] = x[..., :3] @ turn.T + torch.tensor([0.5, -2.0, 1.0])
+    torch.testing.assert_close(features(moved)[..., 3 : 3 + V - 1], distance)
+    torch.testing.assert_close(features.step(x[:, :, 3], x[:, :, 2]), out[:, :, 3])
+
+
+def test_distance_has_a_finite_gradient_where_joints_coincide():
+    x = torch.randn(1, 17, 3, 3)
+    x[:, 1] = x[:, 0]
+    x.requires_grad_()
+    InputFeatures("coco17", 3, ["distance"])(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
 def test_features_are_causal():
-    features = InputFeatures("coco17", 3, ["joint", "bone", "velocity", "bone_velocity"])
+    features = InputFeatures(
+        "coco17", 3, ["joint", "bone", "velocity", "bone_velocity", "distance"]
+    )
     x = torch.randn(1, 17, 10, 3)
     changed = x.clone()
     changed[:, :, 6:] += 1.0

@@ -182,7 +182,12 @@ def test_inference_step_equals_the_reference_step(window: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("window", "features", "heads"),
-    [(8, ["joint", "bone", "velocity"], 2), (8, ["joint"], 1), (None, ["joint", "velocity"], 3)],
+    [
+        (8, ["joint", "bone", "velocity"], 2),
+        (8, ["joint"], 1),
+        (None, ["joint", "velocity"], 3),
+        (8, ["joint", "distance"], 1),
+    ],
 )
 def test_step_streams_equals_each_stream_alone(
     window: int | None, features: list[str], heads: int
