@@ -37,8 +37,9 @@ models in the same round-robin, call for call beside the current ones: each row 
 previous median and the median of the paired ratios current / previous (< 1: faster now).
 
 Usage: ``python benchmarks/model_speed.py [--threads 2] [--repeat 5] [--against REV]
-[--keep-malloc]``; prints a table and writes ``benchmarks/results/model_speed.json`` (about 2–3
-minutes on 2 cores, twice that with ``--against``).
+[--keep-malloc] [--models infogcn2 ...] [--precisions fp32 ...] [--cases "infer b1" ...]``;
+prints a table and writes ``benchmarks/results/model_speed.json`` (about 2–3 minutes on 2 cores
+for everything, twice that with ``--against``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ MODELS = ("infogcn2", "stgcn")
 REFERENCE_MS = {"train b32": 2600.0, "infer b32": 930.0, "infer b1": 30.0}
 TARGET_SPEEDUP = 3.0
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+CASES = ("train b32", "infer b32", "infer b1")
 #: CPU features that decide whether bfloat16 matrix products run natively (faster than float32).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -153,9 +155,15 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def measure(
-    repeat: int, budget_s: float, previous: Callable[..., Any] | None = None
+    repeat: int,
+    budget_s: float,
+    previous: Callable[..., Any] | None = None,
+    models: Sequence[str] = MODELS,
+    precisions: Sequence[str] = tuple(PRECISIONS),
+    only: Sequence[str] = CASES,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows of the result table and the parameter count of every model.
+    """Rows of the result table and the parameter count of every model, for the ``models``,
+    ``precisions`` and cases (``only``) asked for.
 
     With ``previous`` (the ``create`` of an earlier version of the package), every case of that
     version is timed in the same round-robin, call for call beside the current one, and each row
@@ -164,12 +172,13 @@ def measure(
     fns: dict[str, Callable[[], Any]] = {}
     params: dict[str, int] = {}
     versions = {"current": create} | ({"previous": previous} if previous else {})
-    for name in MODELS:
+    for name in models:
         params[name] = sum(p.numel() for p in create(name, num_classes=CLASSES).parameters())
-        for label, dtype in PRECISIONS.items():
+        for label in precisions:
             for version, build in versions.items():
-                for case, fn in cases(name, dtype, build=build).items():
-                    fns[f"{version}|{name}|{label}|{case}"] = fn
+                for case, fn in cases(name, PRECISIONS[label], build=build).items():
+                    if case in only:
+                        fns[f"{version}|{name}|{label}|{case}"] = fn
     flops = {key: count_flops(fn) for key, fn in fns.items() if key.startswith("current|")}
     samples = interleaved_times(fns, repeat=repeat, warmup=1, min_repeat=3, budget_s=budget_s)
     rows = []
@@ -217,16 +226,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="also time the package at this git revision, call by call beside the current one",
     )
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=None)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
+    precisions = args.precisions or list(PRECISIONS)
 
     applied = {} if args.keep_malloc else keep_freed_memory()
     threads = pin_threads(args.threads)
     previous = import_previous(args.against, "skelgraph.models").create if args.against else None
-    rows, params = measure(args.repeat, args.budget, previous)
+    rows, params = measure(args.repeat, args.budget, previous, args.models, precisions, args.cases)
     settings = malloc_settings() | {name: str(value) for name, value in applied.items()}
     bf16 = bf16_support()
-    peak = {label: gemm_peak(dtype or torch.float32) for label, dtype in PRECISIONS.items()}
+    peak = {label: gemm_peak(PRECISIONS[label] or torch.float32) for label in precisions}
     for row in rows:
         row["% of peak"] = f"{100 * row['GFLOP/s'] / peak[row['precision']]:.0f}"
     print(f"malloc: {settings}")
@@ -270,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             "bf16_cpu_flags": bf16,
             "gemm_peak_gflops": peak,
             "parameters": params,
-            "model_config": {name: create(name, num_classes=CLASSES).config for name in MODELS},
+            "model_config": {
+                name: create(name, num_classes=CLASSES).config for name in args.models
+            },
             "reference_ms": REFERENCE_MS,
             "previous": args.against,
             "results": rows,

@@ -74,6 +74,22 @@ def test_relative_position_bias(attention: CausalTemporalAttention) -> None:
         torch.testing.assert_close(late, windowed(x)[:, 2:], atol=1e-5, rtol=1e-5)
 
 
+def test_position_bias_is_made_once_for_both_modes(attention: CausalTemporalAttention) -> None:
+    """The full pass's bias of a length is made once and reused, under inference mode too, and
+    the one made under inference mode serves training (it is not an inference tensor)."""
+    attention._bias_cache = None
+    x = torch.randn(V, 6, 16)
+    with torch.inference_mode():
+        first = attention.position_bias(6)
+        out = attention(x)
+        assert attention.position_bias(6) is first
+    assert not first.is_inference()
+    assert attention.position_bias(6) is first
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x), out, rtol=0, atol=0)
+    assert attention.position_bias(7) is not first
+
+
 @pytest.mark.parametrize("window", [None, 3])
 def test_cache_bias_is_the_full_pass_bias(window: int | None) -> None:
     """The bias a cache gives the held frames is the full pass's bias of the new frame for the

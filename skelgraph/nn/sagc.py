@@ -169,6 +169,10 @@ class SAGC(MessagePassing):
         self.lin_qk = Linear(
             in_channels, 2 * heads * self.attention_channels, weight_initializer="glorot"
         )
+        # 1 / sqrt(D') for the query rows, 1 for the key rows: folded into the projection
+        scale = torch.ones(2 * heads * self.attention_channels, 1)
+        scale[: heads * self.attention_channels] = self.attention_channels**-0.5
+        self.register_buffer("qk_scale", scale, persistent=False)
         # Head m uses the columns [m * C, (m + 1) * C) of the weight: the sum over heads is
         # part of the matrix product.
         self.lin = Linear(heads * in_channels, out_channels, bias=bias, weight_initializer="glorot")
@@ -329,9 +333,8 @@ class SAGC(MessagePassing):
     def query_key_weights(self) -> tuple[Tensor, Tensor]:
         r"""The weight ``[2·heads·D', C]`` and bias ``[2·heads·D']`` of the projection to
         ``[q / √D', k]``: the query rows of :obj:`lin_qk` scaled by :math:`1 / \sqrt{D'}`."""
-        scale = torch.ones_like(self.lin_qk.bias)
-        scale[: scale.numel() // 2] = self.attention_channels**-0.5
-        return self.lin_qk.weight * scale[:, None], self.lin_qk.bias * scale
+        scale = self.qk_scale
+        return self.lin_qk.weight * scale, self.lin_qk.bias * scale.view(-1)
 
     def _query_key(self, x: Tensor) -> Tensor:
         """``[q / √D', k]`` of shape ``[..., 2·heads·D']``; the scale is folded into the weights."""

@@ -3,6 +3,7 @@ for frame-by-frame inference."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -285,15 +286,21 @@ class CausalTemporalAttention(nn.Module):
         if cached is not None and cached[0] == num_frames and cached[1] == device:
             bias = cached[2]
         else:
-            frames = torch.arange(num_frames, device=device)
-            distance = frames[:, None] - frames[None, :]
-            allowed = distance >= 0
-            if self.window is not None:
-                allowed &= distance < self.window
-            bias = alibi_bias(self.slopes, distance)
-            bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(0)
-            if not (exporting or torch.is_inference_mode_enabled()):  # inference tensors
-                self._bias_cache = (num_frames, device, bias)  # cannot be reused
+            # made as a normal tensor under inference mode too (an inference tensor could not
+            # be reused outside it), so every later call of either mode reuses it
+            eager_inference = torch.is_inference_mode_enabled() and not (
+                exporting or torch.compiler.is_compiling()
+            )
+            with torch.inference_mode(False) if eager_inference else contextlib.nullcontext():
+                frames = torch.arange(num_frames, device=device)
+                distance = frames[:, None] - frames[None, :]
+                allowed = distance >= 0
+                if self.window is not None:
+                    allowed &= distance < self.window
+                bias = alibi_bias(self.slopes, distance)
+                bias = bias.masked_fill(~allowed, float("-inf")).unsqueeze(0)
+            if not (exporting or bias.is_inference()):
+                self._bias_cache = (num_frames, device, bias)
         if mask is None:
             return bias
         eye = torch.eye(num_frames, dtype=torch.bool, device=mask.device)
