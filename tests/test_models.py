@@ -326,10 +326,13 @@ def test_infogcn2_computes_only_the_steps_asked_for():
     torch.testing.assert_close(last.logits, full.logits[rows, last.steps])
     torch.testing.assert_close(last.forecast, full.forecast[rows, last.steps])
     torch.testing.assert_close(last.latent_pred, full.latent_pred[rows, last.steps])
+    assert last.latents.shape == (3, V, 1, full.latents.size(-1))
+    torch.testing.assert_close(last.latents[:, :, 0], full.latents[rows[:, 0], :, last.steps[:, 0]])
     torch.testing.assert_close(last.video_logits(), full.video_logits("last", mask))
     assert some.forecast.shape == (3, 3, 3, V, 2)
     torch.testing.assert_close(some.logits, full.logits[:, [2, 6, 8]])
     torch.testing.assert_close(some.forecast, full.forecast[:, [2, 6, 8]])
+    torch.testing.assert_close(some.latents, full.latents[:, :, [2, 6, 8]])
     for bad in ("first", [3, 3], [9], [[1, 2]]):
         with pytest.raises(ValueError, match="steps"):
             model(x, mask, steps=bad)

@@ -74,6 +74,27 @@ def test_relative_position_bias(attention: CausalTemporalAttention) -> None:
         torch.testing.assert_close(late, windowed(x)[:, 2:], atol=1e-5, rtol=1e-5)
 
 
+def test_queries_give_the_full_pass_at_their_frames(attention: CausalTemporalAttention) -> None:
+    """Output and attention at chosen frames (a different set per node, with padding) equal
+    the full pass's rows there."""
+    x = torch.randn(V, 9, 16)
+    mask = torch.ones(V, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    queries = torch.tensor([[3, 8]] * V)
+    queries[1] = torch.tensor([0, 5])
+    rows = torch.arange(V).unsqueeze(1)
+    with torch.no_grad():
+        full, weights = attention(x, mask, return_attention=True)
+        some = attention(x, mask, queries=queries)
+        some_too, some_weights = attention(x, mask, return_attention=True, queries=queries)
+    assert some.shape == (V, 2, 16) and some_weights.shape == (V, 4, 2, 9)
+    torch.testing.assert_close(some, full[rows, queries])
+    torch.testing.assert_close(some_too, full[rows, queries])
+    torch.testing.assert_close(some_weights, weights.transpose(1, 2)[rows, queries].transpose(1, 2))
+    with pytest.raises(ValueError, match="queries"):
+        attention(x, mask, queries=queries[:2])
+
+
 def test_position_bias_is_made_once_for_both_modes(attention: CausalTemporalAttention) -> None:
     """The full pass's bias of a length is made once and reused, under inference mode too, and
     the one made under inference mode serves training (it is not an inference tensor)."""

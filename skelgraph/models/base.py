@@ -45,7 +45,8 @@ class ModelOutput:
         forecast (Tensor, optional): predicted future joint coordinates
             :math:`(B, T, N, V, C_{out})`: entry ``[b, t, n - 1]`` is frame :math:`t + n`
             predicted from frames :math:`\le t`; :math:`C_{out} = C - 1` (no confidence).
-        latents (Tensor, optional): per-frame latents :math:`Z` of shape :math:`(B, V, T, D)`.
+        latents (Tensor, optional): per-frame latents :math:`Z` of shape :math:`(B, V, T, D)`
+            (:math:`(B, V, S, D)` when ``steps`` are given).
         latent_pred (Tensor, optional): rolled-out latents :math:`\hat{Z}`,
             :math:`(B, T, N, V, D)`, aligned like ``forecast``.
         mask (Tensor, optional): the frame mask :math:`(B, T)` the model was given.
@@ -53,13 +54,13 @@ class ModelOutput:
         reduce (str): the model's default for :meth:`video_logits`, ``"last"`` or ``"mean"``.
         steps (Tensor, optional): when a per-step model computed some steps only (e.g.
             ``forward(x, mask, steps="last")`` of :class:`~skelgraph.models.InfoGCN2`), their
-            frame indices :math:`(B, S)` in increasing order; ``logits``, ``forecast`` and
-            ``latent_pred`` then hold those :math:`S` steps and :meth:`video_logits` reduces
-            over them. A clip-level model that forecasts from a few frames only (e.g.
-            :class:`~skelgraph.models.SymGNN`) names them here too: ``forecast`` is then
-            :math:`(B, S, N, V, C_{out})`, entry ``[b, k, n - 1]`` predicting frame
-            ``steps[b, k] + n``, while ``logits`` stay the clip scores :math:`(B, 1, K)`.
-            :obj:`None` when every step was computed.
+            frame indices :math:`(B, S)` in increasing order; ``logits``, ``forecast``,
+            ``latent_pred`` and ``latents`` then hold those :math:`S` steps and
+            :meth:`video_logits` reduces over them. A clip-level model that forecasts from a few
+            frames only (e.g. :class:`~skelgraph.models.SymGNN`) names them here too:
+            ``forecast`` is then :math:`(B, S, N, V, C_{out})`, entry ``[b, k, n - 1]``
+            predicting frame ``steps[b, k] + n``, while ``logits`` stay the clip scores
+            :math:`(B, 1, K)`. :obj:`None` when every step was computed.
     """
 
     logits: Tensor

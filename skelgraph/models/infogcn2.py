@@ -180,17 +180,26 @@ class EncoderBlock(nn.Module):
         self.temporal = temporal
 
     def forward(
-        self, h: Tensor, node_mask: Tensor | None, return_attention: bool = False
+        self,
+        h: Tensor,
+        node_mask: Tensor | None,
+        return_attention: bool = False,
+        queries: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """With ``return_attention``, also the SA-GC attention :math:`(B, T, H, V, V)` (before
-        the topology) and the temporal attention :math:`(B, V, H', T, T)`."""
+        r"""With ``return_attention``, also the SA-GC attention :math:`(B, T, H, V, V)` (before
+        the topology) and the temporal attention :math:`(B, V, H', T, T)`. With frame indices
+        ``queries`` :math:`(B \cdot V, S)`, the output :math:`(B, V, S, D)` (and the temporal
+        attention :math:`(B, V, H', S, T)`) at those frames only."""
         B, V, T, D = h.shape
         if not return_attention:
             h = self.spatial.forward_dense(h)
-            return self.temporal(h.view(B * V, T, D), node_mask).view(B, V, T, D)
+            h = self.temporal(h.view(B * V, T, D), node_mask, queries=queries)
+            return h.view(B, V, -1, D)
         h, spatial = self.spatial.forward_dense(h, return_attention=True)
-        h, temporal = self.temporal(h.view(B * V, T, D), node_mask, return_attention=True)
-        return h.view(B, V, T, D), spatial, temporal.view(B, V, *temporal.shape[1:])
+        h, temporal = self.temporal(
+            h.view(B * V, T, D), node_mask, return_attention=True, queries=queries
+        )
+        return h.view(B, V, -1, D), spatial, temporal.view(B, V, *temporal.shape[1:])
 
     def step(self, h: Tensor, cache: KVCache) -> Tensor:
         """One frame :math:`(B, V, D) \\to (B, V, D)`, using and updating the temporal cache."""
@@ -429,13 +438,15 @@ class InfoGCN2(SkeletonModel):
         """Per-step logits, forecasts and latents for joints ``x`` :math:`(B, V, T, C)` and an
         optional bool frame mask :math:`(B, T)`.
 
-        The encoder always runs on every frame (step :math:`t` attends to the frames before
-        it); ``steps`` chooses where the rollout, the motion decoder and the classification
-        head run, which is most of the work of a window: :obj:`None` for every step (training),
-        ``"last"`` for every sample's last real frame (a clip-level prediction), or frame
-        indices :math:`(S,)` or :math:`(B, S)` in increasing order. The steps computed equal
-        those of the full pass (to float rounding); ``logits``, ``forecast`` and
-        ``latent_pred`` then hold :math:`S` steps and :attr:`ModelOutput.steps` their indices.
+        The encoder runs on every frame up to its last block (step :math:`t` attends to the
+        frames before it); ``steps`` chooses where the last block's temporal attention and MLP,
+        the rollout, the motion decoder and the classification head run, which is most of the
+        work of a window: :obj:`None` for every step (training), ``"last"`` for every sample's
+        last real frame (a clip-level prediction), or frame indices :math:`(S,)` or
+        :math:`(B, S)` in increasing order. The steps computed equal those of the full pass (to
+        float rounding); ``logits``, ``forecast``, ``latent_pred`` and ``latents``
+        (:math:`(B, V, S, D)`) then hold :math:`S` steps and :attr:`ModelOutput.steps` their
+        indices.
         """
         return self._forward(x, mask, steps=steps)
 
@@ -480,12 +491,9 @@ class InfoGCN2(SkeletonModel):
         under the layer's name."""
         check_input("InfoGCN2", x, mask, self.layout.num_joints, self.in_channels)
         B, _, T, _ = x.shape
-        latents = self._encode(x, mask, spatial, temporal)  # [B, V, T, D]
-
-        z = latents.transpose(1, 2).contiguous()  # [B, T, V, D]: the per-frame layout
         index = self._step_index(steps, mask, B, T, x.device)
-        if index is not None:
-            z = z[torch.arange(B, device=x.device).unsqueeze(1), index]  # [B, S, V, D]
+        latents = self._encode(x, mask, spatial, temporal, index)  # [B, V, T or S, D]
+        z = latents.transpose(1, 2).contiguous()  # [B, T or S, V, D]: the per-frame layout
         future = self._rollout(z)
         forecast = self.decoder(future).permute(1, 2, 0, 3, 4)
         logits, z_step = self._classify(torch.cat([z, *future.unbind(0)], dim=-1), spatial)
@@ -506,21 +514,28 @@ class InfoGCN2(SkeletonModel):
         mask: Tensor | None,
         spatial: dict[str, Tensor] | None = None,
         temporal: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> Tensor:
-        """The encoder's latents :math:`Z` :math:`(B, V, T, D)` of checked joints ``x``; the
-        attention of its layers goes to the dicts when both are given (see :meth:`_forward`)."""
+        """The encoder's latents :math:`Z` :math:`(B, V, T, D)` of checked joints ``x``, or at
+        the frames ``index`` :math:`(B, S)` only, :math:`(B, V, S, D)`: every block but the last
+        runs on every frame (a step attends to the frames before it), the last one's temporal
+        attention and MLP at those frames only. The attention of the layers goes to the dicts
+        when both are given (see :meth:`_forward`)."""
         B, V, T, _ = x.shape
         node_mask = None
         if mask is not None and not bool(mask.all()):
             node_mask = mask.unsqueeze(1).expand(B, V, T).reshape(B * V, T)
+        queries = None if index is None else index.repeat_interleave(V, dim=0)  # [B·V, S]
         # (the explicit leading dimension keeps the broadcast add on torch's fast path)
         h = F.linear(self.features(x), self.embedding.weight) + self.embedding_table().unsqueeze(0)
+        last = len(self.encoder) - 1
         for i, block in enumerate(self.encoder):
+            at = queries if i == last else None
             if spatial is None or temporal is None:
-                h = block(h, node_mask)
+                h = block(h, node_mask, queries=at)
             else:
                 h, spatial[f"encoder.{i}.spatial"], temporal[f"encoder.{i}.temporal"] = block(
-                    h, node_mask, return_attention=True
+                    h, node_mask, return_attention=True, queries=at
                 )
         return h
 

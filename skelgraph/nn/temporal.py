@@ -149,6 +149,24 @@ class KVCache:
         return alibi_ring_bias(self.slopes, self.window)
 
 
+def _at_queries(
+    queries: Tensor, x: Tensor, q: Tensor, bias: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The rows of the query frames :math:`(N, S)`: of the features ``x`` :math:`(N, T, C)`,
+    the queries ``q`` :math:`(N, H, T, D)` and the bias :math:`(1 \text{ or } N, H, T, T)`."""
+    if queries.dim() != 2 or queries.size(0) != x.size(0):
+        raise ValueError(
+            f"CausalTemporalAttention: queries: expected frame indices of shape "
+            f"[{x.size(0)}, S], got {list(queries.shape)}"
+        )
+    (N, H, T, D), S = q.shape, queries.size(1)
+    rows = queries[:, None, :, None]  # [N, 1, S, 1]
+    x = x.gather(1, queries.unsqueeze(-1).expand(N, S, x.size(-1)))
+    q = q.gather(2, rows.expand(N, H, S, D))
+    bias = bias.expand(N, H, T, T).gather(2, rows.expand(N, H, S, T))
+    return x, q, bias
+
+
 def _grown(buffer: Tensor, length: int) -> Tensor:
     """A buffer of twice the capacity (dim 2) holding the first ``length`` frames of ``buffer``."""
     shape = list(buffer.shape)
@@ -308,9 +326,13 @@ class CausalTemporalAttention(nn.Module):
         return bias.masked_fill(~attend, float("-inf"))
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+        queries: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Runs the full causal pass over all frames.
+        """Runs the causal pass over all frames, or at the frames ``queries`` asks for.
 
         Args:
             x (Tensor): node features of shape :math:`(N, T, C)`.
@@ -321,10 +343,20 @@ class CausalTemporalAttention(nn.Module):
                 :math:`s`; rows sum to 1). They are computed explicitly and used for the output
                 instead of the fused kernel, which gives the same output to float rounding.
                 (default: :obj:`False`)
+            queries (Tensor, optional): frame indices :math:`(N, S)`: the output (and the
+                attention, :math:`(N, H, S, T)`) at these frames only, equal to the full pass's
+                rows there (to float rounding). Every frame still gives its key and value; the
+                attention of the other frames, the projection and the MLP are not computed.
+                (default: :obj:`None`, every frame)
+
+        Returns:
+            Tensor: :math:`(N, T, C)`, or :math:`(N, S, C)` with ``queries``.
         """
         self._check_input(x, mask)
         q, k, v = self.project_qkv(self._norm(self.norm1, x))
         bias = self.position_bias(x.size(1), mask).to(q.dtype)
+        if queries is not None:
+            x, q, bias = _at_queries(queries, x, q, bias)
         if return_attention:
             scores = torch.matmul(q, k.transpose(-1, -2)).mul_(self.head_channels**-0.5)
             weights = torch.softmax(scores.add_(bias), dim=-1)
