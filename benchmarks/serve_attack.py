@@ -111,12 +111,15 @@ async def hostile_streams(url: str, rounds: int, seen: Counter) -> None:
             await ws.close()
 
     async def silent() -> None:  # opens, then never says a word: dropped at the idle timeout
-        async with websockets.connect(url) as ws:
-            try:
-                while True:
-                    await ws.recv()
-            except websockets.ConnectionClosed as e:
-                seen[f"silent stream closed {e.rcvd.code if e.rcvd else None}"] += 1
+        try:
+            async with websockets.connect(url) as ws:
+                try:
+                    while True:
+                        await ws.recv()
+                except websockets.ConnectionClosed as e:
+                    seen[f"silent stream closed {e.rcvd.code if e.rcvd else None}"] += 1
+        except TimeoutError:  # recorded as an outcome: the checks name it
+            seen["silent handshake timed out"] += 1
 
     quiet = asyncio.create_task(silent())
     for _ in range(rounds):

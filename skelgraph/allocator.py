@@ -13,8 +13,9 @@ below, the default InfoGCN++'s batch-32 training step took 0.59× the time on a 
 heap, the top of the heap is trimmed only when more than 1 GiB is free there, and the heap grows
 256 MiB at a time. The
 price is memory: the process keeps its peak heap instead of handing it back. The command line calls
-it once at start; a variable the user set wins over it, and ``SKELGRAPH_MALLOC=system`` keeps
-glibc's defaults. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
+it once at start, except ``skelgraph serve`` (a service would keep the peak of its largest uploads
+for good); a variable the user set wins over it, and ``SKELGRAPH_MALLOC=system`` keeps glibc's
+defaults. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ COMMANDS: tuple[str, ...] = (
     "serve",
 )
 
+#: commands that hand freed memory back to the system at once (glibc's default): a long-running
+#: service whose heap would otherwise stay at the peak of its largest uploads; every other
+#: command keeps it for its next tensors (:func:`skelgraph.allocator.keep_freed_memory`)
+RETURNS_FREED_MEMORY = ("serve",)
+
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The parser of the given subcommands (default: all of them)."""
@@ -49,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # seconds, and `serve` must be listening before then
     commands = argv[:1] if argv[:1] and argv[0] in COMMANDS else COMMANDS
     args = build_parser(commands).parse_args(argv)
-    keep_freed_memory()
+    if args.command not in RETURNS_FREED_MEMORY:
+        keep_freed_memory()
     return int(args.run(args) or 0)
 
 
