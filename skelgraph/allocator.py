@@ -11,11 +11,11 @@ below, the default InfoGCN++'s batch-32 training step took 0.59× the time on a 
 :func:`keep_freed_memory` sets, through ``mallopt``, what the variables ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` would: allocations up to 1 GiB come from the
 heap, the top of the heap is trimmed only when more than 1 GiB is free there, and the heap grows
-256 MiB at a time. The
-price is memory: the process keeps its peak heap instead of handing it back. The command line calls
-it once at start, except ``skelgraph serve`` (a service would keep the peak of its largest uploads
-for good); a variable the user set wins over it, and ``SKELGRAPH_MALLOC=system`` keeps glibc's
-defaults. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
+256 MiB at a time. The price is memory: the process keeps its peak heap instead of handing it
+back. The command line calls it once at start, except ``skelgraph serve`` (a service would keep
+the peak of its largest uploads for good); a variable the user set wins over it, and
+``SKELGRAPH_MALLOC=system`` keeps glibc's defaults. Elsewhere than glibc (macOS, Windows, musl)
+it does nothing.
 """
 
 from __future__ import annotations

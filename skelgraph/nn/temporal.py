@@ -152,7 +152,7 @@ class KVCache:
 def _at_queries(
     queries: Tensor, x: Tensor, q: Tensor, bias: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The rows of the query frames :math:`(N, S)`: of the features ``x`` :math:`(N, T, C)`,
+    r"""The rows of the query frames :math:`(N, S)`: of the features ``x`` :math:`(N, T, C)`,
     the queries ``q`` :math:`(N, H, T, D)` and the bias :math:`(1 \text{ or } N, H, T, T)`."""
     if queries.dim() != 2 or queries.size(0) != x.size(0):
         raise ValueError(
