@@ -5,8 +5,9 @@ By default glibc serves every allocation above a threshold (128 KiB, raised dyna
 of the heap whenever more than 128 KiB is free there. A training step or a batch of inference
 frees and allocates the same large tensors again and again (a ``[32 · 64 · 17, 288]`` float
 tensor is 40 MB), so every one of them is faulted in page by page on every use. With the settings
-below, the default InfoGCN++'s batch-32 training step took 0.59× the time on a 2-core machine
-(``benchmarks/allocator.py``); models whose tensors stay under glibc's threshold gain nothing.
+below, the default InfoGCN++'s batch-32 training step took 0.59× and 0.76× the time in two runs
+on a 2-core machine (``benchmarks/allocator.py``); models whose tensors stay under glibc's
+threshold gain nothing.
 
 :func:`keep_freed_memory` sets, through ``mallopt``, what the variables ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` would: allocations up to 1 GiB come from the
