@@ -3,13 +3,14 @@ messages and uploads.
 
 Starts ``skelgraph serve`` on a free loopback port (as ``serve_load.py`` does), opens ``--clients``
 well-behaved WebSocket streams sending ``--fps`` keypoint frames per second for ``--duration``
-seconds, and meanwhile, from another process, the same loopback address only and in bounded
-numbers:
+seconds, and meanwhile, from another process once every good stream holds its session, the same
+loopback address only and in bounded numbers:
 
 * stream attackers: every message of ``tests/hostile.py`` (the 600-byte overflowing integer,
   nested brackets, extreme coordinates, NaN, ...), a text message above the limit (closed with
   1009), a JPEG frame without a pose model (1003), a stream that sends nothing (dropped after
-  the 5 s idle timeout), and more streams than there are free sessions (1013);
+  the 5 s idle timeout), and streams opened one by one until the service refuses one (1013): at
+  most its session limit plus one, so the refusal does not depend on how many are open;
 * upload attackers: ten 60 MB uploads at once (all but the service's ``--max-pending-uploads``
   refused before their body is read), then the ``.mat`` and zip bombs, a false ``.npz`` header,
   extreme coordinates, nested and huge-integer JSON, a non-MAT ``.mat``, a 300-character
@@ -81,9 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # attackers
 
 
-async def hostile_streams(url: str, rounds: int, seen: Counter) -> None:
+async def hostile_streams(url: str, rounds: int, seen: Counter, sessions: int) -> None:
     """Each round: one stream sending every hostile message (each must get an error reply),
-    one sending an oversized text, one a JPEG frame, one silent, and a flood of streams."""
+    one sending an oversized text, one a JPEG frame, one silent, and a flood of streams, up to
+    the service's limit of ``sessions`` plus one."""
     import websockets
 
     async def exchange(messages: list[str | bytes]) -> None:
@@ -126,7 +128,7 @@ async def hostile_streams(url: str, rounds: int, seen: Counter) -> None:
         await exchange(list(hostile.HOSTILE_MESSAGES))
         await exchange(["x" * (70 * 1024)])
         await exchange([b"\xff\xd8\xff\xe0" + bytes(100)])
-        await flood(ATTACKER_SESSIONS + 1)
+        await flood(sessions + 1)
         await asyncio.sleep(1.0)
     await quiet
 
@@ -158,7 +160,7 @@ def hostile_uploads() -> list[tuple[str, bytes]]:
     ]
 
 
-async def hostile_posts(base: str, rounds: int, seen: Counter) -> None:
+async def hostile_posts(base: str, rounds: int, seen: Counter, sessions: int) -> None:
     """A burst of ten 60 MB uploads at once, then each round: every hostile upload and the
     requests of other sites."""
     import httpx
@@ -182,7 +184,7 @@ async def hostile_posts(base: str, rounds: int, seen: Counter) -> None:
             await asyncio.sleep(1.0)
 
 
-async def other_origin(url: str, rounds: int, seen: Counter) -> None:
+async def other_origin(url: str, rounds: int, seen: Counter, sessions: int) -> None:
     import websockets
 
     for _ in range(rounds):
@@ -198,15 +200,34 @@ async def other_origin(url: str, rounds: int, seen: Counter) -> None:
 ATTACKS = {"streams": hostile_streams, "uploads": hostile_posts, "origins": other_origin}
 
 
-def run_attackers(port: int, rounds: int, kinds: list[str]) -> Counter:
+async def good_streams_open(base: str, count: int, timeout: float = 60.0) -> int:
+    """Waits until the service counts ``count`` open streams (the good clients'); its session
+    limit. Raises :class:`TimeoutError` when they are not all open within ``timeout`` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        while True:
+            health = (await http.get("/health")).json()
+            if health["sessions"] >= count:
+                return int(health["max_sessions"])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{health['sessions']} of {count} good streams open")
+            await asyncio.sleep(0.05)
+
+
+def run_attackers(port: int, rounds: int, kinds: list[str], good: int) -> Counter:
     """The attackers of the given kinds, in a process of their own (so that their work does not
-    delay the good clients' timing); what they got."""
+    delay the good clients' timing), once the ``good`` streams are open; what they got."""
     url, base = f"ws://127.0.0.1:{port}/v1/stream", f"http://127.0.0.1:{port}"
     seen: Counter = Counter()
 
     async def attackers() -> None:
+        sessions = await good_streams_open(base, good)
         targets = {"streams": url, "uploads": base, "origins": url}
-        await asyncio.gather(*(ATTACKS[kind](targets[kind], rounds, seen) for kind in kinds))
+        await asyncio.gather(
+            *(ATTACKS[kind](targets[kind], rounds, seen, sessions) for kind in kinds)
+        )
 
     asyncio.run(attackers())
     return seen
@@ -220,9 +241,12 @@ async def attack(port: int, args: argparse.Namespace) -> tuple[list[dict], Count
         await loop.run_in_executor(pool, prepare)  # before the good streams start
 
         async def attackers() -> Counter:
-            await asyncio.sleep(0.5)  # the good streams connect first
-            kinds = [] if args.attacks == "none" else args.attacks.split(",")
-            return await loop.run_in_executor(pool, run_attackers, port, rounds, kinds)
+            if args.attacks == "none":
+                return Counter()
+            kinds = args.attacks.split(",")
+            return await loop.run_in_executor(
+                pool, run_attackers, port, rounds, kinds, args.clients
+            )
 
         start = time.perf_counter()
         *good, seen = await asyncio.gather(
