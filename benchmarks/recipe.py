@@ -13,9 +13,10 @@ Protocol, per dataset of ``--datasets NAME=DIR ...`` (skeleton folders with a ``
    stream (joint positions and velocity) is the single model; the ensemble averages the streams'
    probabilities.
 2. ``tuned`` (with ``--tune-minutes M``): ``skelgraph tune`` searches the recipe's default space
-   on a validation part (:func:`~skelgraph.train.recipe.search_config`) for M minutes of wall
-   time (with ``--resume``, a search that has written its ``best.yaml`` is reused as it is), then
-   the best configuration is trained like the single model and evaluated once on the test split.
+   on a validation part (``tune.holdout`` of the training clips where the recipe trains on all
+   of them) for M minutes of wall time (with ``--resume``, a search that has written its
+   ``best.yaml`` is reused as it is), then the best configuration is trained like the single
+   model (on all the training clips where the recipe does) and evaluated once on the test split.
 
 Training times are the sums of the epochs' wall times as logged (validation included). Outputs: a
 table on stdout and ``benchmarks/results/recipe.json`` (per dataset: the recipe with its reasons,
@@ -40,7 +41,7 @@ from typing import Any
 from _common import format_table, machine, pin_threads, write_json
 
 from skelgraph.train.config import load_config
-from skelgraph.train.recipe import load_training_config, search_config
+from skelgraph.train.recipe import load_training_config
 from skelgraph.train.run import train, train_streams
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,9 +104,7 @@ def run_dataset(
 
         tune_dir = work_dir / f"{name}-tune"
         budget = [*overrides, f"tune.budget_minutes={tune_minutes}"]
-        tune_config = search_config(
-            *load_training_config("auto", budget, root, cache_dir=cache_dir)
-        )
+        tune_config, _ = load_training_config("auto", budget, root, cache_dir=cache_dir)
         if options["resume"] and (tune_dir / "best.yaml").is_file():  # a finished search
             study = open_study(tune_config, tune_dir)
         else:

@@ -191,11 +191,14 @@ def test_train_with_the_auto_config_saves_the_recipe_with_reasons(tmp_path: Path
 
 
 def test_a_search_on_small_data_holds_out_a_part_the_recipe_trains_on(tmp_path: Path) -> None:
+    pytest.importorskip("optuna", reason="skelgraph tune needs Optuna")
     from skelgraph.cli.tune import load_tune_config
+    from skelgraph.train.search import trial_configuration
 
     data = synthetic_folder(tmp_path / "data", "penn13", 13)
     cache = tmp_path / "cache"
-    assert load_training_config("auto", [], data, cache_dir=cache)[0].data.val_fraction == 0.0
-    assert load_tune_config("auto", [], data, cache).data.val_fraction == HOLDOUT
+    config = load_tune_config("auto", [], data, cache)
+    assert config.data.val_fraction == 0.0  # the best values train on every clip
+    assert trial_configuration(config, data, cache).data.val_fraction == config.tune.holdout
     explicit = load_tune_config("auto", ["data.val_fraction=0.3"], data, cache)
-    assert explicit.data.val_fraction == 0.3
+    assert trial_configuration(explicit, data, cache).data.val_fraction == 0.3

@@ -5,6 +5,7 @@ import csv
 import io
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -46,11 +47,13 @@ def optuna() -> ModuleType:
     )
 
 
-def _tune(data: Path, work: Path, cache: Path, *extra: str) -> tuple[int, str]:
+def _tune(
+    data: Path, work: Path, cache: Path, *extra: str, overrides: Sequence[str] = OVERRIDES
+) -> tuple[int, str]:
     args = ["--config", "infogcn2_small", "--data", str(data), "--work-dir", str(work)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = main(["tune", *args, "--cache-dir", str(cache), "--quiet", *extra, *OVERRIDES])
+        rc = main(["tune", *args, "--cache-dir", str(cache), "--quiet", *extra, *overrides])
     return rc, out.getvalue()
 
 
@@ -132,6 +135,18 @@ def test_best_yaml_holds_the_best_values_and_trains(tuned, optuna):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["train", *args, "--quiet", "--max-steps", "1", "--no-early"]) == 0
     assert (work.parent / "retrain/best.pt").is_file()
+
+
+def test_trials_hold_out_a_part_where_the_config_validates_on_nothing(tmp_path, optuna):
+    """The trials are scored on ``tune.holdout`` of the clips; ``best.yaml`` keeps the
+    configuration's ``data.val_fraction`` of 0, so the best values train on every clip."""
+    data = synthetic_folder(tmp_path / "data", "coco17", 17)
+    work = tmp_path / "work"
+    overrides = [*OVERRIDES, "data.val_fraction=0", "tune.holdout=0.3"]
+    rc, out = _tune(data, work, tmp_path / "cache", "--trials", "1", overrides=overrides)
+    assert rc == 0 and "0.3 of the clips held out" in out
+    assert load_config(work / "trials/0/config.yaml").data.val_fraction == 0.3
+    assert load_config(work / "best.yaml").data.val_fraction == 0.0
 
 
 def test_a_study_refuses_other_settings(tuned, tmp_path, capsys, optuna):

@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Search the hyperparameters of a config with Optuna (TPE sampler seeded with the "
             "config's seed, median pruning on the per-epoch validation metric). Every trial "
             "trains on the training part of DATA and is scored on its validation part (the val "
-            "split, or data.val_fraction of the training clips); the test split is never used. "
+            "split, or data.val_fraction of the training clips, or tune.holdout of them where "
+            "that is 0); the test split is never used. "
             "WORK_DIR gets study.db (running again continues the study), trials/<n>/ (config, "
             "log and curves; only the best trial keeps its best.pt), best.yaml (the config with "
             "the best values: skelgraph train --config WORK_DIR/best.yaml trains it), trials.csv "
@@ -91,12 +92,10 @@ def load_tune_config(
     config: str, overrides: Sequence[str], data: Path, cache_dir: Path | None
 ) -> TrainConfig:
     """The configuration a search starts from: ``--config`` with the overrides applied, the
-    recipe derived from ``data`` merged under it for ``auto`` (or ``recipe: auto``). Trials need a
-    validation part (:func:`~skelgraph.train.recipe.search_config`)."""
-    from skelgraph.train.recipe import load_training_config, search_config
+    recipe derived from ``data`` merged under it for ``auto`` (or ``recipe: auto``)."""
+    from skelgraph.train.recipe import load_training_config
 
     resolved, recipe = load_training_config(config, overrides, data, cache_dir=cache_dir)
-    resolved = search_config(resolved, recipe)
     if recipe is not None:
         print(recipe.describe(resolved))
     return resolved

@@ -295,6 +295,15 @@ class TuneConfig:
     pruner_startup_trials: int = field(
         default=3, metadata=_doc("Trials that run to the end before any trial is pruned.")
     )
+    holdout: float = field(
+        default=0.2,
+        metadata=_doc(
+            "Fraction of the training clips the trials are scored on when the configuration "
+            "validates on nothing (no val split, data.val_fraction 0): whole groups when the "
+            "clips have them, the same clips in every trial. best.yaml keeps data.val_fraction, "
+            "so that train fits the best values on every training clip as configured."
+        ),
+    )
 
 
 @_documented
@@ -441,6 +450,8 @@ def _check_tune(tune: TuneConfig) -> None:
     for key in ("sampler_startup_trials", "pruner_warmup_epochs", "pruner_startup_trials"):
         if getattr(tune, key) < 0:
             raise ValueError(f"tune.{key}: expected an integer >= 0, got {getattr(tune, key)}")
+    if not 0.0 < tune.holdout < 1.0:
+        raise ValueError(f"tune.holdout: expected a value in (0, 1), got {tune.holdout}")
     if tune.space is not None:
         parse_space(tune.space)
 

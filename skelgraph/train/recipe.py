@@ -42,8 +42,8 @@ that train), decayed tenfold at 75 % and 92.5 % of the epochs, warmed up over ab
 **Validation**: with :math:`N \ge 1000`, 20 % of the training clips (whole groups when the clips
 have them) validate and choose the kept epoch. Below, every clip trains and the last epoch is kept:
 a held-out part of a few people or a few dozen clips chooses epochs by noise and costs a fifth of
-the data; ``--cv K`` estimates the accuracy instead, and ``skelgraph tune`` holds out 20 % for its
-trials.
+the data; ``--cv K`` estimates the accuracy instead, and ``skelgraph tune`` scores its trials on
+``tune.holdout`` (20 %) of the clips, while the ``best.yaml`` it writes trains on every clip.
 
 **Streams** (:attr:`Recipe.streams`, ``skelgraph train --config auto --streams auto``): joint
 positions with their velocity, bones with theirs, and the positions relative to the parent's
@@ -82,7 +82,6 @@ __all__ = [
     "derive_recipe",
     "load_training_config",
     "save_recipe",
-    "search_config",
 ]
 
 #: The value of ``--config`` (and of the ``recipe`` key) that derives the recipe from the data.
@@ -93,7 +92,7 @@ WINDOW_PERCENTILE = 20.0
 TARGET_STEPS = 2500
 #: Below this many training clips every clip trains (no held-out part).
 SMALL_DATA = 1000
-#: The held-out fraction of the training clips otherwise (and of every ``skelgraph tune`` search).
+#: The held-out fraction of the training clips otherwise.
 HOLDOUT = 0.2
 #: The width of the largest tier; a model with a per-block channel plan is scaled by the tier's
 #: width relative to it.
@@ -516,17 +515,6 @@ def load_training_config(
         config = apply_overrides(config, [f"optim.lr_steps={_decay_epochs(config.epochs)}"])
     recipe.overridden = [k for k in recipe.reasons if k in explicit_keys]
     return config, recipe
-
-
-def search_config(config: TrainConfig, recipe: Recipe | None) -> TrainConfig:
-    """``config`` as a hyperparameter search starts from it: trials need a validation part, so
-    where the recipe trains on every clip (small data) the search holds out :data:`HOLDOUT` of
-    them (whole groups when the clips have them), with that reason in ``recipe``; a value set
-    explicitly is kept."""
-    if recipe is None or config.data.val_fraction > 0 or "data.val_fraction" in recipe.overridden:
-        return config
-    recipe.reasons["data.val_fraction"] = "a search scores its trials on a held-out part"
-    return apply_overrides(config, [f"data.val_fraction={HOLDOUT}"])
 
 
 def _training_stats(root: PathLike, data: DataConfig, cache_dir: PathLike | None) -> DataStats:

@@ -4,9 +4,11 @@ A study draws the values of the search space (``tune.space``, :func:`search_spac
 TPE sampler; every trial trains the configuration with its values through :func:`prepare` and
 :class:`~skelgraph.train.trainer.Trainer` on the training part of the data and is scored on the
 validation part (the ``val`` split, or the ``data.val_fraction`` of the training clips held out
-with ``config.seed``, the same clips in every trial); the test split is never opened. After every
-epoch the trial reports its validation metric (:class:`TrialMonitor`, the trainer's ``on_epoch``
-hook), and the median pruner stops a trial that falls behind the earlier ones.
+with ``config.seed``, the same clips in every trial; where the configuration validates on
+nothing, ``tune.holdout`` of them, :func:`trial_configuration`); the test split is never
+opened. After every epoch the trial reports its validation metric (:class:`TrialMonitor`, the
+trainer's ``on_epoch`` hook), and the median pruner stops a trial that falls behind the earlier
+ones.
 
 Files in the work directory ``W``:
 
@@ -16,8 +18,9 @@ Files in the work directory ``W``:
 * ``trials/<n>/`` — trial ``n``'s ``config.yaml``, ``log.jsonl`` and ``curves.png``. Checkpoints
   are deleted as soon as a trial ends, except ``best.pt`` of the best trial so far (removed when a
   better one finishes): the disk holds one model besides the running trial's.
-* ``best.yaml`` — the configuration with the best trial's values (the ``tune`` section as it
-  was): ``skelgraph train --config W/best.yaml`` trains it on all the training data.
+* ``best.yaml`` — the configuration with the best trial's values (the ``tune`` section and
+  ``data.val_fraction`` as they were, not the trials' holdout): ``skelgraph train --config
+  W/best.yaml`` trains it as configured, on every training clip where ``data.val_fraction`` is 0.
 * ``trials.csv`` — one row per trial: state, metric, epochs, duration, values, why it stopped.
 * ``optimization_history.png``, ``intermediate_values.png`` (the metric per epoch of every
   trial) and, with two complete trials or more, ``param_importances.png`` (PED-ANOVA) and
@@ -82,6 +85,7 @@ __all__ = [
     "open_study",
     "search_space",
     "suggest",
+    "trial_configuration",
     "trials_table",
     "tune",
     "write_reports",
@@ -502,6 +506,27 @@ def _describe(trial: FrozenTrial, metric: str) -> str:
     return f"trial {trial.number} {what}, {seconds:.0f} s | {values}"
 
 
+def trial_configuration(
+    config: TrainConfig,
+    data_root: PathLike,
+    cache_dir: PathLike | None = None,
+    *,
+    progress: bool = False,
+) -> TrainConfig:
+    """The configuration the trials train: ``config``, or where it validates on nothing (no
+    ``val`` split, ``data.val_fraction`` 0) ``config`` with ``tune.holdout`` of the training
+    clips held out.
+
+    Raises:
+        ValueError: When the clips cannot give that part (e.g. they all carry one group).
+    """
+    if split_data(data_root, config, cache_dir, progress=progress).val is not None:
+        return config
+    held = set_values(config, {"data.val_fraction": config.tune.holdout})
+    split_data(data_root, held, cache_dir, progress=progress)  # refuses what it cannot hold out
+    return held
+
+
 def tune(
     config: TrainConfig,
     data_root: PathLike,
@@ -546,20 +571,17 @@ def tune(
     say = log or (lambda line: None)
     study = open_study(config, work_dir)
     if tune_config.trials != 0:
-        # before the first trial: data without a validation part fails here, and the
-        # preprocessed cache is built once
-        if split_data(data_root, config, cache_dir, progress=progress).val is None:
-            raise ValueError(
-                f"data {data_root}: no validation part to score trials on (no val split and "
-                "data.val_fraction is 0); set data.val_fraction > 0"
-            )
+        # before the first trial, so that the preprocessed cache is built once
+        trial_base = trial_configuration(config, data_root, cache_dir, progress=progress)
         searched = ", ".join(space)
-        say(f"searching {searched} ({metric}, {tune_config.direction}) in {work_dir}")
+        held = trial_base.data.val_fraction
+        part = "" if held == config.data.val_fraction else f", {held:g} of the clips held out"
+        say(f"searching {searched} ({metric}, {tune_config.direction}{part}) in {work_dir}")
 
         def objective(trial: Trial) -> float:
             return _run_trial(
                 trial,
-                config,
+                trial_base,
                 space,
                 data_root,
                 work_dir,
