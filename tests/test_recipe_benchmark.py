@@ -39,7 +39,7 @@ def test_the_recipe_benchmark_trains_the_streams_and_writes_its_table(
     assert (tmp_path / "work/tiny/ensemble.pt").is_file()
 
 
-def test_the_recipe_benchmark_tunes_small_data_on_a_held_out_part(
+def test_the_recipe_benchmark_tunes_small_data_on_a_held_out_part_then_trains_on_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip(
@@ -59,7 +59,9 @@ def test_the_recipe_benchmark_tunes_small_data_on_a_held_out_part(
     result = json.loads((tmp_path / "out/recipe.json").read_text())["datasets"]["tiny"]
     assert result["tune"]["trials"] == 1
     assert result["rows"][-1]["entry"].startswith("auto + tune (1 trials")
-    # the recipe trains on every clip of this small set; the search held out a part
+    # the recipe trains on every clip of this small set; the trials held out a part, and the
+    # best values train on every clip again
     assert "data.val_fraction: 0.0" in result["recipe"]
-    tuned = (tmp_path / "work/tiny-tune/best.yaml").read_text()
-    assert "val_fraction: 0.2" in tuned
+    assert "val_fraction: 0.2" in (tmp_path / "work/tiny-tune/trials/0/config.yaml").read_text()
+    assert "val_fraction: 0.0" in (tmp_path / "work/tiny-tune/best.yaml").read_text()
+    assert result["rows"][-1]["val_top1"] is None
