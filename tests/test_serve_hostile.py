@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import threading
@@ -33,7 +34,9 @@ from hostile import (
 from serving import health, ready_client, running, serve_process, wait_health
 from starlette.websockets import WebSocketDisconnect
 
+from skelgraph.clip import SkeletonClip
 from skelgraph.serve import create_app
+from skelgraph.serve.inputs import InputError, load_skeleton_upload
 
 CLASSES = ["a", "b", "c"]
 
@@ -189,14 +192,17 @@ def test_mat_bomb_is_real_and_refused_before_it_unpacks(client) -> None:
     bomb = mat_bomb()
     assert len(bomb) < 200_000
     assert ("bbox", (4_687_500, 4), "double") in scipy.io.whosmat(io.BytesIO(bomb))
+    r = client.post("/v1/recognize", files={"file": ("a.mat", bomb)})
+    assert r.status_code == 413 and "unpacks to more than" in r.json()["error"], r.text
+    # the upload process's loader, here, where its memory can be traced
     tracemalloc.start()
     try:
-        r = client.post("/v1/recognize", files={"file": ("a.mat", bomb)})
+        with pytest.raises(InputError, match="unpacks to more than") as refused:
+            load_skeleton_upload(bomb, "a.mat")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert r.status_code == 413 and peak < 30e6, (r.text, peak)
-    assert "unpacks to more than" in r.json()["error"]
+    assert refused.value.status == 413 and peak < 30e6, peak
 
 
 def test_video_pixel_limit(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
@@ -214,21 +220,16 @@ def test_video_pixel_limit(checkpoint: Path, tmp_path: Path, monkeypatch) -> Non
     assert "at most 2073600 pixels per frame, got 7680x7680" in r.json()["error"]
 
 
-def test_busy_check_before_the_body_and_parsing_off_the_event_loop(
+def test_busy_check_before_the_body_and_parsing_in_the_upload_process(
     checkpoint: Path, monkeypatch
 ) -> None:
     """With one upload in progress (its body still arriving), the next gets 503 right after its
-    headers, without sending its 60 MB; the multipart body is parsed in the upload worker."""
-    import skelgraph.serve.routes.recognize as route
+    headers, without sending its 60 MB; the multipart body is parsed in the upload process,
+    never in the service's."""
+    import skelgraph.serve.uploads
 
-    parsed_in = []
-
-    def recording(*args):
-        parsed_in.append(threading.current_thread().name)
-        return file_field(*args)
-
-    file_field = route.file_field
-    monkeypatch.setattr(route, "file_field", recording)
+    parsed_here = []
+    monkeypatch.setattr(skelgraph.serve.uploads, "file_field", parsed_here.append)
     app = create_app(checkpoint, max_pending_uploads=1, max_upload_bytes=64 * 2**20)
     with running(app) as address:
         host, port = address.split(":")
@@ -248,8 +249,48 @@ def test_busy_check_before_the_body_and_parsing_off_the_event_loop(
         import httpx
 
         ok = httpx.post(f"http://{address}/v1/recognize", files={"file": ("a.json", b"[]")})
-        assert ok.status_code == 422
-    assert parsed_in and all(name.startswith("skelgraph-upload") for name in parsed_in)
+        assert ok.status_code == 422 and "expected a JSON object" in ok.json()["error"], ok.text
+        assert app.state.service.upload_worker.start().result() != os.getpid()
+    assert not parsed_here
+
+
+def test_an_upload_process_that_dies_is_replaced(checkpoint: Path, tmp_path: Path) -> None:
+    """Killed while it runs a long clip, the upload process answers that upload with a 500 and
+    the reason, and the next upload is recognised by a new one."""
+    app = create_app(checkpoint, max_frames=20_000)
+    clip = np.random.default_rng(0).uniform(0, 300, (20_000, 17, 3)).astype(np.float32)
+    clip[..., 2] = 0.9
+    with ready_client(app) as c:
+        uploads = app.state.service.upload_worker
+        first = uploads.start().result()
+        answers, upload = [], npz(clip, tmp_path)
+        sending = threading.Thread(
+            target=lambda: answers.append(c.post("/v1/recognize", files={"file": upload}))
+        )
+        sending.start()
+        deadline = time.monotonic() + 60
+        while cpu_seconds(first) < 0.5:  # the clip is being recognised
+            assert time.monotonic() < deadline and sending.is_alive(), answers
+            time.sleep(0.05)
+        os.kill(first, signal.SIGKILL)
+        sending.join(60)
+        assert answers[0].status_code == 500, answers[0].text
+        assert "the upload process ended (exit code -9)" in answers[0].json()["error"]
+        again = c.post("/v1/recognize", files={"file": npz(clip[:30], tmp_path)})
+        assert again.status_code == 200 and again.json()["num_frames"] == 30, again.text
+        assert uploads.start().result() != first
+
+
+def npz(keypoints: np.ndarray, folder: Path) -> tuple[str, bytes]:
+    """An upload of ``coco17`` keypoints as ``.npz``."""
+    SkeletonClip(keypoints, "coco17").save(folder / "clip.npz")
+    return "clip.npz", (folder / "clip.npz").read_bytes()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,8 +37,11 @@ Every request from a web page of another origin, or addressed to a host name tha
 allowed, is refused with 403 before it reaches a route
 (:class:`~skelgraph.serve.origin.OriginCheck`). Bad input gets a 4xx with the reason, never a 500.
 
-Model work runs in worker threads (``stream_workers`` for streams, one for pose estimation, one
-for uploads, which parses them too), so the event loop stays free for every other connection.
+Model work runs in worker threads (``stream_workers`` for streams, one for pose estimation), so
+the event loop stays free for every other connection. Uploads are parsed and recognised in a
+process of their own with its own copy of the model
+(:class:`~skelgraph.serve.uploads.UploadProcess`), so that they never hold the interpreter lock
+the streams need.
 Each stream worker serves its share of the streams and batches their frames
 (:class:`~skelgraph.serve.batching.FrameBatcher`): the frames waiting when it is free go through
 the model in one batched step.
@@ -55,7 +58,6 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 try:
     from fastapi import FastAPI, Request
@@ -71,10 +73,7 @@ from skelgraph.layouts import get_layout
 from skelgraph.serve.origin import LOOPBACK_HOSTS, OriginCheck
 from skelgraph.serve.pose import PoseService
 from skelgraph.serve.routes import info, pages, recognize, websocket
-from skelgraph.serve.state import Limits, ServiceState
-
-if TYPE_CHECKING:
-    from skelgraph.serve.service import Recognition
+from skelgraph.serve.state import Limits, ModelSource, ServiceState
 
 __all__ = ["create_app"]
 
@@ -192,36 +191,18 @@ def create_app(
         idle_timeout=float(idle_timeout),
         max_pending_uploads=int(max_pending_uploads),
     )
-    pose = PoseService(pose_model, device=pose_device, imgsz=pose_imgsz, max_pixels=max_pixels)
-
-    def load() -> Recognition:
-        # torch is imported here, in the loading thread, while the server already answers
-        from skelgraph.serve.service import Recognition, load_model
-
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-        model, meta = load_model(checkpoint, device)
-        recognition = Recognition(
-            model,
-            meta,
-            service.name,
-            pose,
-            input_layout=input_layout,
-            device=device,
-            smoothing=smoothing,
-            max_frames=max_frames,
-            backend=backend,
-        )
-        if warm_up:
-            seconds = recognition.warm_up(limits.max_sessions)
-            log.info("model ready for 1 to %d streams in %.1f s", limits.max_sessions, seconds)
-        return recognition
-
-    service = ServiceState(
-        path.stem if path.suffix else str(checkpoint), limits, pose, load, stream_workers
+    source = ModelSource(
+        checkpoint=str(checkpoint),
+        name=path.stem if path.suffix else str(checkpoint),
+        pose=PoseService(pose_model, device=pose_device, imgsz=pose_imgsz, max_pixels=max_pixels),
+        input_layout=input_layout,
+        device=device,
+        smoothing=float(smoothing),
+        max_frames=int(max_frames),
+        backend=backend,
+        threads=threads,
     )
+    service = ServiceState(source, limits, warm_up, stream_workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

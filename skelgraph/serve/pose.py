@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +64,19 @@ class PoseService:
         self._estimator: UltralyticsPoseEstimator | None = None
         self._error: str | None = None
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickles as its settings: another process gets a pose service of its own, whose model
+        loads on first use there."""
+        settings = partial(
+            PoseService,
+            self.model,
+            device=self.device,
+            imgsz=self.imgsz,
+            max_pixels=self.max_pixels,
+            keypoint_threshold=self.keypoint_threshold,
+        )
+        return settings, ()
 
     def unavailable(self) -> str | None:
         """Why frames cannot be processed, :obj:`None` when they can (as far as is known without

@@ -1,13 +1,14 @@
 """The state of one running service, shared by its routes: the limits, the model once it is
-loaded, the worker threads and the counters of open streams and uploads.
+loaded, the worker threads, the upload process and the counters of open streams and uploads.
 
 :func:`create_app <skelgraph.serve.create_app>` stores it as ``app.state.service``; a route takes it
 as a parameter annotated :data:`Service` (a FastAPI dependency). Every route runs on the event
 loop, so the counters need no lock.
 
 The service answers before its model is ready: :meth:`ServiceState.start` loads it in a thread
-(torch alone takes seconds to import), ``/health`` says ``"warming"`` meanwhile, and the routes
-that need the model answer 503 until :attr:`ServiceState.loaded` is set.
+(torch alone takes seconds to import) while the upload process opens its own copy, ``/health``
+says ``"warming"`` meanwhile, and the routes that need the model answer 503 until
+:attr:`ServiceState.loaded` is set.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from starlette.requests import HTTPConnection
 
 from skelgraph.serve.inputs import InputError
 from skelgraph.serve.pose import PoseService
+from skelgraph.serve.uploads import UploadProcess
 
 if TYPE_CHECKING:  # they import torch, which the service loads in the background
     from skelgraph.serve.batching import FrameBatcher
     from skelgraph.serve.service import Recognition
 
-__all__ = ["Limits", "Service", "ServiceState", "run_in", "service_state"]
+__all__ = ["Limits", "ModelSource", "Service", "ServiceState", "run_in", "service_state"]
 
 T = TypeVar("T")
 log = logging.getLogger("skelgraph.serve")
@@ -57,15 +59,53 @@ class Limits:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """The served model and how it runs (see :func:`~skelgraph.serve.create_app` for each); the
+    service and its upload process each open it (:meth:`open`), so it pickles."""
+
+    checkpoint: str
+    name: str
+    pose: PoseService
+    input_layout: str
+    device: str
+    smoothing: float
+    max_frames: int
+    backend: str
+    threads: int | None
+
+    def open(self) -> Recognition:
+        """Loads the checkpoint (setting torch's intra-op threads first, when given)."""
+        # torch is imported here, in the loading thread, while the server already answers
+        import torch
+
+        from skelgraph.serve.service import Recognition, load_model
+
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        model, meta = load_model(self.checkpoint, self.device)
+        return Recognition(
+            model,
+            meta,
+            self.name,
+            self.pose,
+            input_layout=self.input_layout,
+            device=self.device,
+            smoothing=self.smoothing,
+            max_frames=self.max_frames,
+            backend=self.backend,
+        )
+
+
 @dataclass
 class ServiceState:
     """The limits, model, workers and load of one service.
 
     Attributes:
-        name (str): The name the model is served under.
+        source (ModelSource): The served model, opened by :meth:`start`.
         limits (Limits): What the service accepts.
-        pose (PoseService): The pose model for JPEG frames and videos.
-        load (Callable): Loads (and warms up) the model; called by :meth:`start`.
+        warm_up (bool): Whether :meth:`start` runs the model once for every number of streams
+            (:meth:`~skelgraph.serve.service.Recognition.warm_up`).
         stream_workers (int): Threads stepping the streams' model.
         loaded (threading.Event): Set when the model is loaded and warmed up, or failed to load.
         error (BaseException or None): Why the model failed to load.
@@ -75,16 +115,15 @@ class ServiceState:
         lanes (list[FrameBatcher]): One per stream worker thread, each batching the frames of
             its share of the streams, once the model is loaded.
         pose_worker (Executor): The thread estimating the poses of streamed JPEG frames.
-        upload_worker (Executor): The thread recognising uploads.
+        upload_worker (UploadProcess): The process recognising uploads.
         sessions (int): Streams open now.
         uploads (int): Uploads being received, processed or waiting now.
         opened (int): Streams opened since the start (each stream's number).
     """
 
-    name: str
+    source: ModelSource
     limits: Limits
-    pose: PoseService
-    load: Callable[[], Recognition]
+    warm_up: bool = True
     stream_workers: int = 1
     loaded: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -94,23 +133,43 @@ class ServiceState:
     pose_worker: Executor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="skelgraph-pose")
     )
-    upload_worker: Executor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="skelgraph-upload")
-    )
+    upload_worker: UploadProcess = field(init=False)
     sessions: int = 0
     uploads: int = 0
     opened: int = 0
 
+    def __post_init__(self) -> None:
+        self.upload_worker = UploadProcess(self.source)
+
+    @property
+    def name(self) -> str:
+        """The name the model is served under."""
+        return self.source.name
+
+    @property
+    def pose(self) -> PoseService:
+        """The pose model for JPEG frames and videos."""
+        return self.source.pose
+
     def start(self) -> None:
-        """Loads the model with :attr:`load` in a background thread, then makes
-        :attr:`stream_workers` threads stepping the streams' model; :attr:`loaded` tells when
-        it is done or failed."""
+        """Opens the model in a background thread (and warms it up), then makes
+        :attr:`stream_workers` threads stepping the streams' model, while the upload process
+        opens its own; :attr:`loaded` tells when both are done or one failed."""
 
         def prepare() -> None:
             try:
                 from skelgraph.serve.batching import FrameBatcher
 
-                recognition = self.load()
+                uploads_ready = self.upload_worker.start()
+                recognition = self.source.open()
+                if self.warm_up:
+                    seconds = recognition.warm_up(self.limits.max_sessions)
+                    log.info(
+                        "model ready for 1 to %d streams in %.1f s",
+                        self.limits.max_sessions,
+                        seconds,
+                    )
+                uploads_ready.result()
                 self.lanes = [
                     FrameBatcher(
                         recognition,
@@ -150,9 +209,10 @@ class ServiceState:
         raise InputError(f"unavailable: the model failed to load: {self.error}", status=503)
 
     def shutdown(self) -> None:
-        """Stops the worker threads, dropping the work still waiting."""
-        for executor in (self.pose_worker, self.upload_worker, *(x.executor for x in self.lanes)):
+        """Stops the worker threads and the upload process, dropping the work still waiting."""
+        for executor in (self.pose_worker, *(x.executor for x in self.lanes)):
             executor.shutdown(wait=False, cancel_futures=True)
+        self.upload_worker.shutdown()
 
     def pose_state(self) -> dict[str, Any]:
         """``{"model", "available", "reason"}`` of the pose model (``reason`` why it is not)."""

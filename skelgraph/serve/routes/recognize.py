@@ -2,24 +2,18 @@
 
 The busy check comes before the body is read, so that refused uploads cost nothing; the body is
 then received on the event loop (only appending its chunks) and everything else, from the
-multipart parsing to the JSON answer, is done in the upload worker thread.
+multipart parsing to the JSON answer, is done in the upload process
+(:class:`~skelgraph.serve.uploads.UploadProcess`).
 """
 
 from __future__ import annotations
-
-import json
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from skelgraph.serve.inputs import InputError
-from skelgraph.serve.multipart import file_field
-from skelgraph.serve.state import Service, run_in
-
-if TYPE_CHECKING:
-    from skelgraph.serve.service import Recognition
+from skelgraph.serve.state import Service
 
 __all__ = ["router"]
 
@@ -45,7 +39,7 @@ async def recognize(request: Request, service: Service, keypoints: bool = False)
     """Predictions for an uploaded skeleton file or video (multipart field ``file``)."""
     chunks = None
     try:
-        recognition = service.model()
+        service.model()  # 503 while it loads
         if service.uploads >= service.limits.max_pending_uploads:
             raise InputError(
                 f"busy: {service.uploads} uploads are being processed, try again later", 503
@@ -53,9 +47,7 @@ async def recognize(request: Request, service: Service, keypoints: bool = False)
         with service.upload_slot():
             chunks = await _read_body(request, service.limits.max_upload_bytes)
             content_type = request.headers["content-type"]
-            answer = await run_in(
-                service.upload_worker, _answer, recognition, chunks, content_type, keypoints
-            )
+            status, answer = await service.upload_worker.answer(chunks, content_type, keypoints)
     except InputError as e:
         headers = {"Retry-After": "5"} if e.status == 503 else {}
         if chunks is None:
@@ -63,16 +55,8 @@ async def recognize(request: Request, service: Service, keypoints: bool = False)
             # sending it (the server would otherwise receive and drop every byte)
             headers["Connection"] = "close"
         return _error(e.status, e.reason, headers)
-    return Response(answer, media_type="application/json")
-
-
-def _answer(
-    recognition: Recognition, chunks: list[bytes], content_type: str, keypoints: bool
-) -> bytes:
-    """The JSON answer to an upload's body (in the upload worker)."""
-    data, filename = file_field(chunks, content_type)
-    result = recognition.recognize_upload(data, filename, keypoints=keypoints)
-    return json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return Response(answer, status, headers, media_type="application/json")
 
 
 async def _read_body(request: Request, limit: int) -> list[bytes]:
