@@ -15,15 +15,19 @@ loopback address only and in bounded numbers:
   refused before their body is read), then the ``.mat`` and zip bombs, a false ``.npz`` header,
   extreme coordinates, nested and huge-integer JSON, a non-MAT ``.mat``, a 300-character
   suffix;
-* other sites: WebSocket handshakes and uploads with a foreign ``Origin``, a rebound ``Host``.
+* other sites: WebSocket handshakes and uploads with a foreign ``Origin``, a rebound ``Host``;
+* (``--attacks clips``, not by default) valid clips of 3600 frames, the most the service takes,
+  uploaded one after another: the most model work one request may ask for.
 
 Reports the good streams' replies, reply latency (p50/p99/max), errors and missing replies, what
 the attackers got (status codes, close codes, error replies), the sessions and uploads still
-counted after the attack (all must be free), the server's peak memory, writes
-``benchmarks/results/serve_attack.json`` and prints a table.
+counted after the attack (all must be free), the server's peak memory, the CPU seconds of the
+server, its upload process, the good clients and the attackers while the streams ran (they share
+the machine's cores), writes ``benchmarks/results/serve_attack.json`` and prints a table.
 
     python benchmarks/serve_attack.py                  # 8 clients x 30 fps x 30 s
     python benchmarks/serve_attack.py --duration 10    # the bounded run of the test suite
+    python benchmarks/serve_attack.py --attacks clips --out clips.json
 
 Needs ``skelgraph[serve]`` (uvicorn, websockets, httpx).
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -42,12 +47,21 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the hostile inputs are the regression tests' own
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import hostile
 from _common import format_table, machine, write_json
-from serve_load import client, free_port, percentile, pick_checkpoint, start_server
+from serve_load import (
+    client,
+    cpu_seconds,
+    free_port,
+    percentile,
+    pick_checkpoint,
+    start_server,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_attack.json"
 #: the requirement the run checks
@@ -68,9 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--attacks",
-        default=",".join(ATTACKS),
+        default=",".join(HOSTILE),
         help=f"comma-separated attacker kinds, of {', '.join(ATTACKS)}, or 'none' for the "
-        "good streams alone (default: all)",
+        f"good streams alone (default: {','.join(HOSTILE)})",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     # serve_load's checkpoint choice reads these
@@ -135,15 +149,49 @@ async def hostile_streams(url: str, rounds: int, seen: Counter, sessions: int) -
 
 #: the uploads, made in the attackers' process before the good streams start (:func:`prepare`)
 UPLOADS: list[tuple[str, bytes]] = []
-#: 60 MB of random bytes, sent as an ``.npz``
+#: the multipart body of an upload of 60 MB of random bytes as an ``.npz``
 BIG = b""
+#: its boundary
+BOUNDARY = "attack-boundary"
 
 
 def prepare() -> None:
     """Makes the hostile uploads (seconds of CPU: not while the good streams are measured)."""
     global BIG
     UPLOADS[:] = hostile_uploads()
-    BIG = os.urandom(60 * 2**20)
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.npz"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    BIG = head.encode() + os.urandom(60 * 2**20) + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def big_upload(port: int) -> str:
+    """Posts :data:`BIG` over a plain socket, 1 MB at a time as the server takes it; what came
+    back. (An HTTP client library would spend about a second of CPU per burst on the 2 cores the
+    server shares with the attackers here; an attacker elsewhere would not.)"""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"POST /v1/recognize HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: "
+            f"{len(BIG)}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode()
+        )
+        body = memoryview(BIG)
+        try:
+            for start in range(0, len(body), 2**20):
+                writer.write(body[start : start + 2**20])
+                await writer.drain()
+        except ConnectionError:  # the server stopped reading; its answer may say why
+            pass
+        try:
+            status = (await asyncio.wait_for(reader.readline(), 120)).split()
+        except ConnectionError:
+            status = []
+        if len(status) > 1 and status[1].isdigit():
+            return f"upload {int(status[1])}"
+        return "upload closed early"
+    finally:
+        writer.transport.abort()
 
 
 def hostile_uploads() -> list[tuple[str, bytes]]:
@@ -174,7 +222,8 @@ async def hostile_posts(base: str, rounds: int, seen: Counter, sessions: int) ->
             except httpx.TransportError:  # refused early: closed while the body was being sent
                 seen["upload closed early"] += 1
 
-        await asyncio.gather(*(post("big.npz", BIG) for _ in range(10)))
+        port = int(base.rsplit(":", 1)[1])
+        seen.update(await asyncio.gather(*(big_upload(port) for _ in range(10))))
         for _ in range(rounds):
             for name, data in UPLOADS:
                 await post(name, data)
@@ -196,8 +245,29 @@ async def other_origin(url: str, rounds: int, seen: Counter, sessions: int) -> N
         await asyncio.sleep(2.0)
 
 
-#: the attacker kinds by name
-ATTACKS = {"streams": hostile_streams, "uploads": hostile_posts, "origins": other_origin}
+async def long_clips(base: str, rounds: int, seen: Counter, sessions: int) -> None:
+    """Valid clips of 3600 frames (the service's default limit) uploaded one after another for
+    as long as the other attackers run: the most model work one request may ask for."""
+    import httpx
+
+    keypoints = np.random.default_rng(0).uniform(0, 480, (3600, 17, 3)).round(1)
+    keypoints[..., 2] = 0.9
+    clip = {"keypoints": keypoints.tolist(), "fps": 30}
+    data = json.dumps(clip).encode()
+    async with httpx.AsyncClient(base_url=base, timeout=300) as http:
+        for _ in range(max(1, rounds // 3)):
+            r = await http.post("/v1/recognize", files={"file": ("long.json", data)})
+            seen[f"long clip {r.status_code}"] += 1
+
+
+#: the attacker kinds by name; :data:`HOSTILE` are the default
+ATTACKS = {
+    "streams": hostile_streams,
+    "uploads": hostile_posts,
+    "origins": other_origin,
+    "clips": long_clips,
+}
+HOSTILE = ("streams", "uploads", "origins")
 
 
 async def good_streams_open(base: str, count: int, timeout: float = 60.0) -> int:
@@ -216,43 +286,62 @@ async def good_streams_open(base: str, count: int, timeout: float = 60.0) -> int
             await asyncio.sleep(0.05)
 
 
-def run_attackers(port: int, rounds: int, kinds: list[str], good: int) -> Counter:
+def run_attackers(port: int, rounds: int, kinds: list[str], good: int) -> tuple[Counter, float]:
     """The attackers of the given kinds, in a process of their own (so that their work does not
-    delay the good clients' timing), once the ``good`` streams are open; what they got."""
+    delay the good clients' timing), once the ``good`` streams are open; what they got, and the
+    CPU seconds they took."""
     url, base = f"ws://127.0.0.1:{port}/v1/stream", f"http://127.0.0.1:{port}"
     seen: Counter = Counter()
 
     async def attackers() -> None:
         sessions = await good_streams_open(base, good)
-        targets = {"streams": url, "uploads": base, "origins": url}
+        targets = {"streams": url, "uploads": base, "origins": url, "clips": base}
         await asyncio.gather(
             *(ATTACKS[kind](targets[kind], rounds, seen, sessions) for kind in kinds)
         )
 
+    start = time.process_time()
     asyncio.run(attackers())
-    return seen
+    return seen, time.process_time() - start
 
 
-async def attack(port: int, args: argparse.Namespace) -> tuple[list[dict], Counter, float]:
+async def attack(
+    port: int, args: argparse.Namespace
+) -> tuple[list[dict], tuple[Counter, float], float]:
     url = f"ws://127.0.0.1:{port}/v1/stream"
     rounds = args.rounds or max(1, int(args.duration // 3))
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         await loop.run_in_executor(pool, prepare)  # before the good streams start
 
-        async def attackers() -> Counter:
+        async def attackers() -> tuple[Counter, float]:
             if args.attacks == "none":
-                return Counter()
+                return Counter(), 0.0
             kinds = args.attacks.split(",")
             return await loop.run_in_executor(
                 pool, run_attackers, port, rounds, kinds, args.clients
             )
 
         start = time.perf_counter()
-        *good, seen = await asyncio.gather(
+        *good, attackers_got = await asyncio.gather(
             *(client(url, i, args.fps, args.duration) for i in range(args.clients)), attackers()
         )
-    return good, seen, time.perf_counter() - start
+    return good, attackers_got, time.perf_counter() - start
+
+
+def process_tree_cpu_seconds(pid: int) -> dict[str, float | None]:
+    """CPU seconds so far of a process and of its children (the service's upload process),
+    Linux only."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread starting it
+        with contextlib.suppress(OSError):
+            children += (task / "children").read_text().split()
+    own = [cpu_seconds(int(child)) for child in children]
+    return {"process": cpu_seconds(pid), "children": sum(x for x in own if x is not None)}
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -278,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(checkpoint, port, args.threads, sessions, 1, ("--idle-timeout", "5"))
         try:
             rss_ready = peak_rss_mib(server.pid)
-            good, seen, wall = asyncio.run(attack(port, args))
+            cpu_before, clients_before = process_tree_cpu_seconds(server.pid), time.process_time()
+            good, (seen, attackers_cpu), wall = asyncio.run(attack(port, args))
+            cpu_after, clients_cpu = process_tree_cpu_seconds(server.pid), time.process_time()
             time.sleep(6.0)  # the silent attacker's stream is dropped after the idle timeout
             after = httpx.get(f"http://127.0.0.1:{port}/health").json()
             rss_peak = peak_rss_mib(server.pid)
@@ -305,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
         "rss_ready_mib": rss_ready,
         "rss_peak_mib": rss_peak,
         "wall_s": wall,
+        # CPU seconds while the good streams ran, on the cores all of them share
+        "cpu_s": {
+            "server": _spent(cpu_before["process"], cpu_after["process"]),
+            "server_upload_process": _spent(cpu_before["children"], cpu_after["children"]),
+            "good_clients": clients_cpu - clients_before,
+            "attackers": attackers_cpu,
+        },
     }
     passed = (
         not errors
@@ -337,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {description}; load average before {load_before[0]:.2f}, after "
         f"{load_after[0]:.2f} ({machine()['cores']} cores)"
     )
+    spent = summary["cpu_s"].items()
+    print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in spent if v is not None))
     print(f"{'PASS' if passed else 'FAIL'}: {record['target']}; results in {args.out}")
     return 0 if passed else 1
 
