@@ -60,8 +60,8 @@ class UploadProcess:
         self.source = source
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="skelgraph-upload")
-        self._folder = Path(tempfile.mkdtemp(prefix="skelgraph-uploads-"))
+        self._thread = _upload_thread()
+        self._folder: Path | None = None  # the bodies' private folder, made on first use
 
     def start(self) -> Future[int]:
         """Starts the child (it imports torch and opens the model) unless it runs, without
@@ -91,10 +91,13 @@ class UploadProcess:
 
     def shutdown(self) -> None:
         """Stops the child, dropping the uploads still waiting, and removes the temporary
-        folder."""
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        folder; :meth:`start` starts it again (an app served once more)."""
+        thread, self._thread = self._thread, _upload_thread()
+        thread.shutdown(wait=False, cancel_futures=True)
         self._stop()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
     def _answer(self, chunks: list[bytes], content_type: str, keypoints: bool) -> tuple[int, bytes]:
         path = self._write(chunks)
@@ -160,12 +163,18 @@ class UploadProcess:
 
     def _write(self, chunks: list[bytes]) -> Path:
         """The body in a new file of the private folder (readable by this user only)."""
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="skelgraph-uploads-"))
         handle, name = tempfile.mkstemp(suffix=".body", dir=self._folder)
         with open(handle, "wb") as file:
             for chunk in chunks:
                 file.write(chunk)
         chunks.clear()
         return Path(name)
+
+
+def _upload_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="skelgraph-upload")
 
 
 # ---------------------------------------------------------------------------------------------
