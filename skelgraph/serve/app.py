@@ -73,7 +73,8 @@ from skelgraph.layouts import get_layout
 from skelgraph.serve.origin import LOOPBACK_HOSTS, OriginCheck
 from skelgraph.serve.pose import PoseService
 from skelgraph.serve.routes import info, pages, recognize, websocket
-from skelgraph.serve.state import Limits, ModelSource, ServiceState
+from skelgraph.serve.source import ModelSource
+from skelgraph.serve.state import Limits, ServiceState
 
 __all__ = ["create_app"]
 

@@ -28,13 +28,14 @@ from starlette.requests import HTTPConnection
 
 from skelgraph.serve.inputs import InputError
 from skelgraph.serve.pose import PoseService
+from skelgraph.serve.source import ModelSource
 from skelgraph.serve.uploads import UploadProcess
 
 if TYPE_CHECKING:  # they import torch, which the service loads in the background
     from skelgraph.serve.batching import FrameBatcher
     from skelgraph.serve.service import Recognition
 
-__all__ = ["Limits", "ModelSource", "Service", "ServiceState", "run_in", "service_state"]
+__all__ = ["Limits", "Service", "ServiceState", "run_in", "service_state"]
 
 T = TypeVar("T")
 log = logging.getLogger("skelgraph.serve")
@@ -57,44 +58,6 @@ class Limits:
     def to_dict(self) -> dict[str, Any]:
         """The limits by name, in the order above."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """The served model and how it runs (see :func:`~skelgraph.serve.create_app` for each); the
-    service and its upload process each open it (:meth:`open`), so it pickles."""
-
-    checkpoint: str
-    name: str
-    pose: PoseService
-    input_layout: str
-    device: str
-    smoothing: float
-    max_frames: int
-    backend: str
-    threads: int | None
-
-    def open(self) -> Recognition:
-        """Loads the checkpoint (setting torch's intra-op threads first, when given)."""
-        # torch is imported here, in the loading thread, while the server already answers
-        import torch
-
-        from skelgraph.serve.service import Recognition, load_model
-
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        model, meta = load_model(self.checkpoint, self.device)
-        return Recognition(
-            model,
-            meta,
-            self.name,
-            self.pose,
-            input_layout=self.input_layout,
-            device=self.device,
-            smoothing=self.smoothing,
-            max_frames=self.max_frames,
-            backend=self.backend,
-        )
 
 
 @dataclass

@@ -5,7 +5,7 @@ long clip, and a 60 MB body takes the multipart parser about 75 ms of it. In the
 process that work would hold the interpreter lock against the stream worker, whose model step
 gives the lock up and takes it back at every operation, each time waiting out the other thread's
 turn; a 5 ms step then takes 30 ms. The :class:`UploadProcess` does all of it in a child
-process: it opens the same model from the service's :class:`~skelgraph.serve.state.ModelSource`
+process: it opens the same model from the service's :class:`~skelgraph.serve.source.ModelSource`
 and gets the CPU only when the service leaves it idle, since a stream's frame is due in 33 ms and
 an upload's answer is not. Hostile files are taken apart there too, away from the service's memory.
 
@@ -39,7 +39,7 @@ from skelgraph.serve.multipart import file_field
 
 if TYPE_CHECKING:  # it imports torch, which only the child needs here
     from skelgraph.serve.service import Recognition
-    from skelgraph.serve.state import ModelSource
+    from skelgraph.serve.source import ModelSource
 
 __all__ = ["UploadProcess"]
 
